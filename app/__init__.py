@@ -1,0 +1,89 @@
+"""The application factory: `flask --app app ...` finds `create_app` here."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app import config as config_module
+from app.config import ROOT
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        instance_path=str(config_module.INSTANCE_DIR),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    register_config(app, test_config)
+    register_extensions(app)
+    register_blueprints(app)
+    register_security(app)
+    register_errorhandlers(app)
+    register_template_helpers(app)
+    register_commands(app)
+    return app
+
+
+def register_config(app: Flask, test_config: dict | None) -> None:
+    from dotenv import load_dotenv
+
+    if test_config is None:
+        load_dotenv(ROOT / ".env")
+    settings = config_module.from_environment()
+    if test_config:
+        settings.update(test_config)
+    config_module.finalise(settings)
+    app.config.from_mapping(settings)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        config_module.INSTANCE_DIR.mkdir(exist_ok=True)
+
+
+def register_extensions(app: Flask) -> None:
+    from app.extensions import csrf, db, htmx, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        from app.database import enable_sqlite_foreign_keys
+
+        with app.app_context():
+            enable_sqlite_foreign_keys(db.engine)
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.auth.views import bp as auth_bp
+    from app.health import bp as health_bp
+    from app.users.views import bp as users_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(users_bp)
+
+
+def register_security(app: Flask) -> None:
+    from app.auth.guard import init_guard
+    from app.security import init_security_headers
+
+    init_guard(app)
+    init_security_headers(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import init_error_handlers
+
+    init_error_handlers(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from app.templating import init_templating
+
+    init_templating(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app.cli import init_commands
+
+    init_commands(app)

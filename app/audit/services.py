@@ -1,0 +1,80 @@
+"""The one audit trail: every change, from the dashboard, a webhook or the command line."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from app.extensions import db
+from app.models import AuditEvent, User
+
+
+class Source(enum.StrEnum):
+    DASHBOARD = "dashboard"
+    WEBHOOK = "webhook"
+    CLI = "cli"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a signed-in staff member, the command line, or Clerk's webhook."""
+
+    source: Source
+    label: str
+    user: User | None = None
+    remote_addr: str | None = None
+
+    @classmethod
+    def staff(cls, user: User, remote_addr: str | None = None) -> Actor:
+        return cls(Source.DASHBOARD, user.email, user, remote_addr)
+
+    @classmethod
+    def cli(cls) -> Actor:
+        return cls(Source.CLI, "command line")
+
+    @classmethod
+    def webhook(cls) -> Actor:
+        return cls(Source.WEBHOOK, "Clerk webhook")
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
+    """The fields whose value changed, as {field: [before, after]}."""
+    return {
+        field: [_jsonable(before.get(field)), _jsonable(after.get(field))]
+        for field in sorted(set(before) | set(after))
+        if before.get(field) != after.get(field)
+    }
+
+
+def record(
+    action: str,
+    *,
+    actor: Actor,
+    target: User | None = None,
+    changes: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add an audit event to the current transaction; the caller commits it with the change."""
+    event = AuditEvent(
+        source=actor.source.value,
+        actor_id=actor.user.id if actor.user is not None else None,
+        actor_label=actor.label,
+        action=action,
+        target_id=target.id if target is not None else None,
+        target_label=target.email if target is not None else None,
+        changes=json.dumps(changes, sort_keys=True) if changes else None,
+        remote_addr=actor.remote_addr,
+    )
+    db.session.add(event)
+    return event

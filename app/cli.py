@@ -1,0 +1,95 @@
+"""Command line: `flask --app app demo`, `flask --app app users ...`."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from app.audit.services import Actor
+from app.extensions import db
+from app.models import UserRole
+
+users_cli = AppGroup("users", help="Manage dashboard staff.")
+
+
+def sign_in_url(token: str) -> str:
+    """The link as the operator will open it, on the address in BASE_URL."""
+    from flask import url_for
+
+    with current_app.test_request_context(base_url=current_app.config["BASE_URL"]):
+        return url_for("auth.redeem_link", token=token, _external=True)
+
+
+@users_cli.command("create-admin")
+@click.argument("email")
+@click.option(
+    "--role",
+    type=click.Choice([UserRole.SUPER_ADMIN.value, UserRole.ADMIN.value]),
+    default=UserRole.SUPER_ADMIN.value,
+    show_default=True,
+    help="The staff role to give.",
+)
+def create_admin_command(email: str, role: str) -> None:
+    """Create (or promote and reactivate) an administrator."""
+    from app.users.services import UserError, create_admin
+
+    try:
+        user = create_admin(email, role=UserRole(role), actor=Actor.cli())
+    except UserError as error:
+        raise click.ClickException(str(error)) from error
+    db.session.commit()
+    click.echo(f"{user.email} is an active {user.role.label} (id {user.id}).")
+
+
+@users_cli.command("sign-in-link")
+@click.argument("email")
+def sign_in_link_command(email: str) -> None:
+    """Print a one-time sign-in link for an active admin or super admin."""
+    from app.auth.services import SignInRefused, issue_sign_in_link
+    from app.users.services import find_live_user_by_email
+
+    user = find_live_user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"no user with email {email!r}; create one with `flask users create-admin`")
+    try:
+        token = issue_sign_in_link(
+            user,
+            secret_key=current_app.config["SECRET_KEY"],
+            max_age=current_app.config["SIGN_IN_LINK_MAX_AGE"],
+            actor=Actor.cli(),
+        )
+    except SignInRefused as refused:
+        raise click.ClickException(str(refused)) from refused
+    db.session.commit()
+    minutes = current_app.config["SIGN_IN_LINK_MAX_AGE"] // 60
+    click.echo(f"Sign-in link for {user.email} (works once, for {minutes} minutes):")
+    click.echo(sign_in_url(token))
+
+
+@click.command("demo")
+@click.option("--users", "n_users", type=click.IntRange(min=0), default=200, show_default=True,
+              help="How many demo users there should be in all.")
+def demo_command(n_users: int) -> None:
+    """Seed realistic demo users and data (idempotent: it only adds what is missing)."""
+    from app.demo import seed_demo
+
+    with click.progressbar(length=n_users, label="Seeding demo users") as bar:
+        done = 0
+
+        def progress(finished: int, _total: int) -> None:
+            nonlocal done
+            bar.update(finished - done)
+            done = finished
+
+        counts = seed_demo(n_users, actor=Actor.cli(), progress=progress)
+    db.session.commit()
+    click.echo(
+        f"Demo users: {counts['users_created']} created, {counts['users_existing']} already there; "
+        f"{counts['user_data_created']} key-value rows created."
+    )
+
+
+def init_commands(app: Flask) -> None:
+    app.cli.add_command(users_cli)
+    app.cli.add_command(demo_command)

@@ -1,0 +1,88 @@
+"""One configuration, read from the environment (and `.env` in development)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = ROOT / "instance"
+
+DEVELOPMENT_SECRET = "dev-only-not-secret"
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the configuration cannot work; its message is one line."""
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URL forms hosting providers hand out and use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{INSTANCE_DIR / 'dashboard.sqlite3'}"
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError as exc:
+        raise ConfigError(f"expected a whole number, got {value!r}") from exc
+
+
+def from_environment(environ: dict[str, str] | None = None) -> dict:
+    """Build the Flask config mapping from environment variables."""
+    env = os.environ if environ is None else environ
+    app_env = env.get("APP_ENV", "development").strip().lower()
+    database_url = normalise_database_url(env.get("DATABASE_URL") or default_database_url())
+    return {
+        "APP_ENV": app_env,
+        "SECRET_KEY": env.get("SECRET_KEY") or None,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SIGN_IN_LINK_MAX_AGE": _int(env.get("SIGN_IN_LINK_MAX_AGE"), 15 * 60),
+        "BASE_URL": (env.get("BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "USERS_PER_PAGE": _int(env.get("USERS_PER_PAGE"), 50),
+        "CLERK_WEBHOOK_SIGNING_SECRET": env.get("CLERK_WEBHOOK_SIGNING_SECRET") or None,
+        "CLERK_SECRET_KEY": env.get("CLERK_SECRET_KEY") or None,
+        "CLERK_API_URL": (env.get("CLERK_API_URL") or "https://api.clerk.com/v1").rstrip("/"),
+        "CLERK_JWT_KEY": env.get("CLERK_JWT_KEY") or None,
+        "CLERK_PUBLISHABLE_KEY": env.get("CLERK_PUBLISHABLE_KEY") or None,
+        "CLERK_AUTHORIZED_PARTIES": [
+            p.strip() for p in (env.get("CLERK_AUTHORIZED_PARTIES") or "").split(",") if p.strip()
+        ],
+        "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), app_env == "production"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": None,
+    }
+
+
+def finalise(config: dict) -> None:
+    """Fill development defaults and refuse a configuration that cannot run safely."""
+    if config["APP_ENV"] in {"development", "test"} or config.get("TESTING"):
+        config["SECRET_KEY"] = config.get("SECRET_KEY") or DEVELOPMENT_SECRET
+    elif not config.get("SECRET_KEY"):
+        raise ConfigError(
+            "SECRET_KEY is not set: outside development it is required "
+            "(generate one with: python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    uri = config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(
+        config["SQLALCHEMY_DATABASE_URI"]
+    )
+    options = config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    if uri.startswith("postgresql"):
+        # Timestamps are stored in UTC, so the server's now() must speak UTC too.
+        options.setdefault("connect_args", {"options": "-c timezone=utc"})
+        options.setdefault("pool_pre_ping", True)
+    elif uri.startswith("sqlite"):
+        options.setdefault("connect_args", {"timeout": 15})

@@ -1,0 +1,199 @@
+"""The schema: the seed's `users` and `user_data`, plus the audit trail and sign-in links."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A plain `timestamp` column holding UTC; Python sees timezone-aware datetimes."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given for a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+class UserRole(enum.StrEnum):
+    SUPER_ADMIN = "super_admin"
+    ADMIN = "admin"
+    USER = "user"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+class UserStatus(enum.StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    INVITED = "invited"
+    SUSPENDED = "suspended"
+
+    @property
+    def label(self) -> str:
+        return self.value
+
+
+def _enum(cls: type[enum.Enum], name: str) -> sa.Enum:
+    # Native enum types on PostgreSQL; a named CHECK constraint on SQLite.
+    return sa.Enum(
+        cls,
+        name=name,
+        values_callable=lambda members: [m.value for m in members],
+        create_constraint=True,
+        validate_strings=True,
+    )
+
+
+user_role_enum = _enum(UserRole, "user_role")
+user_status_enum = _enum(UserStatus, "user_status")
+
+STAFF_ROLES = (UserRole.ADMIN, UserRole.SUPER_ADMIN)
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(sa.Text)
+    first_name: Mapped[str | None] = mapped_column(sa.Text)
+    last_name: Mapped[str | None] = mapped_column(sa.Text)
+    role: Mapped[UserRole] = mapped_column(
+        user_role_enum, default=UserRole.USER, server_default=UserRole.USER.value
+    )
+    status: Mapped[UserStatus] = mapped_column(
+        user_status_enum, default=UserStatus.ACTIVE, server_default=UserStatus.ACTIVE.value
+    )
+    image_url: Mapped[str | None] = mapped_column(sa.Text)
+    username: Mapped[str | None] = mapped_column(sa.Text)
+    external_id: Mapped[str | None] = mapped_column(sa.Text)
+    public_metadata: Mapped[str | None] = mapped_column(sa.Text)
+    private_metadata: Mapped[str | None] = mapped_column(sa.Text)
+    unsafe_metadata: Mapped[str | None] = mapped_column(sa.Text)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clerk_id: Mapped[str] = mapped_column(sa.Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=sa.func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
+    )
+    # Additions to the seed: soft delete (a tombstone for Clerk deletions), the ordering guard
+    # for webhooks (Clerk's updated_at in ms), and the optimistic-locking counter.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clerk_updated_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+    version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+
+    data: Mapped[list[UserData]] = relationship(
+        back_populates="user", order_by="UserData.key", cascade="all, delete-orphan"
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        # Keyset pagination and sorting on the list page: every sort ends with id as tie-breaker.
+        sa.Index("ix_users_created_at_id", "created_at", "id"),
+        sa.Index("ix_users_last_sign_in_at_id", "last_sign_in_at", "id"),
+        sa.Index("ix_users_email_id", "email", "id"),
+        sa.Index("ix_users_role_created_at", "role", "created_at"),
+        sa.Index("ix_users_status_created_at", "status", "created_at"),
+    )
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    @property
+    def display_name(self) -> str:
+        return self.full_name or self.username or self.email
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    @property
+    def can_use_dashboard(self) -> bool:
+        return self.is_staff and self.status == UserStatus.ACTIVE and self.deleted_at is None
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.email}>"
+
+
+class UserData(db.Model):
+    __tablename__ = "user_data"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(sa.Text, sa.ForeignKey("users.id"))
+    key: Mapped[str] = mapped_column(sa.Text)
+    value: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=sa.func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
+    )
+
+    user: Mapped[User] = relationship(back_populates="data")
+
+    __table_args__ = (sa.UniqueConstraint("user_id", "key"),)
+
+
+class AuditEvent(db.Model):
+    """Who did what to whom, when, from where, with the before and after of each field."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True, default=new_id)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(sa.Text)  # dashboard, webhook, cli
+    actor_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("users.id"), index=True)
+    actor_label: Mapped[str] = mapped_column(sa.Text)
+    action: Mapped[str] = mapped_column(sa.Text, index=True)
+    target_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("users.id"))
+    target_label: Mapped[str | None] = mapped_column(sa.Text)
+    changes: Mapped[str | None] = mapped_column(sa.Text)  # JSON: {field: [before, after]}
+    remote_addr: Mapped[str | None] = mapped_column(sa.Text)
+
+    actor: Mapped[User | None] = relationship(foreign_keys=[actor_id])
+    target: Mapped[User | None] = relationship(foreign_keys=[target_id])
+
+    __table_args__ = (sa.Index("ix_audit_events_target_id_occurred_at", "target_id", "occurred_at"),)
+
+
+class SignInLink(db.Model):
+    """A one-time sign-in link; the token handed out is this row's id, signed."""
+
+    __tablename__ = "sign_in_links"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.Text, sa.ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()

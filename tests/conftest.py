@@ -1,0 +1,175 @@
+"""Fixtures: an app on a schema built by the migrations, on SQLite or (TEST_DATABASE_URL) PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.audit.services import Actor
+from app.auth.services import issue_sign_in_link
+from app.config import normalise_database_url
+from app.extensions import db as _db
+from app.models import User, UserRole, UserStatus
+
+TEST_SECRET = "test-secret-key"
+
+
+def _scratch_postgres_database(base_url: str) -> tuple[str, sa.Engine, str]:
+    """A database of its own for this run, so runs side by side cannot disturb each other."""
+    url = sa.make_url(normalise_database_url(base_url))
+    name = f"test_dashboard_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    return url.set(database=name).render_as_string(hide_password=False), admin, name
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("TEST_DATABASE_URL"):
+        return
+    reason = "needs PostgreSQL: set TEST_DATABASE_URL (make test and .ci/run do)"
+    for item in items:
+        if "postgresql" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> Iterator[str]:
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        path = tmp_path_factory.mktemp("db") / "test.sqlite3"
+        url = f"sqlite:///{path}"
+        _migrate(url)
+        yield url
+        return
+    url, admin, name = _scratch_postgres_database(base)
+    try:
+        _migrate(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": TEST_SECRET})
+    with app.app_context():
+        upgrade()
+        _db.engine.dispose()
+
+
+def make_app(database_url: str, **overrides) -> Flask:
+    config = {
+        "TESTING": True,
+        "APP_ENV": "test",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SECRET_KEY": TEST_SECRET,
+        "SERVER_NAME": None,
+        "BASE_URL": "http://localhost",
+        # Tests must never reach a real Clerk.
+        "CLERK_SECRET_KEY": None,
+        "CLERK_WEBHOOK_SIGNING_SECRET": None,
+        "CLERK_JWT_KEY": None,
+    }
+    config.update(overrides)
+    return create_app(config)
+
+
+def _empty_tables() -> None:
+    _db.session.remove()
+    with _db.engine.begin() as connection:
+        for table in reversed(_db.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Flask]:
+    app = make_app(database_url)
+    with app.app_context():
+        try:
+            yield app
+        finally:
+            _empty_tables()
+            _db.engine.dispose()
+
+
+@pytest.fixture
+def db(app: Flask):
+    return _db
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_user(db):
+    counter = iter(range(1, 1_000_000))
+
+    def make(**fields) -> User:
+        n = next(counter)
+        fields.setdefault("email", f"person{n}@example.com")
+        fields.setdefault("clerk_id", f"user_test_{uuid.uuid4().hex}")
+        fields.setdefault("role", UserRole.USER)
+        fields.setdefault("status", UserStatus.ACTIVE)
+        user = User(**fields)
+        db.session.add(user)
+        db.session.commit()
+        return user
+
+    return make
+
+
+class AuthActions:
+    """Sign a test client in the way a person does: with a one-time link."""
+
+    def __init__(self, app: Flask, client: FlaskClient, make_user):
+        self.app, self.client, self.make_user = app, client, make_user
+
+    def link_for(self, user: User) -> str:
+        token = issue_sign_in_link(
+            user,
+            secret_key=self.app.config["SECRET_KEY"],
+            max_age=self.app.config["SIGN_IN_LINK_MAX_AGE"],
+            actor=Actor.cli(),
+        )
+        _db.session.commit()
+        return f"/auth/link/{token}"
+
+    def sign_in(self, user: User | None = None, *, role: UserRole = UserRole.SUPER_ADMIN) -> User:
+        if user is None:
+            user = self.make_user(email=f"{role.value}-{uuid.uuid4().hex[:6]}@staff.example", role=role)
+        response = self.client.get(self.link_for(user))
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return user
+
+
+@pytest.fixture
+def auth(app, client, make_user) -> AuthActions:
+    return AuthActions(app, client, make_user)
+
+
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token_from(html: str) -> str:
+    match = CSRF_INPUT.search(html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)

@@ -1,0 +1,171 @@
+"""One-time sign-in links, the session they start, and the guard in front of every page."""
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from app.models import AuditEvent, SignInLink, User, UserRole, UserStatus, utcnow
+from tests.conftest import csrf_token_from
+
+
+def test_pages_require_sign_in(client):
+    response = client.get("/users")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/auth/sign-in?next=")
+
+
+def test_htmx_request_without_session_is_sent_to_sign_in(client):
+    response = client.get("/users", headers={"HX-Request": "true"})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"].startswith("/auth/sign-in")
+
+
+def test_public_endpoints_need_no_session(client):
+    assert client.get("/healthz").status_code == 200
+    page = client.get("/auth/sign-in")
+    assert page.status_code == 200
+    assert "flask --app app users sign-in-link" in page.get_data(as_text=True)
+    with client.get("/static/app.css") as css:
+        assert css.status_code == 200
+
+
+def test_create_admin_then_sign_in_link_then_users_page(runner, client, db):
+    result = runner.invoke(args=["users", "create-admin", "Boss@Example.com"])
+    assert result.exit_code == 0, result.output
+    boss = db.session.scalars(sa.select(User).where(User.email == "boss@example.com")).one()
+    assert (boss.role, boss.status) == (UserRole.SUPER_ADMIN, UserStatus.ACTIVE)
+    assert boss.clerk_id.startswith("local_")
+
+    result = runner.invoke(args=["users", "sign-in-link", "boss@example.com"])
+    assert result.exit_code == 0, result.output
+    url = result.output.strip().splitlines()[-1]
+    assert url.startswith("http://localhost/auth/link/")
+
+    response = client.get(url.removeprefix("http://localhost"))
+    assert response.status_code == 302 and response.headers["Location"] == "/users"
+    page = client.get("/users")
+    assert page.status_code == 200
+    assert "boss@example.com" in page.get_data(as_text=True)
+    actions = db.session.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.occurred_at)).all()
+    assert actions == ["user.create_admin", "auth.sign_in_link_issued", "auth.signed_in"]
+
+
+def test_create_admin_with_admin_role_and_existing_user_is_promoted(runner, make_user, db):
+    user = make_user(email="support@example.com", role=UserRole.USER, status=UserStatus.SUSPENDED)
+    result = runner.invoke(args=["users", "create-admin", "support@example.com", "--role", "admin"])
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    user = db.session.get(User, user.id)
+    assert (user.role, user.status) == (UserRole.ADMIN, UserStatus.ACTIVE)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 1
+
+
+def test_create_admin_refuses_a_bad_email(runner, db):
+    result = runner.invoke(args=["users", "create-admin", "not-an-email"])
+    assert result.exit_code != 0
+    assert "not a valid email" in result.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+
+
+def test_sign_in_link_refused_for_unknown_and_plain_users(runner, make_user):
+    make_user(email="plain@example.com")
+    unknown = runner.invoke(args=["users", "sign-in-link", "nobody@example.com"])
+    assert unknown.exit_code != 0 and "no user" in unknown.output
+    plain = runner.invoke(args=["users", "sign-in-link", "plain@example.com"])
+    assert plain.exit_code != 0 and "active admin or super admin" in plain.output
+
+
+def test_a_link_works_once(auth, client, make_user):
+    admin = make_user(email="admin@example.com", role=UserRole.ADMIN)
+    link = auth.link_for(admin)
+    assert client.get(link).status_code == 302
+    again = client.get(link)
+    assert again.status_code == 403
+    assert "already been used" in again.get_data(as_text=True)
+
+
+def test_forged_and_tampered_links_are_refused(auth, client, make_user):
+    admin = make_user(role=UserRole.ADMIN)
+    link = auth.link_for(admin)
+    for forged in ("/auth/link/abc", link[:-3] + "xyz", "/auth/link/" + "a" * 200):
+        response = client.get(forged)
+        assert response.status_code == 403
+        assert "not valid" in response.get_data(as_text=True)
+    assert client.get("/users").status_code == 302  # still signed out
+
+
+def test_a_link_signed_with_another_key_is_refused(app, client, make_user, db):
+    from itsdangerous import URLSafeTimedSerializer
+
+    from app.auth.services import SALT
+
+    admin = make_user(role=UserRole.ADMIN)
+    db.session.add(SignInLink(id="known-id", user_id=admin.id, expires_at=utcnow() + timedelta(minutes=5)))
+    db.session.commit()
+    token = URLSafeTimedSerializer("another-key", salt=SALT).dumps("known-id")
+    assert client.get(f"/auth/link/{token}").status_code == 403
+
+
+def test_an_expired_link_is_refused(auth, client, make_user, db):
+    admin = make_user(role=UserRole.ADMIN)
+    link = auth.link_for(admin)
+    db.session.execute(sa.update(SignInLink).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    response = client.get(link)
+    assert response.status_code == 403
+    assert "expired" in response.get_data(as_text=True)
+
+
+def test_links_expire_after_fifteen_minutes(app):
+    assert app.config["SIGN_IN_LINK_MAX_AGE"] == 15 * 60
+
+
+def test_a_link_for_an_admin_who_lost_the_role_is_refused(auth, client, make_user, db):
+    admin = make_user(role=UserRole.ADMIN)
+    link = auth.link_for(admin)
+    admin.role = UserRole.USER
+    db.session.commit()
+    response = client.get(link)
+    assert response.status_code == 403
+    assert "may not use the dashboard" in response.get_data(as_text=True)
+
+
+def test_session_ends_when_the_account_is_suspended(auth, client, db):
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    assert client.get("/users").status_code == 200
+    admin.status = UserStatus.SUSPENDED
+    db.session.commit()
+    assert client.get("/users").status_code == 302
+
+
+def test_a_signed_in_account_demoted_to_user_gets_403(auth, client, db):
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    admin.role = UserRole.USER
+    db.session.commit()
+    assert client.get("/users").status_code == 403
+
+
+def test_sign_out_needs_csrf_and_ends_the_session(auth, client):
+    auth.sign_in()
+    page = client.get("/users").get_data(as_text=True)
+    assert client.post("/auth/sign-out").status_code == 400
+    assert client.get("/users").status_code == 200
+    response = client.post("/auth/sign-out", data={"csrf_token": csrf_token_from(page)})
+    assert response.status_code == 302
+    assert client.get("/users").status_code == 302
+
+
+def test_next_parameter_only_returns_to_this_site(auth, client, make_user):
+    admin = make_user(role=UserRole.ADMIN)
+    response = client.get(auth.link_for(admin) + "?next=https://evil.example/")
+    assert response.headers["Location"] == "/users"
+    other = make_user(role=UserRole.ADMIN)
+    response = client.get(auth.link_for(other) + "?next=/users/abc")
+    assert response.headers["Location"] == "/users/abc"
+
+
+def test_session_cookie_is_httponly_and_lax(auth, client, make_user):
+    admin = make_user(role=UserRole.ADMIN)
+    response = client.get(auth.link_for(admin))
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
