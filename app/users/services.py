@@ -75,3 +75,26 @@ def create_admin(email: str, *, role: UserRole = UserRole.SUPER_ADMIN, actor: Ac
         db.session.flush()
         record("user.update", actor=actor, target=user, changes=changes)
     return user
+
+
+def snapshot(user: User, fields) -> dict:
+    return {field: getattr(user, field) for field in fields}
+
+
+def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str = "user.update") -> dict:
+    """Set the given columns, and audit the ones whose value really changed.
+
+    The one code path for field edits, whoever makes them (dashboard form, Clerk webhook, CLI).
+    Returns the audited diff, {field: [before, after]}; an empty dict means nothing changed.
+    """
+    from app.audit.services import diff
+
+    before = snapshot(user, changes)
+    changed = diff(before, changes)
+    if not changed:
+        return {}
+    for field in changed:
+        setattr(user, field, changes[field])
+    db.session.flush()
+    record(action, actor=actor, target=user, changes=changed)
+    return changed
