@@ -197,3 +197,38 @@ class SignInLink(db.Model):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
+
+
+class WebhookOutcome(enum.StrEnum):
+    """What became of a Clerk delivery. A duplicate is answered but never stored: its row exists."""
+
+    APPLIED = "applied"
+    STALE = "stale"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class WebhookEvent(db.Model):
+    """One Clerk (Svix) message: the svix id is the key, so each message is applied once."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True)  # the svix-id header
+    type: Mapped[str] = mapped_column(sa.Text)
+    clerk_user_id: Mapped[str | None] = mapped_column(sa.Text, index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(sa.Text)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+    payload: Mapped[str] = mapped_column(sa.Text)  # the verified body, exactly as received
+
+    __table_args__ = (
+        sa.CheckConstraint(
+            "outcome IN ('applied', 'stale', 'ignored', 'failed')", name="outcome"
+        ),
+        # The /webhooks page: newest first, optionally by outcome or type, keyset on (time, id).
+        sa.Index("ix_webhook_events_received_at_id", "received_at", "id"),
+        sa.Index("ix_webhook_events_outcome_received_at", "outcome", "received_at", "id"),
+        sa.Index("ix_webhook_events_type_received_at", "type", "received_at", "id"),
+    )
