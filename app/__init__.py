@@ -54,6 +54,7 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from app.audit.views import bp as audit_bp
     from app.auth.views import bp as auth_bp
     from app.health import bp as health_bp
     from app.users.views import bp as users_bp
@@ -61,6 +62,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(users_bp)
+    app.register_blueprint(audit_bp)
 
 
 def register_security(app: Flask) -> None:

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -118,7 +119,6 @@ class User(db.Model):
     __table_args__ = (
         # Keyset pagination and sorting on the list page: every sort ends with id as tie-breaker.
         sa.Index("ix_users_created_at_id", "created_at", "id"),
-        sa.Index("ix_users_last_sign_in_at_id", "last_sign_in_at", "id"),
         sa.Index("ix_users_email_id", "email", "id"),
         sa.Index("ix_users_role_created_at", "role", "created_at"),
         sa.Index("ix_users_status_created_at", "status", "created_at"),
@@ -142,6 +142,53 @@ class User(db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
+
+
+# Sort keys and the search text of the users list. Nullable columns are wrapped so keyset
+# comparisons never meet NULL; the indexes below are built on exactly these expressions.
+_EMPTY, _SPACE = sa.literal_column("''"), sa.literal_column("' '")
+
+
+class NeverSignedIn(sa.sql.expression.ColumnElement):
+    """The epoch, as each database stores a timestamp: SQLite compares them as text."""
+
+    type = sa.DateTime()
+    inherit_cache = True
+
+
+@compiles(NeverSignedIn)
+def _never_default(element, compiler, **kw):
+    return "'1970-01-01 00:00:00'"
+
+
+@compiles(NeverSignedIn, "sqlite")
+def _never_sqlite(element, compiler, **kw):
+    return "'1970-01-01 00:00:00.000000'"
+
+
+SIGN_IN_SORT_KEY = sa.func.coalesce(User.last_sign_in_at, NeverSignedIn(), type_=UTCDateTime)
+NAME_SORT_KEY = sa.func.lower(
+    sa.func.coalesce(User.first_name, _EMPTY).op("||")(_SPACE).op("||")(sa.func.coalesce(User.last_name, _EMPTY)),
+    type_=sa.Text,
+)
+SEARCH_TEXT = sa.func.lower(
+    User.email.op("||")(_SPACE)
+    .op("||")(sa.func.coalesce(User.first_name, _EMPTY)).op("||")(_SPACE)
+    .op("||")(sa.func.coalesce(User.last_name, _EMPTY)).op("||")(_SPACE)
+    .op("||")(sa.func.coalesce(User.username, _EMPTY)).op("||")(_SPACE)
+    .op("||")(User.clerk_id),
+    type_=sa.Text,
+)
+sa.Index("ix_users_sign_in_sort", SIGN_IN_SORT_KEY, User.id)
+sa.Index("ix_users_name_sort", NAME_SORT_KEY, User.id)
+sa.Index("ix_users_lower_email", sa.func.lower(User.email))
+# Substring search (LIKE '%term%') on PostgreSQL; SQLite scans, which is fine for a local run.
+sa.Index(
+    "ix_users_search_trgm",
+    SEARCH_TEXT.label("search_text"),
+    postgresql_using="gin",
+    postgresql_ops={"search_text": "gin_trgm_ops"},
+).ddl_if(dialect="postgresql")
 
 
 class UserData(db.Model):

@@ -29,4 +29,6 @@ def pretty_json(text: str | None) -> str:
 def init_templating(app: Flask) -> None:
     app.jinja_env.filters["datetime"] = format_datetime
     app.jinja_env.filters["pretty_json"] = pretty_json
-    app.jinja_env.globals.update(UserRole=UserRole, UserStatus=UserStatus)
+    from app.rendering import wants_fragment
+
+    app.jinja_env.globals.update(UserRole=UserRole, UserStatus=UserStatus, wants_fragment=wants_fragment)

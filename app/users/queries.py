@@ -1,84 +1,220 @@
-"""The users list: keyset pagination over (created_at, id), newest first, no COUNT(*)."""
+"""Reading users for the list, the count and the export: filters, sorts and keyset pagination.
+
+Every query here is served by an index on PostgreSQL (see migration 0003): a trigram index on
+`SEARCH_TEXT` for substring search, b-tree indexes for each sort key followed by `id`. Pages are
+cursors over (sort key, id), never OFFSET, and nothing counts more than `COUNT_CAP` rows.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import User
+from app.models import NAME_SORT_KEY, SEARCH_TEXT, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
+
+COUNT_CAP = 10_000
+MAX_QUERY_LENGTH = 200
+
+@dataclass(frozen=True)
+class Sort:
+    name: str
+    label: str
+    key: sa.ColumnElement
+    descending: bool
+    kind: str  # how the cursor stores the key: "datetime" or "text"
 
 
-def encode_cursor(user: User) -> str:
-    raw = json.dumps([user.created_at.isoformat(), user.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+SORTS: dict[str, Sort] = {
+    s.name: s
+    for s in (
+        Sort("-created_at", "Newest first", User.created_at, True, "datetime"),
+        Sort("created_at", "Oldest first", User.created_at, False, "datetime"),
+        Sort("-last_sign_in_at", "Last signed in", SIGN_IN_SORT_KEY, True, "datetime"),
+        Sort("last_sign_in_at", "Longest since sign-in", SIGN_IN_SORT_KEY, False, "datetime"),
+        Sort("email", "Email A–Z", User.email, False, "text"),
+        Sort("-email", "Email Z–A", User.email, True, "text"),
+        Sort("name", "Name A–Z", NAME_SORT_KEY, False, "text"),
+        Sort("-name", "Name Z–A", NAME_SORT_KEY, True, "text"),
+    )
+}
+DEFAULT_SORT = "-created_at"
 
 
-def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    """A cursor from the URL; anything malformed means "from the start"."""
-    if not cursor:
+@dataclass(frozen=True)
+class UserFilters:
+    """What the list shows; every field has a safe default, so a bad URL just shows more."""
+
+    q: str = ""
+    roles: tuple[UserRole, ...] = ()
+    statuses: tuple[UserStatus, ...] = ()
+    sort: str = DEFAULT_SORT
+    include_deleted: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> UserFilters:
+        roles = tuple(UserRole(v) for v in dict.fromkeys(args.getlist("role")) if v in UserRole._value2member_map_)
+        statuses = tuple(
+            UserStatus(v) for v in dict.fromkeys(args.getlist("status")) if v in UserStatus._value2member_map_
+        )
+        sort = args.get("sort", DEFAULT_SORT)
+        return cls(
+            q=" ".join(args.get("q", "").split())[:MAX_QUERY_LENGTH],
+            roles=roles,
+            statuses=statuses,
+            sort=sort if sort in SORTS else DEFAULT_SORT,
+            include_deleted=args.get("deleted") in {"1", "on", "true", "y"},
+        )
+
+    def to_args(self, **overrides) -> dict:
+        """Query-string arguments that reproduce this view (for links, forms and the URL bar)."""
+        current = replace(self, **overrides) if overrides else self
+        args: dict = {}
+        if current.q:
+            args["q"] = current.q
+        if current.roles:
+            args["role"] = [r.value for r in current.roles]
+        if current.statuses:
+            args["status"] = [s.value for s in current.statuses]
+        if current.sort != DEFAULT_SORT:
+            args["sort"] = current.sort
+        if current.include_deleted:
+            args["deleted"] = "1"
+        return args
+
+    @property
+    def is_filtered(self) -> bool:
+        return bool(self.q or self.roles or self.statuses or self.include_deleted)
+
+
+def filtered(filters: UserFilters) -> sa.Select:
+    query = sa.select(User)
+    if not filters.include_deleted:
+        query = query.where(User.deleted_at.is_(None))
+    if filters.roles:
+        query = query.where(User.role.in_(filters.roles))
+    if filters.statuses:
+        query = query.where(User.status.in_(filters.statuses))
+    if filters.q:
+        pattern = "%" + _escape_like(filters.q.lower()) + "%"
+        query = query.where(SEARCH_TEXT.like(pattern, escape="\\"))
+    return query
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- cursors -------------------------------------------------------------------------------
+
+
+def encode_cursor(sort: Sort, row) -> str:
+    """A cursor after (or before) a row of (user, sort key value) as the database computed it."""
+    user, value = row
+    raw = json.dumps([sort.name, value.isoformat() if isinstance(value, datetime) else value, user.id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(sort: Sort, cursor: str | None):
+    """A cursor from the URL for this sort, or None when it is missing or malformed."""
+    if not cursor or len(cursor) > 2000:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, user_id = json.loads(raw)
-        when = datetime.fromisoformat(created_at)
-        if when.tzinfo is None or not isinstance(user_id, str):
+        name, value, user_id = json.loads(raw)
+        if name != sort.name or not isinstance(user_id, str) or not isinstance(value, str):
             return None
-        return when, user_id
-    except (ValueError, TypeError):
+        if sort.kind == "datetime":
+            value = datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                return None
+        return value, user_id
+    except (ValueError, TypeError, UnicodeDecodeError):
         return None
+
+
+def _bind(sort: Sort, key) -> sa.Tuple:
+    value, user_id = key
+    return sa.tuple_(sa.literal(value, sort.key.type), sa.literal(user_id, sa.Text))
+
+
+# --- pages ---------------------------------------------------------------------------------
 
 
 @dataclass
 class UserPage:
     users: list[User]
-    next_cursor: str | None
-    prev_cursor: str | None
-    is_first: bool
+    filters: UserFilters
+    next_cursor: str | None = None
+    prev_cursor: str | None = None
+    is_first: bool = True
+    per_page: int = 50
+    extra: dict = field(default_factory=dict)
 
 
-def list_users(*, after: str | None = None, before: str | None = None, per_page: int = 50) -> UserPage:
-    """One page of live users, newest first; `after`/`before` are cursors from a previous page."""
-    query = sa.select(User).where(User.deleted_at.is_(None))
-    after_key, before_key = decode_cursor(after), decode_cursor(before)
-    key = sa.tuple_(User.created_at, User.id)
+def list_users(
+    filters: UserFilters, *, after: str | None = None, before: str | None = None, per_page: int = 50
+) -> UserPage:
+    """One page of users in the chosen order; `after`/`before` are cursors from a neighbouring page."""
+    sort = SORTS[filters.sort]
+    row_key = sa.tuple_(sort.key, User.id)
+    forwards = (sort.key.desc(), User.id.desc()) if sort.descending else (sort.key.asc(), User.id.asc())
+    backwards = (sort.key.asc(), User.id.asc()) if sort.descending else (sort.key.desc(), User.id.desc())
+    after_key, before_key = decode_cursor(sort, after), decode_cursor(sort, before)
+    # The key comes back with each row, so cursors hold exactly what the database compares.
+    query = filtered(filters).add_columns(sort.key)
 
     if before_key is not None and after_key is None:
-        # Walk backwards from the cursor, then put the page back in display order.
-        rows = list(
-            db.session.scalars(
-                query.where(key > sa.tuple_(*_bind(before_key)))
-                .order_by(User.created_at.asc(), User.id.asc())
-                .limit(per_page + 1)
-            )
-        )
-        has_more_before = len(rows) > per_page
-        users = list(reversed(rows[:per_page]))
+        # Walk back from the cursor, then put the page in display order.
+        bound = _bind(sort, before_key)
+        query = query.where(row_key > bound if sort.descending else row_key < bound)
+        rows = db.session.execute(query.order_by(*backwards).limit(per_page + 1)).all()
+        more_before = len(rows) > per_page
+        rows = list(reversed(rows[:per_page]))
         return UserPage(
-            users=users,
-            next_cursor=encode_cursor(users[-1]) if users else None,
-            prev_cursor=encode_cursor(users[0]) if users and has_more_before else None,
-            is_first=not has_more_before,
+            users=[user for user, _ in rows],
+            filters=filters,
+            next_cursor=encode_cursor(sort, rows[-1]) if rows else None,
+            prev_cursor=encode_cursor(sort, rows[0]) if rows and more_before else None,
+            is_first=not more_before,
+            per_page=per_page,
         )
 
     if after_key is not None:
-        query = query.where(key < sa.tuple_(*_bind(after_key)))
-    rows = list(
-        db.session.scalars(query.order_by(User.created_at.desc(), User.id.desc()).limit(per_page + 1))
-    )
-    users = rows[:per_page]
+        bound = _bind(sort, after_key)
+        query = query.where(row_key < bound if sort.descending else row_key > bound)
+    rows = db.session.execute(query.order_by(*forwards).limit(per_page + 1)).all()
+    page = rows[:per_page]
     return UserPage(
-        users=users,
-        next_cursor=encode_cursor(users[-1]) if len(rows) > per_page else None,
-        prev_cursor=encode_cursor(users[0]) if after_key is not None and users else None,
+        users=[user for user, _ in page],
+        filters=filters,
+        next_cursor=encode_cursor(sort, page[-1]) if len(rows) > per_page else None,
+        prev_cursor=encode_cursor(sort, page[0]) if after_key is not None and page else None,
         is_first=after_key is None,
+        per_page=per_page,
     )
 
 
-def _bind(key: tuple[datetime, str]):
-    created_at, user_id = key
-    return sa.literal(created_at, User.created_at.type), sa.literal(user_id, sa.Text)
+def count_users(filters: UserFilters, cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """How many users match, counting at most `cap` + 1 rows: (count, whether it was capped)."""
+    capped = filtered(filters).with_only_columns(User.id).limit(cap + 1).subquery()
+    n = db.session.scalar(sa.select(sa.func.count()).select_from(capped)) or 0
+    return min(n, cap), n > cap
+
+
+def iter_users(filters: UserFilters, batch: int = 1000) -> Iterator[User]:
+    """Every matching user in the list's order, fetched in keyset batches so memory stays flat."""
+    after = None
+    while True:
+        page = list_users(filters, after=after, per_page=batch)
+        yield from page.users
+        for user in page.users:
+            db.session.expunge(user)  # forget the batch already written out: memory stays flat
+        if not page.next_cursor:
+            return
+        after = page.next_cursor

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from app.audit.services import Actor, record
 from app.extensions import db
-from app.models import User, UserRole, UserStatus
+from app.models import User, UserData, UserRole, UserStatus
 
 
 class UserError(ValueError):
@@ -98,3 +98,154 @@ def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str =
     db.session.flush()
     record(action, actor=actor, target=user, changes=changed)
     return changed
+
+
+# --- Dashboard operations --------------------------------------------------------------------
+
+
+class DuplicateEmail(UserError):
+    field = "email"
+
+
+class DuplicateKey(UserError):
+    field = "key"
+
+
+class EditConflict(UserError):
+    """Someone saved the user after the form was opened; nothing was overwritten."""
+
+
+STATUS_ACTIONS = {
+    UserStatus.SUSPENDED: "user.suspend",
+    UserStatus.ACTIVE: "user.reactivate",
+    UserStatus.INACTIVE: "user.deactivate",
+}
+
+
+def _ensure_email_free(email: str, *, except_user: User | None = None) -> None:
+    other = find_live_user_by_email(email)
+    if other is not None and other is not except_user:
+        raise DuplicateEmail(f"{email} already belongs to another user.")
+
+
+def invite_user(
+    email: str,
+    *,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    role: UserRole = UserRole.USER,
+    actor: Actor,
+) -> User:
+    """A user who has been asked to join: status `invited` until Clerk's user.created claims the row."""
+    email = normalise_email(email)
+    _ensure_email_free(email)
+    user = User(
+        email=email,
+        first_name=first_name or None,
+        last_name=last_name or None,
+        role=role,
+        status=UserStatus.INVITED,
+        clerk_id=placeholder_clerk_id(),
+    )
+    db.session.add(user)
+    db.session.flush()
+    record(
+        "user.invite",
+        actor=actor,
+        target=user,
+        changes={
+            "email": [None, user.email],
+            "first_name": [None, user.first_name],
+            "last_name": [None, user.last_name],
+            "role": [None, role.value],
+            "status": [None, UserStatus.INVITED.value],
+        },
+    )
+    return user
+
+
+def edit_user(user: User, changes: dict, *, expected_version: int | None, actor: Actor) -> dict:
+    """Save an admin's edit, unless someone else saved the user since the form was opened."""
+    if expected_version is not None and expected_version != user.version:
+        raise EditConflict("Someone else saved this user after you opened the form.")
+    if "email" in changes:
+        changes = {**changes, "email": normalise_email(changes["email"])}
+        if changes["email"] != user.email:
+            _ensure_email_free(changes["email"], except_user=user)
+    return update_user_fields(user, changes, actor=actor)
+
+
+def set_status(user: User, status: UserStatus, *, actor: Actor) -> dict:
+    """Suspend, reactivate or mark inactive; `invited` is reached only by inviting."""
+    if status not in STATUS_ACTIONS:
+        raise UserError(f"A user cannot be set to {status.value!r} here.")
+    if user.deleted_at is not None:
+        raise UserError("This user was deleted in Clerk and can no longer change status.")
+    return update_user_fields(user, {"status": status}, actor=actor, action=STATUS_ACTIONS[status])
+
+
+def bulk_set_status(user_ids: list[str], status: UserStatus, *, actor: Actor) -> list[User]:
+    """Set many users' status in the caller's transaction; returns the users that changed."""
+    if status not in STATUS_ACTIONS:
+        raise UserError(f"A user cannot be set to {status.value!r} here.")
+    ids = list(dict.fromkeys(user_ids))
+    users = db.session.scalars(
+        live_users().where(User.id.in_(ids)).order_by(User.id).with_for_update()
+    ).all()
+    changed = []
+    for user in users:
+        if update_user_fields(user, {"status": status}, actor=actor, action=STATUS_ACTIONS[status]):
+            changed.append(user)
+    return changed
+
+
+def add_user_data(user: User, key: str, value: str, *, actor: Actor) -> UserData:
+    from sqlalchemy.exc import IntegrityError
+
+    _ensure_key_free(user, key)
+    item = UserData(user_id=user.id, key=key, value=value)
+    try:
+        # A savepoint, so a concurrent insert of the same key fails alone, with a clear message.
+        with db.session.begin_nested():
+            db.session.add(item)
+    except IntegrityError as exc:
+        raise DuplicateKey(f"This user already has a key named {key!r}.") from exc
+    record("user_data.add", actor=actor, target=user, changes={f"data.{key}": [None, value]})
+    return item
+
+
+def update_user_data(item: UserData, key: str, value: str, *, actor: Actor) -> dict:
+    from sqlalchemy.exc import IntegrityError
+
+    if key != item.key:
+        _ensure_key_free(item.user, key)
+    changes: dict = {}
+    if key != item.key:
+        changes[f"data.{item.key}"] = [item.value, None]
+        changes[f"data.{key}"] = [None, value]
+    elif value != item.value:
+        changes[f"data.{key}"] = [item.value, value]
+    if not changes:
+        return {}
+    try:
+        with db.session.begin_nested():
+            item.key, item.value = key, value
+    except IntegrityError as exc:
+        raise DuplicateKey(f"This user already has a key named {key!r}.") from exc
+    record("user_data.update", actor=actor, target=item.user, changes=changes)
+    return changes
+
+
+def delete_user_data(item: UserData, *, actor: Actor) -> None:
+    user = item.user
+    record("user_data.delete", actor=actor, target=user, changes={f"data.{item.key}": [item.value, None]})
+    db.session.delete(item)
+    db.session.flush()
+
+
+def _ensure_key_free(user: User, key: str) -> None:
+    taken = db.session.scalar(
+        sa.select(UserData.id).where(UserData.user_id == user.id, UserData.key == key)
+    )
+    if taken is not None:
+        raise DuplicateKey(f"This user already has a key named {key!r}.")

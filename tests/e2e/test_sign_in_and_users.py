@@ -32,14 +32,14 @@ def test_sign_in_by_link_see_users_page_through_and_sign_out(app, page, auth, ma
         page.screenshot(path=f"{os.environ['SCREENSHOT_DIR']}/users.png", full_page=True)
 
     # Page on with the keyboard alone.
-    page.get_by_role("link", name="Older ›").focus()
+    page.get_by_role("link", name="Next ›").focus()
     page.keyboard.press("Enter")
     expect(rows).to_have_count(10)
     expect(page.get_by_text("member15@example.com")).to_be_visible()
-    page.get_by_role("link", name="Older ›").click()
+    page.get_by_role("link", name="Next ›").click()
     expect(rows).to_have_count(6)
-    expect(page.get_by_role("link", name="Older ›")).to_have_count(0)
-    page.get_by_role("link", name="‹ Newer").click()
+    expect(page.get_by_role("link", name="Next ›")).to_have_count(0)
+    page.get_by_role("link", name="‹ Previous").click()
     expect(page.get_by_text("member15@example.com")).to_be_visible()
 
     page.get_by_role("link", name="member10@example.com").click()

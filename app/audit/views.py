@@ -1,0 +1,28 @@
+"""The audit trail page."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from app.audit.queries import AuditFilters, known_actions, list_events
+from app.audit.services import Source
+from app.rendering import page_or_fragment
+from app.users.history import action_label, parse_changes
+
+bp = Blueprint("audit", __name__)
+
+
+@bp.get("/audit")
+def index():
+    filters = AuditFilters.from_args(request.args)
+    page = list_events(filters, after=request.args.get("after"))
+    return page_or_fragment(
+        "audit/index.html",
+        "audit/_results.html",
+        page=page,
+        filters=filters,
+        actions=known_actions(),
+        sources=[s.value for s in Source],
+        action_label=action_label,
+        parse_changes=parse_changes,
+    )

@@ -1,0 +1,33 @@
+// Small behaviours htmx does not cover. Loaded as a file: the CSP forbids inline script.
+(function () {
+  "use strict";
+
+  // "Select all on this page": ticks or clears every row checkbox of the same form.
+  document.addEventListener("change", function (event) {
+    var box = event.target;
+    if (!box.matches || !box.matches("input[data-select-all]")) return;
+    var form = box.getAttribute("data-select-all");
+    document.querySelectorAll('input[type=checkbox][name=ids][form="' + form + '"]').forEach(function (row) {
+      row.checked = box.checked;
+    });
+  });
+
+  // htmx swaps error responses too (4xx fragments carry field errors and messages).
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var status = event.detail.xhr.status;
+    if (status === 409 || status === 422 || status === 400 || status === 403 || status === 404) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
+  // After an inline swap, put keyboard focus somewhere sensible: the first field with an error,
+  // else an element that asked for it.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || !target.isConnected) return;
+    var invalid = target.querySelector ? target.querySelector("[aria-invalid=true]") : null;
+    var wanted = invalid || (target.querySelector ? target.querySelector("[autofocus]") : null);
+    if (wanted) wanted.focus();
+  });
+})();

@@ -1,0 +1,197 @@
+"""The users list: search, filters, sorts, keyset pages, the lazy count, fragments."""
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from app.models import UserRole, UserStatus, utcnow
+from app.users.queries import COUNT_CAP
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def staff(auth):
+    return auth.sign_in(auth.make_user(email="staff@admin.test", role=UserRole.SUPER_ADMIN,
+                                       created_at=utcnow() - timedelta(days=900)))
+
+
+@pytest.fixture
+def people(make_user):
+    now = utcnow()
+    return {
+        "ada": make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace", username="countess",
+                         created_at=now - timedelta(days=5), last_sign_in_at=now - timedelta(hours=1)),
+        "alan": make_user(email="alan@turing.org", first_name="Alan", last_name="Turing", role=UserRole.ADMIN,
+                          created_at=now - timedelta(days=4), last_sign_in_at=now - timedelta(days=3)),
+        "grace": make_user(email="grace@navy.mil", first_name="Grace", last_name="Hopper", status=UserStatus.SUSPENDED,
+                           created_at=now - timedelta(days=3)),
+        "edsger": make_user(email="edsger@example.com", first_name="Edsger", last_name="Dijkstra",
+                            clerk_id="user_2edsgerCLERK", status=UserStatus.INVITED, created_at=now - timedelta(days=2)),
+        "barbara": make_user(email="barbara@example.com", first_name="Barbara", last_name="Liskov",
+                             status=UserStatus.INACTIVE, created_at=now - timedelta(days=1),
+                             last_sign_in_at=now - timedelta(days=30)),
+        "gone": make_user(email="gone@example.com", first_name="Gone", last_name="Away", deleted_at=now,
+                          created_at=now - timedelta(hours=5)),
+    }
+
+
+def listed(client, query: str = "", headers=HX) -> list[str]:
+    html = client.get(f"/users?{query}", headers=headers).get_data(as_text=True)
+    return re.findall(r'<a href="/users/[^"]+">([^<]+@[^<]+)</a>', html)
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("ada", ["ada@example.com"]),
+        ("LOVELACE", ["ada@example.com"]),  # case-insensitive, last name
+        ("countess", ["ada@example.com"]),  # username
+        ("2edsgerclerk", ["edsger@example.com"]),  # clerk id
+        ("turing.org", ["alan@turing.org"]),
+        ("grace hopper", ["grace@navy.mil"]),  # across first and last name
+        ("example.com", ["barbara@example.com", "edsger@example.com", "ada@example.com"]),
+        ("nobody-at-all", []),
+        ("100%", []),  # LIKE wildcards are searched for literally
+        ("a_a", []),  # "_" is not a wildcard: it would match "ada"
+    ],
+)
+def test_search(client, staff, people, q, expected):
+    from urllib.parse import urlencode
+
+    assert listed(client, urlencode({"q": q})) == expected
+
+
+def test_filters_by_role_and_status_and_several_at_once(client, staff, people):
+    assert listed(client, "role=admin") == ["alan@turing.org"]
+    assert listed(client, "status=suspended&status=inactive") == ["barbara@example.com", "grace@navy.mil"]
+    assert listed(client, "role=user&status=invited") == ["edsger@example.com"]
+    assert listed(client, "role=super_admin&role=admin") == ["alan@turing.org", "staff@admin.test"]
+
+
+def test_deleted_users_only_when_asked(client, staff, people):
+    assert "gone@example.com" not in listed(client)
+    assert listed(client, "q=gone&deleted=1") == ["gone@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("sort", "first_three"),
+    [
+        ("-created_at", ["barbara@example.com", "edsger@example.com", "grace@navy.mil"]),
+        ("created_at", ["staff@admin.test", "ada@example.com", "alan@turing.org"]),
+        ("email", ["ada@example.com", "alan@turing.org", "barbara@example.com"]),
+        ("-email", ["staff@admin.test", "grace@navy.mil", "edsger@example.com"]),
+        ("name", ["staff@admin.test", "ada@example.com", "alan@turing.org"]),  # no name sorts first
+        ("-last_sign_in_at", ["ada@example.com", "alan@turing.org", "barbara@example.com"]),
+    ],
+)
+def test_sorts(client, staff, people, sort, first_three):
+    assert listed(client, f"sort={sort}")[:3] == first_three
+
+
+@pytest.mark.parametrize("sort", ["-created_at", "created_at", "email", "-email", "name", "-name",
+                                  "last_sign_in_at", "-last_sign_in_at"])
+def test_every_sort_pages_through_everyone_exactly_once(app, client, staff, make_user, sort):
+    app.config["USERS_PER_PAGE"] = 4
+    now = utcnow()
+    for i in range(13):
+        # Ties on purpose: equal names and sign-in times, so the id tie-breaker matters.
+        make_user(email=f"p{i:02d}@example.com", first_name=["Zoë", "Émile", "al"][i % 3], last_name="Same",
+                  last_sign_in_at=None if i % 4 == 0 else now - timedelta(days=i % 2), created_at=now - timedelta(minutes=i))
+    seen, url, pages = [], f"/users?sort={sort}", 0
+    while url:
+        html = client.get(url, headers=HX).get_data(as_text=True)
+        seen += re.findall(r'<a href="/users/[^"]+">([^<]+@[^<]+)</a>', html)
+        nxt = re.search(r'href="(/users\?after=[^"]+)"', html)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+        pages += 1
+    assert sorted(seen) == sorted({*seen}) and len(seen) == 14
+    assert pages == 4
+    # And back again from the last page.
+    prev = re.search(r'href="(/users\?before=[^"]+)"', html).group(1).replace("&amp;", "&")
+    assert len(listed(client, prev.split("?", 1)[1])) == 4
+
+
+def test_pager_links_keep_the_filters(app, client, staff, make_user):
+    app.config["USERS_PER_PAGE"] = 2
+    for i in range(5):
+        make_user(email=f"keep{i}@example.com", role=UserRole.ADMIN)
+    html = client.get("/users?role=admin&q=keep&sort=email", headers=HX).get_data(as_text=True)
+    nxt = re.search(r'href="(/users\?after=[^"]+)"', html).group(1)
+    assert "role=admin" in nxt and "q=keep" in nxt and "sort=email" in nxt
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["role=owner", "status=banned&status=", "sort=drop+table", "after=%%%", "before=e30", "deleted=maybe",
+     "q=" + "x" * 5000, "after=WyJlbWFpbCIsICJ4IiwgMV0", "sort=email&after=" + "A" * 3000, "per_page=-1"],
+)
+def test_malformed_parameters_fall_back_to_defaults(client, staff, people, query):
+    response = client.get(f"/users?{query}")
+    assert response.status_code == 200
+
+
+def test_an_unknown_role_is_ignored_not_an_empty_list(client, staff, people):
+    assert listed(client, "role=owner") == listed(client)
+
+
+def test_full_page_and_fragment(client, staff, people):
+    page = client.get("/users?q=ada")
+    html = page.get_data(as_text=True)
+    assert "<html" in html and 'id="filters"' in html and 'value="ada"' in html
+    fragment = client.get("/users?q=ada", headers=HX)
+    assert "<html" not in fragment.get_data(as_text=True) and "ada@example.com" in fragment.get_data(as_text=True)
+    for response in (page, fragment):
+        assert "HX-Request" in response.headers["Vary"]
+
+
+def test_empty_results_say_so(client, staff, people):
+    html = client.get("/users?q=zzzzzz", headers=HX).get_data(as_text=True)
+    assert "No users match these filters" in html
+
+
+def test_the_count_is_lazy_and_capped(app, client, staff, people, monkeypatch):
+    html = client.get("/users", headers=HX).get_data(as_text=True)
+    assert 'hx-get="/users/count"' in html and "Counting" in html
+    assert client.get("/users/count").get_data(as_text=True).strip() == "6 users"
+    assert client.get("/users/count?status=suspended").get_data(as_text=True).strip() == "1 user"
+    monkeypatch.setattr("app.users.queries.COUNT_CAP", 3)
+    from app.users import queries
+
+    assert queries.count_users(queries.UserFilters(), cap=3) == (3, True)
+    assert COUNT_CAP >= 1000
+
+
+def test_badges_and_row_actions_follow_the_status(client, staff, people):
+    html = client.get("/users", headers=HX).get_data(as_text=True)
+    assert 'badge badge-status-suspended' in html and 'badge badge-role-admin' in html
+    grace_row = re.search(r'<tr id="user-%s">.*?</tr>' % people["grace"].id, html, re.S).group(0)
+    assert "Reactivate" in grace_row and "Suspend" not in grace_row
+    ada_row = re.search(r'<tr id="user-%s">.*?</tr>' % people["ada"].id, html, re.S).group(0)
+    assert "Suspend" in ada_row and "Mark inactive" in ada_row
+
+
+def test_list_page_query_count_does_not_grow_with_rows(app, client, staff, make_user, db):
+    import sqlalchemy as sa
+
+    statements = []
+
+    def count(*_args, **_kwargs):
+        statements.append(1)
+
+    for i in range(30):
+        make_user(email=f"q{i}@example.com")
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        db.session.expire_all()
+        client.get("/users", headers=HX)
+        few = len(statements)
+        statements.clear()
+        app.config["USERS_PER_PAGE"] = 30
+        db.session.expire_all()
+        client.get("/users", headers=HX)
+        many = len(statements)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    assert many == few <= 3
