@@ -21,13 +21,12 @@
     }
   });
 
-  // After an inline swap, put keyboard focus somewhere sensible: the first field with an error,
-  // else an element that asked for it.
-  document.addEventListener("htmx:afterSwap", function (event) {
+  // After an inline swap shows errors, put keyboard focus on the first field with one. (htmx
+  // itself focuses [autofocus]; waiting for the settle means the new content is live by then.)
+  document.addEventListener("htmx:afterSettle", function (event) {
     var target = event.detail.target;
-    if (!target || !target.isConnected) return;
-    var invalid = target.querySelector ? target.querySelector("[aria-invalid=true]") : null;
-    var wanted = invalid || (target.querySelector ? target.querySelector("[autofocus]") : null);
-    if (wanted) wanted.focus();
+    if (!target || !target.isConnected || !target.querySelector) return;
+    var invalid = target.querySelector("[aria-invalid=true]");
+    if (invalid) invalid.focus();
   });
 })();
