@@ -58,10 +58,12 @@ def register_blueprints(app: Flask) -> None:
     from app.auth.views import bp as auth_bp
     from app.health import bp as health_bp
     from app.users.views import bp as users_bp
+    from app.webhooks.views import bp as webhooks_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(users_bp)
+    app.register_blueprint(webhooks_bp)
     app.register_blueprint(audit_bp)
 
 

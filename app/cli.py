@@ -91,5 +91,8 @@ def demo_command(n_users: int) -> None:
 
 
 def init_commands(app: Flask) -> None:
+    from app.clerk.cli import clerk_cli
+
+    app.cli.add_command(clerk_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(demo_command)

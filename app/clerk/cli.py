@@ -1,0 +1,64 @@
+"""`flask clerk sync` (backfill from Clerk's API) and `flask clerk replay SVIX_ID`."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import AppGroup
+
+from app.audit.services import Actor
+from app.extensions import db
+
+clerk_cli = AppGroup("clerk", help="Keep the users table in step with Clerk.")
+
+
+@clerk_cli.command("sync")
+@click.option("--page-size", type=click.IntRange(1, 500), default=500, show_default=True,
+              help="Users per request to Clerk (Clerk allows at most 500).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Start from this user (oldest first): the place an interrupted run printed.")
+def sync_command(page_size: int, offset: int) -> None:
+    """Backfill every user from Clerk's API (idempotent; safe to run again at any time)."""
+    import httpx
+    from clerk_backend_api.models import ClerkBaseError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.clerk.backfill import BackfillProgress, backfill_users, count_clerk_users
+    from app.clerk.client import ClerkNotConfigured, clerk_client
+
+    try:
+        client = clerk_client()
+    except ClerkNotConfigured as error:
+        raise click.ClickException(str(error)) from error
+    progress = BackfillProgress(offset=offset)
+    with client as clerk:
+        try:
+            total = count_clerk_users(clerk)
+            with click.progressbar(length=max(total - offset, 0), label="Syncing users from Clerk") as bar:
+                for progress in backfill_users(clerk, actor=Actor.cli(), page_size=page_size, offset=offset):
+                    db.session.commit()  # each page is kept, so a later failure loses nothing before it
+                    bar.update(progress.page_size)
+        except (ClerkBaseError, httpx.HTTPError, SQLAlchemyError, KeyboardInterrupt) as error:
+            db.session.rollback()
+            reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+            raise click.ClickException(
+                f"sync stopped at user {progress.offset} ({reason}). Users before it are saved "
+                f"({progress.summary()}); resume with: flask clerk sync --offset {progress.offset}"
+            ) from error
+    click.echo(f"Clerk sync done: {progress.summary()}.")
+
+
+@clerk_cli.command("replay")
+@click.argument("svix_id")
+def replay_command(svix_id: str) -> None:
+    """Re-apply a stored failed or stale webhook event (a stale one despite its age)."""
+    from app.webhooks.services import ReplayRefused, replay_event
+
+    try:
+        delivery = replay_event(svix_id, actor=Actor.cli())
+    except (LookupError, ReplayRefused) as error:
+        db.session.rollback()
+        raise click.ClickException(str(error)) from error
+    db.session.commit()
+    click.echo(f"{svix_id}: {delivery.outcome}" + (f" ({delivery.reason})" if delivery.reason else ""))
+    if delivery.outcome == "failed":
+        raise SystemExit(1)

@@ -1,0 +1,305 @@
+"""Clerk users into our `users` table: the rules the webhook, replays and the backfill share.
+
+- Upsert by `clerk_id`. Clerk owns email, names, username, image, external id, metadata and the
+  last sign-in; the dashboard owns role and status, which nothing here reads from Clerk.
+- Ordering guard: `clerk_updated_at` holds Clerk's `updated_at` (ms) of the last version applied.
+  An older version is stale and not applied; an equal one is applied again, which changes nothing.
+- Tombstones: a deleted user keeps its row with `deleted_at` set, even one never seen before, so
+  no late or replayed event brings it back.
+- Claim: an unknown Clerk id whose primary email matches a row still waiting for Clerk (an
+  invited user, or a local placeholder id) takes that row over: same id, same key-value data.
+- Data is stored as Clerk sent it: dashboard rules (such as two-letter names) bind what admins
+  type, not what Clerk reports.
+
+Every write goes through `update_user_fields` or the audit trail's `record`, and nothing here
+commits: the caller (webhook view, CLI) does.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.audit.services import Actor, diff, record
+from app.extensions import db
+from app.models import User, UserStatus, utcnow
+from app.users.services import normalise_email, update_user_fields
+
+# Ids a row holds while it waits for its Clerk user: placeholder_clerk_id() and invitations.
+CLAIMABLE_ID_PREFIXES = ("local_", "inv_")
+TEXT_FIELDS = ("first_name", "last_name", "username", "external_id")
+METADATA_FIELDS = ("public_metadata", "private_metadata", "unsafe_metadata")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a datetime holds
+
+
+class MalformedClerkData(ValueError):
+    """A signed payload that cannot be what Clerk sends; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class ClerkUser:
+    """A Clerk user reduced to our columns; `fields` holds only what the payload carried."""
+
+    clerk_id: str
+    updated_at: int | None
+    fields: dict[str, Any]
+
+    @property
+    def email(self) -> str:
+        return self.fields.get("email") or ""
+
+
+class SyncOutcome(enum.StrEnum):
+    CREATED = "created"
+    CLAIMED = "claimed"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    STALE = "stale"  # older than the version already applied
+    GONE = "gone"  # the user was deleted; nothing brings it back
+    UNKNOWN = "unknown"  # no such user here (yet)
+
+
+@dataclass
+class SyncResult:
+    outcome: SyncOutcome
+    user: User | None
+    changes: dict[str, list[Any]] = field(default_factory=dict)
+    reason: str | None = None
+
+
+# --- Reading Clerk's JSON, defensively: real payloads lack documented keys and add others ----------
+
+
+def clean_text(value: str) -> str:
+    # PostgreSQL text refuses NUL and lone surrogates; neither can be meant, both would fail forever.
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def ms(value: Any) -> int | None:
+    """A Clerk timestamp (ms since the epoch) as an int, or None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not 0 <= value <= MAX_MS:  # also false for NaN
+        return None
+    return int(value)
+
+
+def ms_to_datetime(value: Any) -> datetime | None:
+    millis = ms(value)
+    return None if millis is None else EPOCH + timedelta(milliseconds=millis)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return clean_text(value)
+    return clean_text(json.dumps(value, ensure_ascii=False))
+
+
+def _json_text(value: Any) -> str | None:
+    # Sorted keys, so the same object always gives the same text and re-applying changes nothing.
+    return None if value is None else clean_text(json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+
+def primary_email(data: Mapping[str, Any]) -> str:
+    """The address whose id is primary_email_address_id (else the first one, else none)."""
+    entries = data.get("email_addresses")
+    addresses = [
+        entry for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, Mapping) and isinstance(entry.get("email_address"), str)
+    ]
+    primary_id = data.get("primary_email_address_id")
+    for entry in addresses:
+        if primary_id is not None and entry.get("id") == primary_id:
+            return clean_text(entry["email_address"])
+    return clean_text(addresses[0]["email_address"]) if addresses else ""
+
+
+def clerk_user_from_dict(data: Any) -> ClerkUser:
+    """A webhook's `data`, or an SDK User's `.model_dump()`, as our columns."""
+    if not isinstance(data, Mapping):
+        raise MalformedClerkData("data is not a JSON object")
+    clerk_id = data.get("id")
+    if not isinstance(clerk_id, str) or not clerk_id.strip():
+        raise MalformedClerkData("data.id (the Clerk user id) is missing")
+    fields: dict[str, Any] = {}
+    for name in TEXT_FIELDS:
+        if name in data:
+            fields[name] = _text(data[name])
+    if "image_url" in data or "profile_image_url" in data:
+        # profile_image_url is the pre-Core-2 name; real payloads still send both.
+        fields["image_url"] = _text(data.get("image_url", data.get("profile_image_url")))
+    for name in METADATA_FIELDS:
+        if name in data:
+            fields[name] = _json_text(data[name])
+    if "email_addresses" in data or "primary_email_address_id" in data:
+        fields["email"] = primary_email(data)
+    if "last_sign_in_at" in data:
+        fields["last_sign_in_at"] = ms_to_datetime(data["last_sign_in_at"])
+    return ClerkUser(clean_text(clerk_id), ms(data.get("updated_at")), fields)
+
+
+# --- Writing ----------------------------------------------------------------------------------------
+
+
+def dialect_insert(model: type) -> Any:
+    """INSERT with ON CONFLICT support, for whichever database this session talks to."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
+def find_user_by_clerk_id(clerk_id: str) -> User | None:
+    """The row for a Clerk id, deleted or not, locked until the transaction ends.
+
+    FOR UPDATE makes concurrent events for one user wait for each other, so the ordering guard
+    sees the version the other one applied (SQLite has one writer at a time anyway).
+    """
+    return db.session.scalars(
+        sa.select(User)
+        .where(User.clerk_id == clerk_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def find_claimable_user(email: str) -> User | None:
+    """A live row waiting for its Clerk user, with this email, locked."""
+    if not email:
+        return None
+    waiting = sa.or_(
+        User.status == UserStatus.INVITED, *(User.clerk_id.startswith(p) for p in CLAIMABLE_ID_PREFIXES)
+    )
+    return db.session.scalars(
+        sa.select(User)
+        # Equality on both spellings, so the b-tree index on email serves it (no lower() scan).
+        .where(User.email.in_({email, normalise_email(email)}), User.deleted_at.is_(None), waiting)
+        .order_by(User.created_at, User.id)
+        .limit(1)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _insert_user_if_absent(values: dict[str, Any], *, actor: Actor, action: str) -> User | None:
+    """Insert a user unless its clerk_id exists; None when another transaction got there first."""
+    statement = (
+        dialect_insert(User)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[User.clerk_id])
+        .returning(User)
+    )
+    user = db.session.scalars(statement, execution_options={"populate_existing": True}).first()
+    if user is not None:
+        audited = {k: v for k, v in values.items() if k != "clerk_updated_at"}
+        record(action, actor=actor, target=user, changes=diff({}, audited))
+    return user
+
+
+def _latest(current: datetime | None, incoming: datetime | None) -> datetime | None:
+    # A sign-in time only moves forward: session.created may have recorded a newer one already.
+    if current is None or incoming is None:
+        return incoming or current
+    return max(current, incoming)
+
+
+def _advance_guard(user: User, updated_at: int | None, *, force: bool = False) -> None:
+    if updated_at is None:
+        return
+    if force or user.clerk_updated_at is None or updated_at > user.clerk_updated_at:
+        user.clerk_updated_at = updated_at
+        db.session.flush()
+
+
+def _is_stale(incoming: ClerkUser, user: User) -> str | None:
+    """Why this version must not be applied over the stored one, or None when it may be."""
+    if user.clerk_updated_at is None:
+        return None
+    if incoming.updated_at is None:
+        return "the event has no updated_at to order it by, and a dated version is already applied"
+    if incoming.updated_at < user.clerk_updated_at:
+        return f"updated_at {incoming.updated_at} is older than the {user.clerk_updated_at} already applied"
+    return None
+
+
+def upsert_clerk_user(incoming: ClerkUser, *, actor: Actor, ignore_order: bool = False) -> SyncResult:
+    """Create, claim or update the user for this Clerk user; `ignore_order` only for a human's replay."""
+    user = find_user_by_clerk_id(incoming.clerk_id)
+    if user is None:
+        waiting = find_claimable_user(incoming.email)
+        if waiting is not None:
+            return _claim(waiting, incoming, actor=actor)
+        values = {"clerk_id": incoming.clerk_id, "email": "", **incoming.fields,
+                  "clerk_updated_at": incoming.updated_at}
+        user = _insert_user_if_absent(values, actor=actor, action="user.create")
+        if user is not None:
+            return SyncResult(SyncOutcome.CREATED, user, reason="created")
+        # A concurrent event for the same new user inserted (or claimed) it first: update that row.
+        user = find_user_by_clerk_id(incoming.clerk_id)
+        if user is None:  # pragma: no cover - a conflict on clerk_id means the row exists
+            raise RuntimeError(f"clerk_id {incoming.clerk_id} conflicted but cannot be found")
+    if user.deleted_at is not None:
+        return SyncResult(SyncOutcome.GONE, user, reason="the user was deleted in Clerk")
+    stale = None if ignore_order else _is_stale(incoming, user)
+    if stale:
+        return SyncResult(SyncOutcome.STALE, user, reason=stale)
+    changes = dict(incoming.fields)
+    if "last_sign_in_at" in changes:
+        changes["last_sign_in_at"] = _latest(user.last_sign_in_at, changes["last_sign_in_at"])
+    applied = update_user_fields(user, changes, actor=actor)
+    _advance_guard(user, incoming.updated_at, force=ignore_order)
+    outcome = SyncOutcome.UPDATED if applied else SyncOutcome.UNCHANGED
+    return SyncResult(outcome, user, applied, reason=outcome.value)
+
+
+def _claim(user: User, incoming: ClerkUser, *, actor: Actor) -> SyncResult:
+    changes = {**incoming.fields, "clerk_id": incoming.clerk_id}
+    if "last_sign_in_at" in changes:
+        changes["last_sign_in_at"] = _latest(user.last_sign_in_at, changes["last_sign_in_at"])
+    if user.status == UserStatus.INVITED:
+        changes["status"] = UserStatus.ACTIVE  # the invitation was accepted
+    applied = update_user_fields(user, changes, actor=actor, action="user.claimed")
+    _advance_guard(user, incoming.updated_at)
+    return SyncResult(SyncOutcome.CLAIMED, user, applied, reason=f"claimed the waiting row for {user.email}")
+
+
+def delete_clerk_user(clerk_id: str, *, actor: Actor) -> SyncResult:
+    """Soft-delete the user; for an id never seen, keep a tombstone so it cannot appear later."""
+    user = find_user_by_clerk_id(clerk_id)
+    if user is None:
+        now = utcnow()
+        user = _insert_user_if_absent(
+            {"clerk_id": clerk_id, "email": "", "deleted_at": now}, actor=actor, action="user.delete"
+        )
+        if user is not None:
+            return SyncResult(SyncOutcome.DELETED, user, reason="tombstone for a user not seen before")
+        user = find_user_by_clerk_id(clerk_id)
+        if user is None:  # pragma: no cover - a conflict on clerk_id means the row exists
+            raise RuntimeError(f"clerk_id {clerk_id} conflicted but cannot be found")
+    if user.deleted_at is not None:
+        return SyncResult(SyncOutcome.GONE, user, reason="the user was already deleted")
+    changes = update_user_fields(user, {"deleted_at": utcnow()}, actor=actor, action="user.delete")
+    return SyncResult(SyncOutcome.DELETED, user, changes, reason="deleted")
+
+
+def record_sign_in(clerk_id: str, signed_in_at: datetime, *, actor: Actor) -> SyncResult:
+    """Move last_sign_in_at forward (never back: events arrive in any order)."""
+    user = find_user_by_clerk_id(clerk_id)
+    if user is None:
+        return SyncResult(SyncOutcome.UNKNOWN, None, reason="no user with this Clerk id yet")
+    if user.deleted_at is not None:
+        return SyncResult(SyncOutcome.GONE, user, reason="the user was deleted in Clerk")
+    latest = _latest(user.last_sign_in_at, signed_in_at)
+    changes = update_user_fields(user, {"last_sign_in_at": latest}, actor=actor, action="user.sign_in")
+    outcome = SyncOutcome.UPDATED if changes else SyncOutcome.UNCHANGED
+    return SyncResult(outcome, user, changes, reason=outcome.value)

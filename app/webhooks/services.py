@@ -1,0 +1,239 @@
+"""Clerk webhook deliveries: stored once per Svix message id, applied in the same transaction.
+
+Exactly once: the `webhook_events` row (primary key = svix id) is inserted first, with ON CONFLICT
+DO NOTHING. A second copy of the message, even one arriving at the same moment on another worker,
+waits for the first transaction and then finds the row: it is answered `duplicate` and applies
+nothing. Only a row whose outcome is `failed` is applied again (Svix's retry, or a replay).
+
+Nothing here commits; the view or the CLI does, so the row and the change land together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.audit.services import Actor
+from app.clerk.sync import (
+    MalformedClerkData,
+    SyncOutcome,
+    clean_text,
+    clerk_user_from_dict,
+    delete_clerk_user,
+    dialect_insert,
+    ms,
+    ms_to_datetime,
+    record_sign_in,
+    upsert_clerk_user,
+)
+from app.extensions import db
+from app.models import WebhookEvent, WebhookOutcome, utcnow
+
+MAX_BODY_BYTES = 1024 * 1024  # Clerk's user objects are a few KiB; anything near this is not Clerk
+DUPLICATE = "duplicate"  # answered, never stored: the message's row already exists
+HANDLED_TYPES = ("user.created", "user.updated", "user.deleted", "session.created")
+REPLAYABLE = (WebhookOutcome.FAILED, WebhookOutcome.STALE)
+
+SYNC_TO_WEBHOOK = {
+    SyncOutcome.CREATED: WebhookOutcome.APPLIED,
+    SyncOutcome.CLAIMED: WebhookOutcome.APPLIED,
+    SyncOutcome.UPDATED: WebhookOutcome.APPLIED,
+    SyncOutcome.UNCHANGED: WebhookOutcome.APPLIED,
+    SyncOutcome.DELETED: WebhookOutcome.APPLIED,
+    SyncOutcome.STALE: WebhookOutcome.STALE,
+    SyncOutcome.GONE: WebhookOutcome.IGNORED,
+    SyncOutcome.UNKNOWN: WebhookOutcome.IGNORED,
+}
+
+
+class ReplayRefused(ValueError):
+    """The event cannot be re-applied; the message says why."""
+
+
+@dataclass(frozen=True)
+class ClerkEvent:
+    type: str
+    data: Mapping[str, Any]
+    timestamp: int | None  # ms
+
+
+@dataclass(frozen=True)
+class Applied:
+    outcome: WebhookOutcome
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one delivery, as the receiver answers it."""
+
+    svix_id: str
+    outcome: str  # a WebhookOutcome, or DUPLICATE
+    reason: str | None = None
+    malformed: bool = False  # signed, but not a Clerk event: refused with a 400
+
+    @property
+    def status_code(self) -> int:
+        return 400 if self.malformed else 200
+
+
+def parse_event(payload: Any) -> ClerkEvent:
+    """The envelope `{type, data, timestamp, ...}`; other keys (instance_id, ...) are optional."""
+    if not isinstance(payload, Mapping):
+        raise MalformedClerkData("the body is not a JSON object")
+    event_type = payload.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise MalformedClerkData("type is missing")
+    data = payload.get("data")
+    if not isinstance(data, Mapping):
+        raise MalformedClerkData("data is not a JSON object")
+    return ClerkEvent(clean_text(event_type), data, ms(payload.get("timestamp")))
+
+
+def _required_id(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedClerkData(f"data.{key} is missing")
+    return clean_text(value)
+
+
+def apply_clerk_event(event: ClerkEvent, *, actor: Actor, ignore_order: bool = False) -> Applied:
+    """Apply one Clerk event to the users table (no commit). Raises MalformedClerkData first."""
+    if event.type in ("user.created", "user.updated"):
+        incoming = clerk_user_from_dict(event.data)
+        result = upsert_clerk_user(incoming, actor=actor, ignore_order=ignore_order)
+    elif event.type == "user.deleted":
+        result = delete_clerk_user(_required_id(event.data, "id"), actor=actor)
+    elif event.type == "session.created":
+        result = _apply_session_created(event, actor=actor)
+    else:
+        return Applied(WebhookOutcome.IGNORED, f"{event.type} is not an event this dashboard uses")
+    outcome = SYNC_TO_WEBHOOK[result.outcome]
+    return Applied(outcome, None if outcome == WebhookOutcome.APPLIED else result.reason)
+
+
+def _apply_session_created(event: ClerkEvent, *, actor: Actor):
+    clerk_id = _required_id(event.data, "user_id")
+    signed_in_at = ms_to_datetime(event.data.get("created_at")) or ms_to_datetime(event.timestamp)
+    if signed_in_at is None:
+        raise MalformedClerkData("data.created_at is missing")
+    embedded = event.data.get("user")
+    if isinstance(embedded, Mapping) and embedded.get("id") == clerk_id:
+        # Newer payloads carry the user: a sign-in that beats user.created still makes the user.
+        upsert_clerk_user(clerk_user_from_dict(embedded), actor=actor)
+    return record_sign_in(clerk_id, signed_in_at, actor=actor)
+
+
+# --- The webhook_events row ---------------------------------------------------------------------
+
+
+def _describe(payload: Any) -> tuple[str, str | None]:
+    """The type and Clerk user id to file the row under, whatever shape the payload has."""
+    if not isinstance(payload, Mapping):
+        return "", None
+    event_type = payload.get("type") if isinstance(payload.get("type"), str) else ""
+    data = payload.get("data") if isinstance(payload.get("data"), Mapping) else {}
+    key = "user_id" if event_type.startswith("session.") else "id"
+    user_id = data.get(key) if isinstance(data.get(key), str) else None
+    return clean_text(event_type), clean_text(user_id) if user_id else None
+
+
+def _row_values(svix_id: str, body: str, payload: Any, *, outcome: WebhookOutcome, error: str | None) -> dict:
+    event_type, clerk_user_id = _describe(payload)
+    return {
+        "id": svix_id, "type": event_type, "clerk_user_id": clerk_user_id, "payload": body,
+        "received_at": utcnow(), "outcome": outcome.value, "error": error, "attempts": 1,
+    }
+
+
+def _locked_event(svix_id: str) -> WebhookEvent | None:
+    return db.session.scalars(
+        sa.select(WebhookEvent)
+        .where(WebhookEvent.id == svix_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _finish(row: WebhookEvent, outcome: WebhookOutcome, reason: str | None) -> None:
+    row.outcome = outcome.value
+    row.error = reason
+    row.processed_at = utcnow()
+    db.session.flush()
+
+
+def _apply_to_row(row: WebhookEvent, payload: Any, *, actor: Actor, ignore_order: bool = False) -> Delivery:
+    try:
+        event = parse_event(payload)
+        applied = apply_clerk_event(event, actor=actor, ignore_order=ignore_order)
+    except MalformedClerkData as malformed:  # raised before anything was written to users
+        _finish(row, WebhookOutcome.FAILED, f"malformed: {malformed}")
+        return Delivery(row.id, WebhookOutcome.FAILED.value, f"malformed: {malformed}", malformed=True)
+    _finish(row, applied.outcome, applied.reason)
+    return Delivery(row.id, applied.outcome.value, applied.reason)
+
+
+def record_and_apply(svix_id: str, body: str, payload: Any, *, actor: Actor) -> Delivery:
+    """Store this delivery and apply it, once per svix id, in the caller's transaction."""
+    # In the transaction only: `failed` until _finish, so the CHECK holds without a "pending" state.
+    values = _row_values(svix_id, body, payload, outcome=WebhookOutcome.FAILED, error="in progress")
+    statement = (
+        dialect_insert(WebhookEvent)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
+        .returning(WebhookEvent)
+    )
+    row = db.session.scalars(statement, execution_options={"populate_existing": True}).first()
+    if row is None:
+        # The message was seen: on PostgreSQL the insert above waited for that transaction to end.
+        row = _locked_event(svix_id)
+        if row is None:  # pragma: no cover - the conflict means the row exists
+            raise RuntimeError(f"webhook event {svix_id} conflicted but cannot be found")
+        if row.outcome != WebhookOutcome.FAILED:
+            return Delivery(svix_id, DUPLICATE, f"already received: {row.outcome}")
+        row.attempts += 1  # Svix retrying a delivery that failed: apply it now
+    return _apply_to_row(row, payload, actor=actor)
+
+
+def record_failed_delivery(svix_id: str, body: str, payload: Any, error: str) -> None:
+    """After a rollback: keep the failed delivery, in a transaction of its own, for the page and replay.
+
+    Never overwrites a row that a concurrent copy of the message has meanwhile applied.
+    """
+    values = _row_values(svix_id, body, payload, outcome=WebhookOutcome.FAILED, error=error)
+    values["processed_at"] = values["received_at"]
+    statement = dialect_insert(WebhookEvent).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[WebhookEvent.id],
+        set_={
+            "error": statement.excluded.error,
+            "processed_at": statement.excluded.processed_at,
+            "attempts": WebhookEvent.attempts + 1,
+        },
+        where=WebhookEvent.outcome == WebhookOutcome.FAILED.value,
+    )
+    db.session.execute(statement)
+
+
+def replay_event(svix_id: str, *, actor: Actor) -> Delivery:
+    """Re-apply a stored failed or stale event (no commit).
+
+    A failed event runs through the usual rules again. A stale one is applied despite the ordering
+    guard: a person asked for exactly that. A deleted user stays deleted either way.
+    """
+    row = _locked_event(svix_id)
+    if row is None:
+        raise LookupError(f"no webhook event with id {svix_id!r}")
+    if row.outcome not in REPLAYABLE:
+        raise ReplayRefused(f"only failed or stale events can be re-applied; {svix_id} was {row.outcome}")
+    try:
+        payload = json.loads(row.payload)
+    except (ValueError, RecursionError) as error:  # only parsed bodies are stored, but be sure
+        raise ReplayRefused(f"the stored payload is not JSON: {error}") from error
+    ignore_order = row.outcome == WebhookOutcome.STALE
+    row.attempts += 1
+    return _apply_to_row(row, payload, actor=actor, ignore_order=ignore_order)

@@ -1,0 +1,196 @@
+"""Clerk payloads shaped like real deliveries, signed exactly as Svix signs them.
+
+The user object has the key set of a real received `user.created` (docs/clerk.md): undocumented
+keys (banned, locked, passkeys, has_image, ...) are present, documented `birthday`/`gender` are
+not, and the envelope has no `instance_id`.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from svix.webhooks import Webhook
+
+SECRET = "whsec_" + base64.b64encode(b"clerk-user-admin-test-signing-key").decode()
+BASE_MS = 1_760_000_000_000  # Clerk timestamps are milliseconds since the epoch
+_ids = itertools.count(1)
+
+
+def clerk_id(prefix: str = "user") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:27]}"
+
+
+def email_address(address: str, *, at: int = BASE_MS, verified: bool = True) -> dict[str, Any]:
+    return {
+        "created_at": at,
+        "email_address": address,
+        "id": clerk_id("idn"),
+        "linked_to": [],
+        "matches_sso_connection": False,
+        "object": "email_address",
+        "reserved": False,
+        "updated_at": at,
+        "verification": {
+            "attempts": 1,
+            "expire_at": at + 600_000,
+            "object": "verification_otp",
+            "status": "verified" if verified else "unverified",
+            "strategy": "email_code",
+        },
+    }
+
+
+def clerk_user(
+    *,
+    id: str | None = None,
+    email: str | None = None,
+    first_name: str | None = "Ada",
+    last_name: str | None = "Lovelace",
+    username: str | None = None,
+    updated_at: int | None = None,
+    created_at: int = BASE_MS,
+    last_sign_in_at: int | None = None,
+    public_metadata: dict | None = None,
+    private_metadata: dict | None = None,
+    unsafe_metadata: dict | None = None,
+    external_id: str | None = None,
+    extra_emails: tuple[str, ...] = (),
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A User object as Clerk puts it in `data` of user.created / user.updated."""
+    n = next(_ids)
+    primary = email_address(email or f"user{n}@example.com", at=created_at)
+    others = [email_address(e, at=created_at) for e in extra_emails]
+    user = {
+        "backup_code_enabled": False,
+        "banned": False,
+        "create_organization_enabled": True,
+        "created_at": created_at,
+        "delete_self_enabled": True,
+        # The primary address is deliberately not first: only its id says which one it is.
+        "email_addresses": [*others, primary],
+        "external_accounts": [],
+        "external_id": external_id,
+        "first_name": first_name,
+        "has_image": False,
+        "id": id or clerk_id(),
+        "image_url": f"https://img.clerk.com/eyJ0eXBlIjoiZGVmYXVsdCJ9{n}",
+        "last_active_at": created_at,
+        "last_name": last_name,
+        "last_sign_in_at": last_sign_in_at,
+        "legal_accepted_at": None,
+        "locked": False,
+        "lockout_expires_in_seconds": None,
+        "mfa_disabled_at": None,
+        "mfa_enabled_at": None,
+        "object": "user",
+        "passkeys": [],
+        "password_enabled": True,
+        "phone_numbers": [],
+        "primary_email_address_id": primary["id"],
+        "primary_phone_number_id": None,
+        "primary_web3_wallet_id": None,
+        "private_metadata": private_metadata if private_metadata is not None else {},
+        "profile_image_url": "https://www.gravatar.com/avatar?d=mp",
+        "public_metadata": public_metadata if public_metadata is not None else {},
+        "saml_accounts": [],
+        "totp_enabled": False,
+        "two_factor_enabled": False,
+        "unsafe_metadata": unsafe_metadata if unsafe_metadata is not None else {},
+        "updated_at": updated_at if updated_at is not None else created_at,
+        "username": username,
+        "verification_attempts_remaining": 100,
+        "web3_wallets": [],
+    }
+    user.update(overrides)
+    return user
+
+
+def envelope(event_type: str, data: dict[str, Any], *, timestamp: int | None = None) -> dict[str, Any]:
+    """The event around `data`, as really received: event_attributes, no instance_id."""
+    return {
+        "data": data,
+        "event_attributes": {"http_request": {"client_ip": "", "user_agent": "clerk/clerk-sdk-go@v2.0.0"}},
+        "object": "event",
+        "timestamp": timestamp if timestamp is not None else data.get("updated_at", BASE_MS),
+        "type": event_type,
+    }
+
+
+def user_created(user: dict[str, Any]) -> dict[str, Any]:
+    return envelope("user.created", user)
+
+
+def user_updated(user: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """user.updated with the changes applied and updated_at moved forward (unless given)."""
+    data = {**user, **changes}
+    if "updated_at" not in changes:
+        data["updated_at"] = user["updated_at"] + 1_000
+    return envelope("user.updated", data)
+
+
+def user_deleted(user_id: str, *, timestamp: int = BASE_MS) -> dict[str, Any]:
+    return envelope("user.deleted", {"deleted": True, "id": user_id, "object": "user"}, timestamp=timestamp)
+
+
+def session_created(user_id: str, *, at: int, user: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = {
+        "abandon_at": at + 30 * 86_400_000,
+        "actor": None,
+        "client_id": clerk_id("client"),
+        "created_at": at,
+        "expire_at": at + 7 * 86_400_000,
+        "id": clerk_id("sess"),
+        "last_active_at": at,
+        "last_active_organization_id": None,
+        "object": "session",
+        "status": "active",
+        "updated_at": at,
+        "user_id": user_id,
+    }
+    if user is not None:
+        data["user"] = user
+    return envelope("session.created", data, timestamp=at)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """One delivery: the exact bytes and the headers Svix would send with them."""
+
+    body: bytes
+    headers: dict[str, str]
+    msg_id: str
+
+    def post(self, client, **header_changes: str | None):
+        headers = {**self.headers, **header_changes}
+        headers = {k: v for k, v in headers.items() if v is not None}
+        return client.post("/webhooks/clerk", data=self.body, headers=headers)
+
+
+def sign(
+    payload: dict[str, Any] | str,
+    *,
+    msg_id: str | None = None,
+    secret: str = SECRET,
+    at: int | None = None,
+) -> Signed:
+    """Sign as Svix does: the body as str, the timestamp an aware UTC datetime (seconds)."""
+    # Compact, as Svix delivers Clerk's events; any re-serialisation would change the bytes.
+    body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex[:27]}"
+    seconds = int(time.time()) if at is None else at
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(seconds, tz=UTC), body)
+    headers = {
+        "svix-id": msg_id,
+        "svix-timestamp": str(seconds),
+        "svix-signature": signature,
+        "content-type": "application/json",
+    }
+    return Signed(body.encode("utf-8"), headers, msg_id)
