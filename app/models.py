@@ -183,6 +183,12 @@ sa.Index("ix_users_sign_in_sort", SIGN_IN_SORT_KEY, User.id)
 sa.Index("ix_users_name_sort", NAME_SORT_KEY, User.id)
 sa.Index("ix_users_lower_email", sa.func.lower(User.email))
 # Substring search (LIKE '%term%') on PostgreSQL; SQLite scans, which is fine for a local run.
+# The migrations create pg_trgm; this lets db.create_all() (benchmarks, scratch databases) do so too.
+sa.event.listen(
+    User.__table__,
+    "before_create",
+    sa.DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(dialect="postgresql"),
+)
 sa.Index(
     "ix_users_search_trgm",
     SEARCH_TEXT.label("search_text"),
