@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.models import AuditEvent, User, UserData, UserRole, UserStatus, WebhookEvent
 from tests.clerk_payloads import (
@@ -417,6 +419,11 @@ def test_a_body_of_exactly_one_mebibyte_is_read(client, db):
         ({"type": "user.deleted", "data": {"deleted": True}}, "data.id"),
         ({"type": "session.created", "data": {"id": "sess_1"}}, "data.user_id"),
         ({"type": "session.created", "data": {"user_id": "user_1", "created_at": "noon"}}, "created_at"),
+        ({"type": "user.created", "data": {"id": "user_" + "x" * 300}}, "data.id is longer than 255 bytes"),
+        ({"type": "user.deleted", "data": {"id": "user_" + "x" * 300}}, "data.id is longer than 255 bytes"),
+        ({"type": "x" * 300, "data": {}}, "type is longer than 255 bytes"),
+        ({"type": "user.created", "data": clerk_user(first_name="é" * 600)}, "data.first_name is longer than 1024"),
+        ({"type": "user.created", "data": clerk_user(email="a" * 1100 + "@example.com")}, "primary email address"),
     ],
 )
 def test_malformed_but_signed_payloads_are_recorded_as_failed(client, db, payload, reason):
@@ -430,6 +437,11 @@ def test_malformed_but_signed_payloads_are_recorded_as_failed(client, db, payloa
     row = event_row(db, signed.msg_id)
     assert row.outcome == "failed" and reason in row.error and row.attempts == 2
     assert count(db, User) == 0 and count(db, AuditEvent) == 0
+
+
+def test_an_overlong_svix_id_is_refused_before_anything_is_written(client, db):
+    response = sign(user_created(clerk_user()), msg_id="msg_" + "x" * 300).post(client)
+    assert_refused(response, 400, "svix-id is longer than 255 bytes", db)
 
 
 def test_odd_values_are_read_defensively(client, db):
@@ -495,3 +507,24 @@ def test_a_bug_is_recorded_and_answered_500_so_svix_retries(client, db, monkeypa
     assert response.status_code == 500 and response.get_json()["outcome"] == "failed"
     assert "KeyError" in event_row(db, signed.msg_id).error
     assert count(db, User) == 0
+
+
+# --- Whatever Clerk might sign: answered 200 or 400, never 5xx ---------------------------------------
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
+_json = st.recursive(_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+                     max_leaves=8)
+_user_data = st.fixed_dictionaries(
+    {"id": st.sampled_from(["user_fuzz_a", "user_fuzz_b"]) | _json},
+    optional={key: _json for key in ("first_name", "last_name", "username", "email_addresses", "updated_at",
+                                     "primary_email_address_id", "public_metadata", "last_sign_in_at",
+                                     "image_url", "external_id", "user_id", "created_at", "user")},
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event_type=st.sampled_from(["user.created", "user.updated", "user.deleted", "session.created", "other"]) | _json,
+       data=_user_data | _json)
+def test_signed_payloads_of_any_shape_never_answer_5xx(client, db, event_type, data):
+    response = sign({"type": event_type, "data": data, "object": "event"}).post(client)
+    assert response.status_code in (200, 400), response.get_data(as_text=True)

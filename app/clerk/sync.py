@@ -36,6 +36,10 @@ from app.users.services import normalise_email, update_user_fields
 CLAIMABLE_ID_PREFIXES = ("local_", "inv_")
 TEXT_FIELDS = ("first_name", "last_name", "username", "external_id")
 METADATA_FIELDS = ("public_metadata", "private_metadata", "unsafe_metadata")
+# Far above anything Clerk allows, and below what a PostgreSQL b-tree index entry can hold
+# (about 2.7 kB): a longer value could never be stored, so it is refused as malformed.
+MAX_ID_BYTES = 255
+MAX_INDEXED_TEXT_BYTES = 1024
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a datetime holds
 
@@ -111,6 +115,12 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else clean_text(json.dumps(value, sort_keys=True, ensure_ascii=False))
 
 
+def bounded(name: str, value: str | None, limit: int = MAX_INDEXED_TEXT_BYTES) -> str | None:
+    if value is not None and len(value.encode("utf-8")) > limit:
+        raise MalformedClerkData(f"{name} is longer than {limit} bytes")
+    return value
+
+
 def primary_email(data: Mapping[str, Any]) -> str:
     """The address whose id is primary_email_address_id (else the first one, else none)."""
     entries = data.get("email_addresses")
@@ -132,10 +142,11 @@ def clerk_user_from_dict(data: Any) -> ClerkUser:
     clerk_id = data.get("id")
     if not isinstance(clerk_id, str) or not clerk_id.strip():
         raise MalformedClerkData("data.id (the Clerk user id) is missing")
+    bounded("data.id", clerk_id, MAX_ID_BYTES)
     fields: dict[str, Any] = {}
     for name in TEXT_FIELDS:
         if name in data:
-            fields[name] = _text(data[name])
+            fields[name] = bounded(f"data.{name}", _text(data[name]))
     if "image_url" in data or "profile_image_url" in data:
         # profile_image_url is the pre-Core-2 name; real payloads still send both.
         fields["image_url"] = _text(data.get("image_url", data.get("profile_image_url")))
@@ -143,7 +154,7 @@ def clerk_user_from_dict(data: Any) -> ClerkUser:
         if name in data:
             fields[name] = _json_text(data[name])
     if "email_addresses" in data or "primary_email_address_id" in data:
-        fields["email"] = primary_email(data)
+        fields["email"] = bounded("the primary email address", primary_email(data))
     if "last_sign_in_at" in data:
         fields["last_sign_in_at"] = ms_to_datetime(data["last_sign_in_at"])
     return ClerkUser(clean_text(clerk_id), ms(data.get("updated_at")), fields)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wtforms import Form, SelectField
+from wtforms import Form, SelectChoice, SelectField
 
 from app.models import WebhookOutcome
 from app.webhooks.services import HANDLED_TYPES
@@ -25,15 +25,17 @@ class WebhookFilters:
 class WebhookFilterForm(Form):
     """No CSRF: a GET filter. Unknown values fall back to "any" instead of failing."""
 
-    outcome = SelectField("Outcome", choices=[("", "Any outcome")] + [(o.value, o.value) for o in WebhookOutcome])
-    type = SelectField("Event type", choices=[("", "Any type")] + [(t, t) for t in HANDLED_TYPES])
+    outcome = SelectField(
+        "Outcome", choices=[SelectChoice("", "Any outcome"), *(SelectChoice(o.value, o.value) for o in WebhookOutcome)]
+    )
+    type = SelectField("Event type", choices=[SelectChoice("", "Any type"), *(SelectChoice(t, t) for t in HANDLED_TYPES)])
 
     def __init__(self, formdata=None, **kwargs):
         super().__init__(formdata, **kwargs)
         requested = (formdata or {}).get("type") or ""
         if requested and requested not in HANDLED_TYPES and len(requested) <= 100:
             # An unhandled type (recorded as ignored) can still be looked for.
-            self.type.choices = [*self.type.choices, (requested, requested)]
+            self.type.choices = [*self.type.choices, SelectChoice(requested, requested)]
 
     def filters(self) -> WebhookFilters:
         self.validate()

@@ -19,8 +19,10 @@ import sqlalchemy as sa
 
 from app.audit.services import Actor
 from app.clerk.sync import (
+    MAX_ID_BYTES,
     MalformedClerkData,
     SyncOutcome,
+    bounded,
     clean_text,
     clerk_user_from_dict,
     delete_clerk_user,
@@ -34,6 +36,7 @@ from app.extensions import db
 from app.models import WebhookEvent, WebhookOutcome, utcnow
 
 MAX_BODY_BYTES = 1024 * 1024  # Clerk's user objects are a few KiB; anything near this is not Clerk
+MAX_SVIX_ID_BYTES = MAX_ID_BYTES  # Svix's are about 30; the id is the primary key
 DUPLICATE = "duplicate"  # answered, never stored: the message's row already exists
 HANDLED_TYPES = ("user.created", "user.updated", "user.deleted", "session.created")
 REPLAYABLE = (WebhookOutcome.FAILED, WebhookOutcome.STALE)
@@ -88,6 +91,7 @@ def parse_event(payload: Any) -> ClerkEvent:
     event_type = payload.get("type")
     if not isinstance(event_type, str) or not event_type:
         raise MalformedClerkData("type is missing")
+    bounded("type", event_type, MAX_ID_BYTES)
     data = payload.get("data")
     if not isinstance(data, Mapping):
         raise MalformedClerkData("data is not a JSON object")
@@ -98,7 +102,7 @@ def _required_id(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value.strip():
         raise MalformedClerkData(f"data.{key} is missing")
-    return clean_text(value)
+    return clean_text(bounded(f"data.{key}", value, MAX_ID_BYTES))
 
 
 def apply_clerk_event(event: ClerkEvent, *, actor: Actor, ignore_order: bool = False) -> Applied:
@@ -139,7 +143,12 @@ def _describe(payload: Any) -> tuple[str, str | None]:
     data = payload.get("data") if isinstance(payload.get("data"), Mapping) else {}
     key = "user_id" if event_type.startswith("session.") else "id"
     user_id = data.get(key) if isinstance(data.get(key), str) else None
-    return clean_text(event_type), clean_text(user_id) if user_id else None
+    return _clip(event_type), _clip(user_id) if user_id else None
+
+
+def _clip(text: str) -> str:
+    # These columns are indexed, and the row must be writable even for a malformed event.
+    return clean_text(text).encode("utf-8")[:MAX_ID_BYTES].decode("utf-8", "ignore")
 
 
 def _row_values(svix_id: str, body: str, payload: Any, *, outcome: WebhookOutcome, error: str | None) -> dict:

@@ -29,6 +29,7 @@ from app.webhooks.forms import WebhookFilterForm
 from app.webhooks.queries import find_clerk_users, list_webhook_events
 from app.webhooks.services import (
     MAX_BODY_BYTES,
+    MAX_SVIX_ID_BYTES,
     ReplayRefused,
     record_and_apply,
     record_failed_delivery,
@@ -90,6 +91,8 @@ def receive_clerk():
     if refused:
         return _reply(400, error=refused)
     svix_id = request.headers.get("svix-id") or request.headers.get("webhook-id", "")
+    if len(svix_id.encode("utf-8")) > MAX_SVIX_ID_BYTES:
+        return _reply(400, ABORT_RETRIES, error=f"svix-id is longer than {MAX_SVIX_ID_BYTES} bytes")
     text = body.decode("utf-8")  # verification has decoded it already
     try:
         payload = json.loads(text)
