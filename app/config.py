@@ -51,7 +51,7 @@ def from_environment(environ: dict[str, str] | None = None) -> dict:
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SIGN_IN_LINK_MAX_AGE": _int(env.get("SIGN_IN_LINK_MAX_AGE"), 15 * 60),
         "BASE_URL": (env.get("BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
-        "USERS_PER_PAGE": _int(env.get("USERS_PER_PAGE"), 50),
+        "USERS_PER_PAGE": _int(env.get("USERS_PER_PAGE"), 25),
         "CLERK_WEBHOOK_SIGNING_SECRET": env.get("CLERK_WEBHOOK_SIGNING_SECRET") or None,
         "CLERK_SECRET_KEY": env.get("CLERK_SECRET_KEY") or None,
         "CLERK_API_URL": (env.get("CLERK_API_URL") or "https://api.clerk.com/v1").rstrip("/"),

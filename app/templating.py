@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from flask import Flask
+from urllib.parse import quote
+
+from flask import Flask, g, url_for
 
 from app.models import UserRole, UserStatus
 
@@ -26,9 +28,29 @@ def pretty_json(text: str | None) -> str:
         return text
 
 
+_PLACEHOLDER = "__row_id__"
+
+
+def row_url(endpoint: str, row_id: str, **values) -> str:
+    """`url_for(endpoint, user_id=row_id, **values)` for rows of a table, built once per page.
+
+    url_for costs tens of microseconds; a page of 50 rows with three links each spent more time
+    building URLs than querying. The pattern comes from url_for itself; only the id is filled in.
+    """
+    key = (endpoint, tuple(sorted(values.items())))
+    patterns = g.setdefault("_row_url_patterns", {})
+    pattern = patterns.get(key)
+    if pattern is None:
+        pattern = patterns[key] = url_for(endpoint, user_id=_PLACEHOLDER, **values)
+    return pattern.replace(_PLACEHOLDER, quote(row_id, safe=""))
+
+
 def init_templating(app: Flask) -> None:
     app.jinja_env.filters["datetime"] = format_datetime
     app.jinja_env.filters["pretty_json"] = pretty_json
     from app.rendering import wants_fragment
 
-    app.jinja_env.globals.update(UserRole=UserRole, UserStatus=UserStatus, wants_fragment=wants_fragment)
+    app.jinja_env.globals.update(
+        UserRole=UserRole, UserStatus=UserStatus, wants_fragment=wants_fragment, row_url=row_url,
+        STATUS_VERBS={"suspended": "Suspend", "active": "Reactivate", "inactive": "Mark inactive"},
+    )

@@ -113,6 +113,15 @@ def test_every_sort_pages_through_everyone_exactly_once(app, client, staff, make
     assert len(listed(client, prev.split("?", 1)[1])) == 4
 
 
+def test_rows_per_page_is_a_choice_in_the_url(client, staff, make_user):
+    for i in range(12):
+        make_user(email=f"pp{i:02d}@example.com")
+    assert len(listed(client, "per_page=10")) == 10
+    html = client.get("/users?per_page=10", headers=HX).get_data(as_text=True)
+    assert "per_page=10" in re.search(r'href="(/users\?after=[^"]+)"', html).group(1)
+    assert len(listed(client, "per_page=7")) == 13  # not a choice: the default (25)
+
+
 def test_pager_links_keep_the_filters(app, client, staff, make_user):
     app.config["USERS_PER_PAGE"] = 2
     for i in range(5):
@@ -125,7 +134,8 @@ def test_pager_links_keep_the_filters(app, client, staff, make_user):
 @pytest.mark.parametrize(
     "query",
     ["role=owner", "status=banned&status=", "sort=drop+table", "after=%%%", "before=e30", "deleted=maybe",
-     "q=" + "x" * 5000, "after=WyJlbWFpbCIsICJ4IiwgMV0", "sort=email&after=" + "A" * 3000, "per_page=-1"],
+     "q=" + "x" * 5000, "after=WyJlbWFpbCIsICJ4IiwgMV0", "sort=email&after=" + "A" * 3000, "per_page=-1",
+     "per_page=7", "per_page=abc", "per_page=100000"],
 )
 def test_malformed_parameters_fall_back_to_defaults(client, staff, people, query):
     response = client.get(f"/users?{query}")
@@ -156,11 +166,25 @@ def test_the_count_is_lazy_and_capped(app, client, staff, people, monkeypatch):
     assert 'hx-get="/users/count"' in html and "Counting" in html
     assert client.get("/users/count").get_data(as_text=True).strip() == "6 users"
     assert client.get("/users/count?status=suspended").get_data(as_text=True).strip() == "1 user"
-    monkeypatch.setattr("app.users.queries.COUNT_CAP", 3)
     from app.users import queries
 
-    assert queries.count_users(queries.UserFilters(), cap=3) == (3, True)
+    assert queries.count_users(queries.UserFilters(q="example"), cap=2) == queries.UserCount(2, "capped")
+    assert queries.count_users(queries.UserFilters(q="example"), cap=3) == queries.UserCount(3, "exact")
+    monkeypatch.setattr("app.users.queries.COUNT_CAP", 2)
+    assert client.get("/users/count?role=user").get_data(as_text=True).strip() == "More than 2 users"
     assert COUNT_CAP >= 1000
+
+
+@pytest.mark.postgresql
+def test_a_large_unfiltered_table_is_estimated_not_counted(client, staff, people, db):
+    import sqlalchemy as sa
+
+    db.session.execute(sa.text("ANALYZE users"))
+    db.session.commit()
+    from app.users import queries
+
+    assert queries.count_users(queries.UserFilters(), cap=3).kind == "estimate"
+    assert queries.count_users(queries.UserFilters(), cap=100) == queries.UserCount(6, "exact")
 
 
 def test_badges_and_row_actions_follow_the_status(client, staff, people):

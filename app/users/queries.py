@@ -20,6 +20,7 @@ from app.models import NAME_SORT_KEY, SEARCH_TEXT, SIGN_IN_SORT_KEY, User, UserR
 
 COUNT_CAP = 10_000
 MAX_QUERY_LENGTH = 200
+PER_PAGE_CHOICES = (10, 25, 50, 100)
 
 @dataclass(frozen=True)
 class Sort:
@@ -55,6 +56,7 @@ class UserFilters:
     statuses: tuple[UserStatus, ...] = ()
     sort: str = DEFAULT_SORT
     include_deleted: bool = False
+    per_page: int | None = None  # None: the configured default
 
     @classmethod
     def from_args(cls, args) -> UserFilters:
@@ -63,12 +65,14 @@ class UserFilters:
             UserStatus(v) for v in dict.fromkeys(args.getlist("status")) if v in UserStatus._value2member_map_
         )
         sort = args.get("sort", DEFAULT_SORT)
+        per_page = args.get("per_page", type=int)
         return cls(
             q=" ".join(args.get("q", "").split())[:MAX_QUERY_LENGTH],
             roles=roles,
             statuses=statuses,
             sort=sort if sort in SORTS else DEFAULT_SORT,
             include_deleted=args.get("deleted") in {"1", "on", "true", "y"},
+            per_page=per_page if per_page in PER_PAGE_CHOICES else None,
         )
 
     def to_args(self, **overrides) -> dict:
@@ -85,6 +89,8 @@ class UserFilters:
             args["sort"] = current.sort
         if current.include_deleted:
             args["deleted"] = "1"
+        if current.per_page:
+            args["per_page"] = current.per_page
         return args
 
     @property
@@ -200,11 +206,26 @@ def list_users(
     )
 
 
-def count_users(filters: UserFilters, cap: int = COUNT_CAP) -> tuple[int, bool]:
-    """How many users match, counting at most `cap` + 1 rows: (count, whether it was capped)."""
+@dataclass(frozen=True)
+class UserCount:
+    total: int
+    kind: str  # "exact", "capped" (more than total) or "estimate" (the planner's row estimate)
+
+
+def count_users(filters: UserFilters, cap: int | None = None) -> UserCount:
+    """How many users match, never counting more than `cap` + 1 rows.
+
+    Unfiltered, on PostgreSQL, a large table is not counted at all: the planner's estimate
+    (pg_class.reltuples, kept by autovacuum) is close enough for "about a million users".
+    """
+    cap = COUNT_CAP if cap is None else cap
+    if not filters.is_filtered and db.session.get_bind().dialect.name == "postgresql":
+        estimate = db.session.scalar(sa.text("SELECT reltuples::bigint FROM pg_class WHERE relname = 'users'"))
+        if estimate and estimate > cap:
+            return UserCount(int(estimate), "estimate")
     capped = filtered(filters).with_only_columns(User.id).limit(cap + 1).subquery()
     n = db.session.scalar(sa.select(sa.func.count()).select_from(capped)) or 0
-    return min(n, cap), n > cap
+    return UserCount(min(n, cap), "capped" if n > cap else "exact")
 
 
 def iter_users(filters: UserFilters, batch: int = 1000) -> Iterator[User]:

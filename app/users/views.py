@@ -24,7 +24,7 @@ from app.rendering import page_or_fragment, wants_fragment
 from app.users import export
 from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.history import history_for
-from app.users.queries import SORTS, UserFilters, count_users, list_users
+from app.users.queries import PER_PAGE_CHOICES, SORTS, UserFilters, count_users, list_users
 from app.users.services import (
     DuplicateEmail,
     DuplicateKey,
@@ -61,16 +61,15 @@ def get_item_or_404(user: User, data_id: str) -> UserData:
 
 def results_context() -> dict:
     filters = UserFilters.from_args(request.args)
-    page = list_users(
-        filters,
-        after=request.args.get("after"),
-        before=request.args.get("before"),
-        per_page=current_app.config["USERS_PER_PAGE"],
-    )
+    per_page = filters.per_page or current_app.config["USERS_PER_PAGE"]
+    page = list_users(filters, after=request.args.get("after"), before=request.args.get("before"), per_page=per_page)
     # A bulk action re-renders the same page of the same view.
     here = {k: request.args[k] for k in ("after", "before") if request.args.get(k)}
     bulk_url = url_for("users.bulk", **filters.to_args(), **here)
-    return {"page": page, "filters": filters, "sorts": SORTS, "bulk_form": BulkForm(), "bulk_url": bulk_url}
+    return {
+        "page": page, "filters": filters, "sorts": SORTS, "bulk_form": BulkForm(), "bulk_url": bulk_url,
+        "per_page_choices": PER_PAGE_CHOICES,
+    }
 
 
 # --- list ----------------------------------------------------------------------------------
@@ -89,8 +88,7 @@ def index():
 @bp.get("/users/count")
 def count():
     filters = UserFilters.from_args(request.args)
-    total, capped = count_users(filters)
-    return page_or_fragment("users/_count.html", "users/_count.html", total=total, capped=capped)
+    return page_or_fragment("users/_count.html", "users/_count.html", count=count_users(filters))
 
 
 @bp.get("/users/export.csv")

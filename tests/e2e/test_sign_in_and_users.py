@@ -1,8 +1,6 @@
 """A new admin's first minutes, in a real browser."""
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 from playwright.sync_api import expect
 
@@ -26,10 +24,6 @@ def test_sign_in_by_link_see_users_page_through_and_sign_out(app, page, auth, ma
     rows = page.locator("table.users-table tbody tr")
     expect(rows).to_have_count(10)
     expect(rows.first).to_contain_text("boss@example.com")
-
-    if os.environ.get("SCREENSHOT_DIR"):
-        Path(os.environ["SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=f"{os.environ['SCREENSHOT_DIR']}/users.png", full_page=True)
 
     # Page on with the keyboard alone.
     page.get_by_role("link", name="Next ›").focus()
