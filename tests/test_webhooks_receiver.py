@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from app.models import AuditEvent, User, UserData, UserRole, UserStatus, WebhookEvent
 from tests.clerk_payloads import (
     BASE_MS,
+    DOCS_EXAMPLE_USER_CREATED,
     SECRET,
     clerk_id,
     clerk_user,
@@ -85,6 +86,15 @@ def test_user_created_stores_what_clerk_sent(client, db):
     assert (audit.action, audit.source, audit.actor_label, audit.target_id) == (
         "user.create", "webhook", "Clerk webhook", user.id)
     assert json.loads(audit.changes)["email"] == [None, "ada@example.com"]
+
+
+def test_clerks_documented_example_is_applied(client, db):
+    signed, response = deliver(client, DOCS_EXAMPLE_USER_CREATED)
+    assert response.status_code == 200 and response.get_json()["outcome"] == "applied"
+    user = user_with(db, "user_29w83sxmDNGwOuEthce5gg56FcC")
+    assert (user.email, user.first_name, user.external_id) == ("example@example.org", "Example", "567772")
+    assert user.last_sign_in_at == datetime(2022, 5, 31, 15, 56, 31, 514000, tzinfo=UTC)
+    assert event_row(db, signed.msg_id).payload == DOCS_EXAMPLE_USER_CREATED
 
 
 def test_a_repeated_delivery_answers_duplicate_and_changes_nothing(client, db):
