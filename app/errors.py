@@ -7,6 +7,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.extensions import db
+from app.users.permissions import NotAllowed
 
 TITLES = {
     400: "Bad request",
@@ -31,6 +32,11 @@ def init_error_handlers(app: Flask) -> None:
     def _csrf(error: CSRFError):
         db.session.rollback()
         return render_error(400, f"The form could not be accepted: {error.description} Reload the page and try again.")
+
+    @app.errorhandler(NotAllowed)
+    def _not_allowed(error: NotAllowed):
+        db.session.rollback()
+        return render_error(403, str(error))
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):

@@ -45,6 +45,23 @@ def row_url(endpoint: str, row_id: str, **values) -> str:
     return pattern.replace(_PLACEHOLDER, quote(row_id, safe=""))
 
 
+def may_manage(target) -> bool:
+    """Whether the signed-in staff member may change `target`: pages offer only what they may do."""
+    from app.audit.services import Actor
+    from app.users.permissions import can_manage
+
+    user = g.get("user")
+    return user is not None and can_manage(Actor.staff(user), target)
+
+
+def may_change_roles() -> bool:
+    from app.audit.services import Actor
+    from app.users.permissions import can_change_roles
+
+    user = g.get("user")
+    return user is not None and can_change_roles(Actor.staff(user))
+
+
 def init_templating(app: Flask) -> None:
     app.jinja_env.filters["datetime"] = format_datetime
     app.jinja_env.filters["pretty_json"] = pretty_json
@@ -52,5 +69,6 @@ def init_templating(app: Flask) -> None:
 
     app.jinja_env.globals.update(
         UserRole=UserRole, UserStatus=UserStatus, wants_fragment=wants_fragment, row_url=row_url,
+        may_manage=may_manage, may_change_roles=may_change_roles,
         STATUS_VERBS={"suspended": "Suspend", "active": "Reactivate", "inactive": "Mark inactive"},
     )

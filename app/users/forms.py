@@ -90,8 +90,9 @@ class UserEditForm(FlaskForm):
     )
 
     def changes(self) -> dict:
-        data = {name: getattr(self, name).data for name in self.FIELDS}
-        data["role"] = UserRole(data["role"])
+        data = {name: self[name].data for name in self.FIELDS if name in self}
+        if "role" in data:
+            data["role"] = UserRole(data["role"])
         data["status"] = UserStatus(data["status"])
         return data
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from app.audit.services import Actor, record
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
+from app.users.permissions import (  # noqa: F401  (NotAllowed is part of this module's API)
+    NotAllowed,
+    ensure_a_super_admin_remains,
+    ensure_can_change_role,
+    ensure_can_give_role,
+    ensure_can_manage,
+)
 
 
 class UserError(ValueError):
@@ -137,6 +145,7 @@ def invite_user(
     actor: Actor,
 ) -> User:
     """A user who has been asked to join: status `invited` until Clerk's user.created claims the row."""
+    ensure_can_give_role(actor, role)
     email = normalise_email(email)
     _ensure_email_free(email)
     user = User(
@@ -166,8 +175,12 @@ def invite_user(
 
 def edit_user(user: User, changes: dict, *, expected_version: int | None, actor: Actor) -> dict:
     """Save an admin's edit, unless someone else saved the user since the form was opened."""
+    ensure_can_manage(actor, user)
     if expected_version is not None and expected_version != user.version:
         raise EditConflict("Someone else saved this user after you opened the form.")
+    role, status = changes.get("role", user.role), changes.get("status", user.status)
+    ensure_can_change_role(actor, user, role)
+    ensure_a_super_admin_remains(user, role=role, status=status)
     if "email" in changes:
         changes = {**changes, "email": normalise_email(changes["email"])}
         if changes["email"] != user.email:
@@ -181,27 +194,39 @@ def set_status(user: User, status: UserStatus, *, actor: Actor) -> dict:
         raise UserError(f"A user cannot be set to {status.value!r} here.")
     if user.deleted_at is not None:
         raise UserError("This user was deleted in Clerk and can no longer change status.")
+    ensure_can_manage(actor, user)
+    ensure_a_super_admin_remains(user, role=user.role, status=status)
     return update_user_fields(user, {"status": status}, actor=actor, action=STATUS_ACTIONS[status])
 
 
-def bulk_set_status(user_ids: list[str], status: UserStatus, *, actor: Actor) -> list[User]:
-    """Set many users' status in the caller's transaction; returns the users that changed."""
+@dataclass
+class BulkResult:
+    changed: list[User] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # email: why
+
+
+def bulk_set_status(user_ids: list[str], status: UserStatus, *, actor: Actor) -> BulkResult:
+    """Set many users' status in the caller's transaction; users the actor may not change are skipped."""
     if status not in STATUS_ACTIONS:
         raise UserError(f"A user cannot be set to {status.value!r} here.")
     ids = list(dict.fromkeys(user_ids))
     users = db.session.scalars(
         live_users().where(User.id.in_(ids)).order_by(User.id).with_for_update()
     ).all()
-    changed = []
+    result = BulkResult()
     for user in users:
-        if update_user_fields(user, {"status": status}, actor=actor, action=STATUS_ACTIONS[status]):
-            changed.append(user)
-    return changed
+        try:
+            if set_status(user, status, actor=actor):
+                result.changed.append(user)
+        except NotAllowed as refused:
+            result.refused[user.email] = str(refused)
+    return result
 
 
 def add_user_data(user: User, key: str, value: str, *, actor: Actor) -> UserData:
     from sqlalchemy.exc import IntegrityError
 
+    ensure_can_manage(actor, user)
     _ensure_key_free(user, key)
     item = UserData(user_id=user.id, key=key, value=value)
     try:
@@ -217,6 +242,7 @@ def add_user_data(user: User, key: str, value: str, *, actor: Actor) -> UserData
 def update_user_data(item: UserData, key: str, value: str, *, actor: Actor) -> dict:
     from sqlalchemy.exc import IntegrityError
 
+    ensure_can_manage(actor, item.user)
     if key != item.key:
         _ensure_key_free(item.user, key)
     changes: dict = {}
@@ -238,6 +264,7 @@ def update_user_data(item: UserData, key: str, value: str, *, actor: Actor) -> d
 
 def delete_user_data(item: UserData, *, actor: Actor) -> None:
     user = item.user
+    ensure_can_manage(actor, user)
     record("user_data.delete", actor=actor, target=user, changes={f"data.{item.key}": [item.value, None]})
     db.session.delete(item)
     db.session.flush()

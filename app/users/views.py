@@ -24,10 +24,12 @@ from app.rendering import page_or_fragment, wants_fragment
 from app.users import export
 from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.history import history_for
+from app.users.permissions import can_change_roles, ensure_can_manage
 from app.users.queries import PER_PAGE_CHOICES, SORTS, UserFilters, count_users, list_users
 from app.users.services import (
     DuplicateEmail,
     DuplicateKey,
+    NotAllowed,
     EditConflict,
     UserError,
     add_user_data,
@@ -108,10 +110,12 @@ def bulk():
     elif not ids:
         flash("Select at least one user first.", "error")
     else:
-        changed = bulk_set_status(ids, UserStatus(form.action.data), actor=actor())
+        result = bulk_set_status(ids, UserStatus(form.action.data), actor=actor())
         db.session.commit()
         verb = BULK_ACTIONS[form.action.data].lower()
-        flash(f"{len(changed)} of {len(ids)} selected users changed ({verb}).", "success")
+        flash(f"{len(result.changed)} of {len(ids)} selected users changed ({verb}).", "success")
+        if result.refused:
+            flash(f"Not allowed for {', '.join(sorted(result.refused))}: {next(iter(result.refused.values()))}", "error")
     if wants_fragment():
         return page_or_fragment("users/index.html", "users/_results.html", **results_context())
     return redirect(url_for("users.index", **request.args.to_dict(flat=False)))
@@ -120,21 +124,28 @@ def bulk():
 # --- invite --------------------------------------------------------------------------------
 
 
+def invite_form() -> InviteForm:
+    form = InviteForm()
+    if not can_change_roles(actor()):
+        del form.role  # admins invite users with the role `user`
+    return form
+
+
 @bp.get("/users/new")
 def new():
-    return render_template("users/new.html", form=InviteForm())
+    return render_template("users/new.html", form=invite_form())
 
 
 @bp.post("/users")
 def create():
-    form = InviteForm()
+    form = invite_form()
     if form.validate():
         try:
             user = invite_user(
                 form.email.data,
                 first_name=form.first_name.data,
                 last_name=form.last_name.data,
-                role=UserRole(form.role.data),
+                role=UserRole(form.role.data) if "role" in form else UserRole.USER,
                 actor=actor(),
             )
         except DuplicateEmail as error:
@@ -160,9 +171,14 @@ def detail(user_id: str):
 @bp.route("/users/<user_id>/edit", methods=["GET", "POST"])
 def edit(user_id: str):
     user = get_user_or_404(user_id)
+    ensure_can_manage(actor(), user)
     form = UserEditForm(obj=user)
+    if not can_change_roles(actor()):
+        del form.role  # only super admins see (and may send) the role
     if request.method == "GET":
-        form.role.data, form.status.data, form.version.data = user.role.value, user.status.value, user.version
+        form.status.data, form.version.data = user.status.value, user.version
+        if "role" in form:
+            form.role.data = user.role.value
         return render_template("users/edit.html", user=user, form=form)
     if form.validate():
         try:
@@ -171,6 +187,10 @@ def edit(user_id: str):
         except DuplicateEmail as error:
             db.session.rollback()
             form.email.errors.append(str(error))
+        except NotAllowed as refused:
+            db.session.rollback()
+            role_changed = "role" in form and form.role.data != user.role.value
+            (form.role if role_changed else form.status).errors.append(str(refused))
         except (EditConflict, StaleDataError):
             db.session.rollback()
             db.session.refresh(user)

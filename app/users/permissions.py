@@ -1,0 +1,73 @@
+"""Who may do what to whom (DESIGN §9), checked by the services so no path can go around it.
+
+| | user | admin | super_admin |
+| see the dashboard | no | yes | yes |
+| edit, invite, suspend, reactivate, key-value data | no | users with role `user` only | everyone |
+| change roles | no | no | yes, never leaving zero active super admins |
+
+The command line and Clerk's webhook act for the system (the break-glass path and the mirror of
+Clerk), so only the last-super-admin rule binds them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from app.audit.services import Actor
+from app.extensions import db
+from app.models import User, UserRole, UserStatus
+
+
+class NotAllowed(PermissionError):
+    """The acting person may not do this; the message says why, fit to show them."""
+
+
+def can_manage(actor: Actor, target: User) -> bool:
+    staff = actor.user
+    if staff is None:
+        return True
+    if staff.role == UserRole.SUPER_ADMIN:
+        return True
+    return staff.role == UserRole.ADMIN and target.role == UserRole.USER
+
+
+def can_change_roles(actor: Actor) -> bool:
+    return actor.user is None or actor.user.role == UserRole.SUPER_ADMIN
+
+
+def ensure_can_manage(actor: Actor, target: User) -> None:
+    if not can_manage(actor, target):
+        raise NotAllowed(f"Admins manage users with the role 'user' only; {target.email} is {target.role.label}.")
+
+
+def ensure_can_give_role(actor: Actor, role: UserRole) -> None:
+    if role != UserRole.USER and not can_change_roles(actor):
+        raise NotAllowed("Only super admins give the admin and super admin roles.")
+
+
+def ensure_can_change_role(actor: Actor, target: User, role: UserRole) -> None:
+    if role != target.role and not can_change_roles(actor):
+        raise NotAllowed("Only super admins change roles.")
+
+
+def ensure_a_super_admin_remains(target: User, *, role: UserRole, status: UserStatus) -> None:
+    """Refuse the change that would leave no active super admin to run the dashboard."""
+    was_one = target.role == UserRole.SUPER_ADMIN and target.status == UserStatus.ACTIVE and target.deleted_at is None
+    stays_one = role == UserRole.SUPER_ADMIN and status == UserStatus.ACTIVE
+    if not was_one or stays_one:
+        return
+    # Lock the other super admins' rows, so two of them demoting each other at once cannot both pass.
+    others = (
+        sa.select(User.id)
+        .where(
+            User.role == UserRole.SUPER_ADMIN,
+            User.status == UserStatus.ACTIVE,
+            User.deleted_at.is_(None),
+            User.id != target.id,
+        )
+        .with_for_update()
+        .subquery()
+    )
+    remaining = db.session.scalar(sa.select(sa.func.count()).select_from(others))
+    if not remaining:
+        raise NotAllowed("There must always be at least one active super admin; make someone else one first.")

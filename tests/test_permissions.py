@@ -1,0 +1,181 @@
+"""DESIGN §9, cell by cell, over HTTP, with the database checked after each request."""
+
+import pytest
+import sqlalchemy as sa
+
+from app.audit.services import Actor
+from app.models import User, UserData, UserRole, UserStatus
+from app.users.permissions import NotAllowed
+from app.users.services import bulk_set_status, edit_user, set_status
+from tests.conftest import csrf_token_from
+
+
+def state(db):
+    db.session.expire_all()
+    return db.session.execute(sa.select(User.id, User.role, User.status, User.first_name).order_by(User.id)).all()
+
+
+@pytest.fixture
+def targets(make_user, db):
+    users = {role: make_user(email=f"{role.value}-target@example.com", role=role, first_name="Before")
+             for role in UserRole}
+    for user in users.values():
+        db.session.add(UserData(user_id=user.id, key="k", value="v"))
+    db.session.commit()
+    return users
+
+
+def sign_in_as(auth, client, role):
+    staff = auth.sign_in(role=role)
+    token = csrf_token_from(client.get("/users/new").get_data(as_text=True))
+    return staff, token
+
+
+def edit_data(user, token, **changes):
+    data = {"csrf_token": token, "email": user.email, "first_name": "After", "last_name": "",
+            "status": user.status.value, "version": str(user.version), "role": user.role.value}
+    data.update(changes)
+    return data
+
+
+# --- admin ---------------------------------------------------------------------------------
+
+
+def test_admin_manages_users_with_role_user(auth, client, targets, db):
+    _, token = sign_in_as(auth, client, UserRole.ADMIN)
+    target = targets[UserRole.USER]
+    assert client.post(f"/users/{target.id}/edit", data=edit_data(target, token)).status_code == 302
+    assert client.post(f"/users/{target.id}/status", data={"csrf_token": token, "status": "suspended"}).status_code == 302
+    assert client.post(f"/users/{target.id}/data", data={"csrf_token": token, "key": "new", "value": "1"}).status_code == 302
+    db.session.expire_all()
+    assert (target.first_name, target.status) == ("After", UserStatus.SUSPENDED)
+
+
+@pytest.mark.parametrize("role", [UserRole.ADMIN, UserRole.SUPER_ADMIN])
+def test_admin_cannot_touch_admins_or_super_admins(auth, client, targets, db, role):
+    _, token = sign_in_as(auth, client, UserRole.ADMIN)
+    target = targets[role]
+    item = db.session.scalars(sa.select(UserData).where(UserData.user_id == target.id)).one()
+    before = state(db)
+    requests = [
+        ("get", f"/users/{target.id}/edit", None),
+        ("post", f"/users/{target.id}/edit", edit_data(target, token)),
+        ("post", f"/users/{target.id}/status", {"csrf_token": token, "status": "suspended"}),
+        ("post", f"/users/{target.id}/data", {"csrf_token": token, "key": "x", "value": "y"}),
+        ("post", f"/users/{target.id}/data/{item.id}", {"csrf_token": token, "key": "k", "value": "changed"}),
+        ("post", f"/users/{target.id}/data/{item.id}/delete", {"csrf_token": token}),
+    ]
+    for method, url, data in requests:
+        response = getattr(client, method)(url, data=data)
+        assert response.status_code == 403, (url, response.status_code)
+        assert "Admins manage users with the role" in response.get_data(as_text=True)
+    assert state(db) == before
+    assert db.session.scalar(sa.select(UserData.value).where(UserData.id == item.id)) == "v"
+    # And the pages do not offer those actions.
+    page = client.get(f"/users/{target.id}").get_data(as_text=True)
+    assert "/edit" not in page and "Suspend" not in page and 'id="data-add"' not in page
+
+
+def test_admin_cannot_change_roles_even_by_forging_the_form(auth, client, targets, db):
+    _, token = sign_in_as(auth, client, UserRole.ADMIN)
+    target = targets[UserRole.USER]
+    assert 'name="role"' not in client.get(f"/users/{target.id}/edit").get_data(as_text=True)
+    response = client.post(f"/users/{target.id}/edit", data=edit_data(target, token, role="super_admin"))
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert target.role == UserRole.USER  # the field is not the admin's to send
+
+
+def test_admin_invites_only_users(auth, client, db):
+    _, token = sign_in_as(auth, client, UserRole.ADMIN)
+    assert 'name="role"' not in client.get("/users/new").get_data(as_text=True)
+    client.post("/users", data={"csrf_token": token, "email": "invitee@example.com", "role": "super_admin"})
+    assert db.session.scalars(sa.select(User.role).where(User.email == "invitee@example.com")).one() == UserRole.USER
+
+
+def test_admin_bulk_skips_users_it_may_not_change(auth, client, targets, db):
+    _, token = sign_in_as(auth, client, UserRole.ADMIN)
+    ids = [u.id for u in targets.values()]
+    html = client.post("/users/bulk", data={"csrf_token": token, "action": "suspended", "ids": ids},
+                       headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "1 of 3 selected users changed" in html and "Not allowed for" in html
+    db.session.expire_all()
+    assert {r: u.status for r, u in targets.items()} == {
+        UserRole.USER: UserStatus.SUSPENDED, UserRole.ADMIN: UserStatus.ACTIVE, UserRole.SUPER_ADMIN: UserStatus.ACTIVE}
+
+
+def test_admin_list_offers_actions_only_on_users(auth, client, targets):
+    sign_in_as(auth, client, UserRole.ADMIN)
+    html = client.get("/users", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "Suspend user-target@example.com" in html
+    assert "Suspend admin-target@example.com" not in html and "Suspend super_admin-target@example.com" not in html
+
+
+# --- super admin ---------------------------------------------------------------------------
+
+
+def test_super_admin_manages_everyone_and_changes_roles(auth, client, targets, db):
+    _, token = sign_in_as(auth, client, UserRole.SUPER_ADMIN)
+    admin = targets[UserRole.ADMIN]
+    assert client.post(f"/users/{admin.id}/edit", data=edit_data(admin, token, role="user")).status_code == 302
+    other_super = targets[UserRole.SUPER_ADMIN]
+    assert client.post(f"/users/{other_super.id}/status", data={"csrf_token": token, "status": "suspended"}).status_code == 302
+    db.session.expire_all()
+    assert admin.role == UserRole.USER and other_super.status == UserStatus.SUSPENDED
+
+
+def test_the_last_active_super_admin_cannot_be_demoted_or_suspended(auth, client, db):
+    me, token = sign_in_as(auth, client, UserRole.SUPER_ADMIN)
+    before = state(db)
+    demote = client.post(f"/users/{me.id}/edit", data=edit_data(me, token, role="admin"))
+    assert demote.status_code == 422
+    assert "at least one active super admin" in demote.get_data(as_text=True)
+    suspend = client.post(f"/users/{me.id}/status", data={"csrf_token": token, "status": "inactive"})
+    assert suspend.status_code == 403
+    assert state(db) == before
+
+
+def test_with_two_super_admins_one_may_step_down(auth, client, make_user, db):
+    make_user(email="other-super@example.com", role=UserRole.SUPER_ADMIN)
+    me, token = sign_in_as(auth, client, UserRole.SUPER_ADMIN)
+    assert client.post(f"/users/{me.id}/edit", data=edit_data(me, token, role="admin")).status_code == 302
+    db.session.expire_all()
+    assert me.role == UserRole.ADMIN
+
+
+def test_a_suspended_super_admin_does_not_count(make_user, db):
+    make_user(email="sleeping@example.com", role=UserRole.SUPER_ADMIN, status=UserStatus.SUSPENDED)
+    last = make_user(email="last@example.com", role=UserRole.SUPER_ADMIN)
+    with pytest.raises(NotAllowed):
+        set_status(last, UserStatus.SUSPENDED, actor=Actor.staff(last))
+
+
+# --- the rules bind every path -------------------------------------------------------------
+
+
+def test_the_command_line_cannot_remove_the_last_super_admin_either(make_user, db):
+    last = make_user(role=UserRole.SUPER_ADMIN)
+    with pytest.raises(NotAllowed):
+        set_status(last, UserStatus.SUSPENDED, actor=Actor.cli())
+    with pytest.raises(NotAllowed):
+        edit_user(last, {"role": UserRole.USER}, expected_version=None, actor=Actor.cli())
+    result = bulk_set_status([last.id], UserStatus.INACTIVE, actor=Actor.cli())
+    assert result.changed == [] and last.email in result.refused
+
+
+def test_services_refuse_an_admin_whatever_the_caller(make_user, db):
+    admin = make_user(role=UserRole.ADMIN)
+    other_admin = make_user(role=UserRole.ADMIN)
+    with pytest.raises(NotAllowed):
+        set_status(other_admin, UserStatus.SUSPENDED, actor=Actor.staff(admin))
+    with pytest.raises(NotAllowed):
+        edit_user(make_user(), {"role": UserRole.ADMIN}, expected_version=None, actor=Actor.staff(admin))
+
+
+def test_plain_users_see_nothing(auth, client, make_user, db):
+    user = make_user(role=UserRole.ADMIN)
+    client.get(auth.link_for(user))
+    user.role = UserRole.USER
+    db.session.commit()
+    for url in ("/users", "/audit", f"/users/{user.id}", "/users/export.csv", "/webhooks"):
+        assert client.get(url).status_code == 403, url
