@@ -71,6 +71,12 @@ def register_security(app: Flask) -> None:
     from app.auth.guard import init_guard
     from app.security import init_security_headers
 
+    if app.config["TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+
     init_guard(app)
     init_security_headers(app)
 

@@ -50,6 +50,10 @@ def from_environment(environ: dict[str, str] | None = None) -> dict:
         "SECRET_KEY": env.get("SECRET_KEY") or None,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SIGN_IN_LINK_MAX_AGE": _int(env.get("SIGN_IN_LINK_MAX_AGE"), 15 * 60),
+        "SESSION_IDLE_MINUTES": _int(env.get("SESSION_IDLE_MINUTES"), 30),
+        "PERMANENT_SESSION_LIFETIME": 60 * 60 * _int(env.get("SESSION_MAX_HOURS"), 12),
+        "SIGN_IN_FAILURE_LIMIT": _int(env.get("SIGN_IN_FAILURE_LIMIT"), 10),
+        "TRUSTED_PROXIES": _int(env.get("TRUSTED_PROXIES"), 0),
         "BASE_URL": (env.get("BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "USERS_PER_PAGE": _int(env.get("USERS_PER_PAGE"), 25),
         "CLERK_WEBHOOK_SIGNING_SECRET": env.get("CLERK_WEBHOOK_SIGNING_SECRET") or None,
@@ -67,6 +71,22 @@ def from_environment(environ: dict[str, str] | None = None) -> dict:
     }
 
 
+def frontend_api_host(publishable_key: str) -> str:
+    """The Clerk instance's Frontend API host, which Clerk encodes in the publishable key."""
+    import base64
+    import binascii
+
+    try:
+        prefix, environment, encoded = publishable_key.split("_", 2)
+        host = base64.b64decode(encoded + "=" * (-len(encoded) % 4)).decode("ascii")
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ConfigError("CLERK_PUBLISHABLE_KEY is not a Clerk publishable key (pk_test_... or pk_live_...)") from exc
+    host = host.rstrip("$")
+    if prefix != "pk" or environment not in {"test", "live"} or not host or "/" in host or " " in host:
+        raise ConfigError("CLERK_PUBLISHABLE_KEY is not a Clerk publishable key (pk_test_... or pk_live_...)")
+    return host
+
+
 def finalise(config: dict) -> None:
     """Fill development defaults and refuse a configuration that cannot run safely."""
     if config["APP_ENV"] in {"development", "test"} or config.get("TESTING"):
@@ -76,6 +96,8 @@ def finalise(config: dict) -> None:
             "SECRET_KEY is not set: outside development it is required "
             "(generate one with: python -c 'import secrets; print(secrets.token_hex(32))')"
         )
+    if config.get("CLERK_PUBLISHABLE_KEY"):
+        config["CLERK_FRONTEND_API"] = frontend_api_host(config["CLERK_PUBLISHABLE_KEY"])
     uri = config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(
         config["SQLALCHEMY_DATABASE_URI"]
     )

@@ -19,6 +19,27 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+def clerk_sign_in_policy(frontend_api: str) -> str:
+    """The sign-in page runs ClerkJS from the instance's Frontend API; only that page may."""
+    fapi = f"https://{frontend_api}"
+    return "; ".join(
+        [
+            "default-src 'self'",
+            f"script-src 'self' {fapi} https://challenges.cloudflare.com",
+            # ClerkJS styles its components with injected <style> elements.
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data: https://img.clerk.com",
+            f"connect-src 'self' {fapi}",
+            "frame-src https://challenges.cloudflare.com",
+            "worker-src 'self' blob:",
+            "form-action 'self'",
+            "base-uri 'self'",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
 def init_security_headers(app: Flask) -> None:
     @app.after_request
     def _headers(response: Response) -> Response:

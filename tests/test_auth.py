@@ -169,3 +169,54 @@ def test_session_cookie_is_httponly_and_lax(auth, client, make_user):
     response = client.get(auth.link_for(admin))
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_sessions_end_after_the_idle_time(app, auth, client):
+    import time as clock
+
+    auth.sign_in()
+    assert client.get("/users").status_code == 200
+    with client.session_transaction() as session:
+        session["seen"] = int(clock.time()) - app.config["SESSION_IDLE_MINUTES"] * 60 - 1
+    response = client.get("/users")
+    assert response.status_code == 302
+    assert "without activity" in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_repeated_refused_links_are_throttled(app, auth, client, make_user, db):
+    app.config["SIGN_IN_FAILURE_LIMIT"] = 3
+    for _ in range(3):
+        assert client.get("/auth/link/forged-token").status_code == 403
+    admin = make_user(role=UserRole.ADMIN)
+    good = auth.link_for(admin)
+    throttled = client.get(good)
+    assert throttled.status_code == 429
+    assert "Too many refused sign-in links" in throttled.get_data(as_text=True)
+    refusals = db.session.scalar(sa.select(sa.func.count()).where(AuditEvent.action == "auth.sign_in_refused"))
+    assert refusals == 3
+    # Another address is not held back by this one's failures.
+    assert client.get(good, environ_base={"REMOTE_ADDR": "10.9.8.7"}).status_code == 302
+
+
+def test_security_headers_and_cookie_flags_in_production(database_url, make_user):
+    from tests.conftest import make_app
+
+    app = make_app(database_url, APP_ENV="production", SESSION_COOKIE_SECURE=True)
+    with app.app_context():
+        client = app.test_client()
+        admin = make_user(role=UserRole.ADMIN)
+        from app.audit.services import Actor
+        from app.auth.services import issue_sign_in_link
+        from app.extensions import db as ext_db
+
+        token = issue_sign_in_link(admin, secret_key=app.config["SECRET_KEY"], max_age=60, actor=Actor.cli())
+        ext_db.session.commit()
+        response = client.get(f"/auth/link/{token}")
+        cookie = response.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        headers = client.get("/users").headers
+        assert headers["Referrer-Policy"] == "same-origin"
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert "unsafe-inline" not in headers["Content-Security-Policy"]
+        ext_db.session.remove()
+        ext_db.engine.dispose()

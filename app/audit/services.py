@@ -31,6 +31,11 @@ class Actor:
         return cls(Source.DASHBOARD, user.email, user, remote_addr)
 
     @classmethod
+    def anonymous(cls, remote_addr: str | None) -> Actor:
+        """Someone not signed in (a refused sign-in attempt)."""
+        return cls(Source.DASHBOARD, "anonymous", None, remote_addr)
+
+    @classmethod
     def cli(cls) -> Actor:
         return cls(Source.CLI, "command line")
 
