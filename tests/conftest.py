@@ -126,7 +126,8 @@ def make_user(db):
     def make(**fields) -> User:
         n = next(counter)
         fields.setdefault("email", f"person{n}@example.com")
-        fields.setdefault("clerk_id", f"user_test_{uuid.uuid4().hex}")
+        # Digits only, so a search for letters never matches a random id by chance.
+        fields.setdefault("clerk_id", f"user_test_{n}_{uuid.uuid4().int % 10**12}")
         fields.setdefault("role", UserRole.USER)
         fields.setdefault("status", UserStatus.ACTIVE)
         user = User(**fields)
@@ -155,7 +156,7 @@ class AuthActions:
 
     def sign_in(self, user: User | None = None, *, role: UserRole = UserRole.SUPER_ADMIN) -> User:
         if user is None:
-            user = self.make_user(email=f"{role.value}-{uuid.uuid4().hex[:6]}@staff.example", role=role)
+            user = self.make_user(email=f"{role.value}-{uuid.uuid4().int % 10**6}@staff.example", role=role)
         response = self.client.get(self.link_for(user))
         assert response.status_code == 302, response.get_data(as_text=True)
         return user
