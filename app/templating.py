@@ -13,9 +13,10 @@ from app.models import UserRole, UserStatus
 
 
 def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """Times are UTC everywhere (the footer says so); a time of day is labelled, a date is not."""
     if value is None:
         return "—"
-    return value.strftime(fmt) + " UTC"
+    return value.strftime(fmt) + (" UTC" if "%H" in fmt else "")
 
 
 def pretty_json(text: str | None) -> str:
