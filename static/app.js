@@ -21,6 +21,16 @@
     }
   });
 
+  // New content that asks for focus gets it once htmx has made it live (processed its hx-
+  // attributes). The autofocus attribute would let the browser focus it a moment earlier, when
+  // pressing Enter would still submit the plain form.
+  document.addEventListener("htmx:load", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.querySelector) return;
+    var wanted = elt.matches("[data-focus]") ? elt : elt.querySelector("[data-focus]");
+    if (wanted) wanted.focus();
+  });
+
   // After an inline swap shows errors, put keyboard focus on the first field with one. (htmx
   // itself focuses [autofocus]; waiting for the settle means the new content is live by then.)
   document.addEventListener("htmx:afterSettle", function (event) {
