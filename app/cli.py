@@ -32,11 +32,11 @@ def sign_in_url(token: str) -> str:
 )
 def create_admin_command(email: str, role: str) -> None:
     """Create (or promote and reactivate) an administrator."""
-    from app.users.services import UserError, create_admin
+    from app.users.services import NotAllowed, UserError, create_admin
 
     try:
         user = create_admin(email, role=UserRole(role), actor=Actor.cli())
-    except UserError as error:
+    except (UserError, NotAllowed) as error:
         raise click.ClickException(str(error)) from error
     db.session.commit()
     click.echo(f"{user.email} is an active {user.role.label} (id {user.id}).")

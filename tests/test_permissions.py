@@ -179,3 +179,11 @@ def test_plain_users_see_nothing(auth, client, make_user, db):
     db.session.commit()
     for url in ("/users", "/audit", f"/users/{user.id}", "/users/export.csv", "/webhooks"):
         assert client.get(url).status_code == 403, url
+
+
+def test_create_admin_cannot_demote_the_last_super_admin(runner, make_user, db):
+    last = make_user(email="only@example.com", role=UserRole.SUPER_ADMIN)
+    result = runner.invoke(args=["users", "create-admin", "only@example.com", "--role", "admin"])
+    assert result.exit_code != 0 and "at least one active super admin" in result.output
+    db.session.expire_all()
+    assert last.role == UserRole.SUPER_ADMIN

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from app.audit.services import Actor, record
+from app.audit.services import Actor, diff, record
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
 from app.users.permissions import (  # noqa: F401  (NotAllowed is part of this module's API)
@@ -56,32 +56,35 @@ def create_admin(email: str, *, role: UserRole = UserRole.SUPER_ADMIN, actor: Ac
 
     user = find_live_user_by_email(email)
     if user is None:
-        user = User(
-            email=email.lower(),
-            role=role,
-            status=UserStatus.ACTIVE,
-            clerk_id=placeholder_clerk_id(),
-        )
-        db.session.add(user)
-        db.session.flush()
-        record(
-            "user.create_admin",
-            actor=actor,
-            target=user,
-            changes={"email": [None, user.email], "role": [None, role.value], "status": [None, "active"]},
-        )
-        return user
+        return _new_user(email, role=role, status=UserStatus.ACTIVE, action="user.create_admin", actor=actor)
+    ensure_a_super_admin_remains(user, role=role, status=UserStatus.ACTIVE)  # `--role admin` on the last one
+    update_user_fields(user, {"role": role, "status": UserStatus.ACTIVE}, actor=actor)
+    return user
 
-    changes = {}
-    if user.role != role:
-        changes["role"] = [user.role.value, role.value]
-        user.role = role
-    if user.status != UserStatus.ACTIVE:
-        changes["status"] = [user.status.value, UserStatus.ACTIVE.value]
-        user.status = UserStatus.ACTIVE
-    if changes:
-        db.session.flush()
-        record("user.update", actor=actor, target=user, changes=changes)
+
+def _new_user(
+    email: str,
+    *,
+    role: UserRole,
+    status: UserStatus,
+    action: str,
+    actor: Actor,
+    first_name: str | None = None,
+    last_name: str | None = None,
+) -> User:
+    """A local row, with a placeholder Clerk id until Clerk's user.created claims it; audited."""
+    user = User(
+        email=email.lower(),
+        first_name=first_name or None,
+        last_name=last_name or None,
+        role=role,
+        status=status,
+        clerk_id=placeholder_clerk_id(),
+    )
+    db.session.add(user)
+    db.session.flush()
+    fields = ("email", "first_name", "last_name", "role", "status")
+    record(action, actor=actor, target=user, changes=diff(dict.fromkeys(fields), snapshot(user, fields)))
     return user
 
 
@@ -95,8 +98,6 @@ def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str =
     The one code path for field edits, whoever makes them (dashboard form, Clerk webhook, CLI).
     Returns the audited diff, {field: [before, after]}; an empty dict means nothing changed.
     """
-    from app.audit.services import diff
-
     before = snapshot(user, changes)
     changed = diff(before, changes)
     if not changed:
@@ -148,29 +149,10 @@ def invite_user(
     ensure_can_give_role(actor, role)
     email = normalise_email(email)
     _ensure_email_free(email)
-    user = User(
-        email=email,
-        first_name=first_name or None,
-        last_name=last_name or None,
-        role=role,
-        status=UserStatus.INVITED,
-        clerk_id=placeholder_clerk_id(),
+    return _new_user(
+        email, role=role, status=UserStatus.INVITED, action="user.invite", actor=actor,
+        first_name=first_name, last_name=last_name,
     )
-    db.session.add(user)
-    db.session.flush()
-    record(
-        "user.invite",
-        actor=actor,
-        target=user,
-        changes={
-            "email": [None, user.email],
-            "first_name": [None, user.first_name],
-            "last_name": [None, user.last_name],
-            "role": [None, role.value],
-            "status": [None, UserStatus.INVITED.value],
-        },
-    )
-    return user
 
 
 def edit_user(user: User, changes: dict, *, expected_version: int | None, actor: Actor) -> dict:
