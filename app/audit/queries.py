@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEvent
+from app.pagination import newest_first
 
 
 @dataclass(frozen=True)
@@ -54,22 +52,6 @@ def filtered(filters: AuditFilters) -> sa.Select:
     return query
 
 
-def encode_cursor(event: AuditEvent) -> str:
-    raw = json.dumps([event.occurred_at.isoformat(), event.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None):
-    if not cursor or len(cursor) > 500:
-        return None
-    try:
-        when, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        when = datetime.fromisoformat(when)
-        return (when, event_id) if when.tzinfo and isinstance(event_id, str) else None
-    except (ValueError, TypeError, UnicodeDecodeError):
-        return None
-
-
 @dataclass
 class AuditPage:
     events: list[AuditEvent]
@@ -78,22 +60,5 @@ class AuditPage:
 
 
 def list_events(filters: AuditFilters, *, after: str | None = None, per_page: int = 50) -> AuditPage:
-    query = filtered(filters)
-    key = decode_cursor(after)
-    if key is not None:
-        when, event_id = key
-        query = query.where(
-            sa.tuple_(AuditEvent.occurred_at, AuditEvent.id)
-            < sa.tuple_(sa.literal(when, AuditEvent.occurred_at.type), sa.literal(event_id, sa.Text))
-        )
-    rows = list(
-        db.session.scalars(
-            query.order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc()).limit(per_page + 1)
-        )
-    )
-    events = rows[:per_page]
-    return AuditPage(
-        events=events,
-        next_cursor=encode_cursor(events[-1]) if len(rows) > per_page else None,
-        is_first=key is None,
-    )
+    page = newest_first(filtered(filters), AuditEvent.occurred_at, AuditEvent.id, after=after, per_page=per_page)
+    return AuditPage(events=page.rows, next_cursor=page.next_cursor, is_first=page.is_first)

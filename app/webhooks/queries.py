@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
 from app.extensions import db
 from app.models import User, WebhookEvent
-
-
-def encode_cursor(event: WebhookEvent) -> str:
-    raw = json.dumps([event.received_at.isoformat(), event.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    """A cursor from the URL; anything malformed means "from the newest"."""
-    if not cursor or len(cursor) > 500:
-        return None
-    try:
-        received_at, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        when = datetime.fromisoformat(received_at)
-        if when.tzinfo is None or not isinstance(event_id, str):
-            return None
-        return when, event_id
-    except (ValueError, TypeError):
-        return None
+from app.pagination import newest_first
 
 
 @dataclass
@@ -50,24 +29,8 @@ def list_webhook_events(
         query = query.where(WebhookEvent.outcome == outcome)
     if event_type:
         query = query.where(WebhookEvent.type == event_type)
-    after_key = decode_cursor(after)
-    if after_key is not None:
-        received_at, event_id = after_key
-        query = query.where(
-            sa.tuple_(WebhookEvent.received_at, WebhookEvent.id)
-            < sa.tuple_(sa.literal(received_at, WebhookEvent.received_at.type), sa.literal(event_id, sa.Text))
-        )
-    rows = list(
-        db.session.scalars(
-            query.order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc()).limit(per_page + 1)
-        )
-    )
-    events = rows[:per_page]
-    return EventPage(
-        events=events,
-        next_cursor=encode_cursor(events[-1]) if len(rows) > per_page else None,
-        is_first=after_key is None,
-    )
+    page = newest_first(query, WebhookEvent.received_at, WebhookEvent.id, after=after, per_page=per_page)
+    return EventPage(events=page.rows, next_cursor=page.next_cursor, is_first=page.is_first)
 
 
 def find_clerk_users(clerk_ids: set[str]) -> dict[str, User]:
