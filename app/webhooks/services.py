@@ -22,6 +22,7 @@ from app.clerk.sync import (
     MAX_ID_BYTES,
     MalformedClerkData,
     SyncOutcome,
+    SyncResult,
     bounded,
     clean_text,
     clerk_user_from_dict,
@@ -120,7 +121,7 @@ def apply_clerk_event(event: ClerkEvent, *, actor: Actor, ignore_order: bool = F
     return Applied(outcome, None if outcome == WebhookOutcome.APPLIED else result.reason)
 
 
-def _apply_session_created(event: ClerkEvent, *, actor: Actor):
+def _apply_session_created(event: ClerkEvent, *, actor: Actor) -> SyncResult:
     clerk_id = _required_id(event.data, "user_id")
     signed_in_at = ms_to_datetime(event.data.get("created_at")) or ms_to_datetime(event.timestamp)
     if signed_in_at is None:

@@ -17,6 +17,7 @@ from flask import (
     request,
     url_for,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from svix.webhooks import Webhook, WebhookVerificationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -60,10 +61,10 @@ def _read_body() -> bytes | None:
     return body if len(body) <= MAX_BODY_BYTES else None
 
 
-def _verify(secret: str, body: bytes) -> str | None:
+def _verify(verifier: Webhook, body: bytes) -> str | None:
     """Why the signature does not hold, or None when it does."""
     try:
-        Webhook(secret).verify(body, request.headers)  # returns None in svix 2.x
+        verifier.verify(body, request.headers)  # returns None in svix 2.x: parse the body ourselves
     except WebhookVerificationError as error:
         return f"signature check failed: {error}"
     except UnicodeDecodeError:
@@ -81,13 +82,13 @@ def receive_clerk():
     if not secret:
         return _reply(503, error="CLERK_WEBHOOK_SIGNING_SECRET is not set: deliveries cannot be verified")
     try:
-        Webhook(secret)
+        verifier = Webhook(secret)
     except (ValueError, TypeError):
         return _reply(503, error="CLERK_WEBHOOK_SIGNING_SECRET is not a valid whsec_ secret")
     body = _read_body()
     if body is None:
         return _reply(413, error=f"the body is over {MAX_BODY_BYTES} bytes")
-    refused = _verify(secret, body)
+    refused = _verify(verifier, body)
     if refused:
         return _reply(400, error=refused)
     svix_id = request.headers.get("svix-id") or request.headers.get("webhook-id", "")
@@ -112,8 +113,6 @@ def receive_clerk():
 
 
 def _failed(svix_id: str, text: str, payload: Any, error: Exception) -> Response:
-    from sqlalchemy.exc import SQLAlchemyError
-
     db.session.rollback()
     current_app.logger.exception("webhook %s could not be applied", svix_id)
     database = isinstance(error, SQLAlchemyError)

@@ -1,24 +1,10 @@
 """axe-core in a real Chromium on every page: no critical or serious violation, light and dark,
 desktop and phone widths."""
 
-from pathlib import Path
-
 import pytest
 
 from app.models import UserData, UserRole, UserStatus
-
-AXE = (Path(__file__).parent / "vendor" / "axe-core-4.14.1.min.js").read_text()
-VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-def serious_violations(page) -> list[str]:
-    page.evaluate(AXE)  # evaluated through the devtools protocol, so the page's CSP allows it
-    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-    return [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
-        for v in result["violations"]
-        if v["impact"] in ("critical", "serious")
-    ]
+from tests.e2e.axe import VIEWPORTS, serious_violations
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
