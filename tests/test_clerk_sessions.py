@@ -158,3 +158,22 @@ def test_a_bad_publishable_key_stops_start_up():
 
     with pytest.raises(ConfigError, match="CLERK_PUBLISHABLE_KEY"):
         create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "CLERK_PUBLISHABLE_KEY": "sk_live_oops", "TESTING": True})
+
+
+def test_tokens_against_a_running_server(clerk_app, live_server, keys, admin, make_user):
+    import httpx
+
+    plain = make_user(clerk_id="user_plain_http", role=UserRole.USER)
+    good, expired = token_for(keys[0], admin.clerk_id), token_for(keys[0], admin.clerk_id, exp=int(time.time()) - 60)
+    with httpx.Client(base_url=live_server, follow_redirects=False) as http:
+        assert http.get("/users", headers={"Authorization": f"Bearer {good}"}).status_code == 200
+        assert http.get("/users", headers={"Authorization": f"Bearer {expired}"}).status_code == 302
+        assert http.get("/users", headers={"Authorization": f"Bearer {token_for(keys[0], plain.clerk_id)}"}).status_code == 403
+        assert http.get("/users", headers={"Authorization": f"Bearer {token_for(make_key()[0], admin.clerk_id)}"}).status_code == 302
+        http.cookies.set("__session", good)
+        signed_in = http.get("/users")
+        assert signed_in.status_code == 200
+        cookie = signed_in.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert signed_in.headers["x-content-type-options"] == "nosniff"
+        assert "script-src 'self'" in signed_in.headers["content-security-policy"]
