@@ -56,6 +56,7 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     from app.audit.views import bp as audit_bp
     from app.auth.views import bp as auth_bp
+    from app.clerk.views import bp as clerk_bp
     from app.health import bp as health_bp
     from app.users.views import bp as users_bp
     from app.webhooks.views import bp as webhooks_bp
@@ -65,6 +66,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(users_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(clerk_bp)
 
 
 def register_security(app: Flask) -> None:

@@ -285,3 +285,45 @@ class WebhookEvent(db.Model):
         sa.Index("ix_webhook_events_outcome_received_at", "outcome", "received_at", "id"),
         sa.Index("ix_webhook_events_type_received_at", "type", "received_at", "id"),
     )
+
+
+class ClerkCallState(enum.StrEnum):
+    """Where a call to Clerk stands. `failed` means Clerk refused it for good (404, 422): shown, not retried."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"  # a newer call of the same kind for the same user says what Clerk should hold
+
+
+class ClerkCall(db.Model):
+    """The outbox: one call to Clerk's Backend API, committed with the local change it mirrors."""
+
+    __tablename__ = "clerk_outbox"
+
+    # An integer key: a user's calls are delivered in this order (ban before unban).
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("users.id"))
+    operation: Mapped[str] = mapped_column(sa.Text)  # ban, unban, update_metadata, create_invitation, ...
+    payload: Mapped[str] = mapped_column(sa.Text)  # JSON: the call's arguments
+    state: Mapped[str] = mapped_column(sa.Text, default=ClerkCallState.PENDING.value,
+                                       server_default=ClerkCallState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User | None] = relationship()
+
+    __table_args__ = (
+        sa.CheckConstraint("state IN ('pending', 'delivered', 'failed', 'superseded')", name="state"),
+        # The worker's claim (due pending calls) and the pages' "pending in Clerk" per user.
+        sa.Index("ix_clerk_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+        sa.Index("ix_clerk_outbox_user_id_state", "user_id", "state"),
+        sa.Index("ix_clerk_outbox_state_id", "state", "id"),  # the outbox page, by state, newest first
+    )
+
+    @property
+    def is_pending(self) -> bool:
+        return self.state == ClerkCallState.PENDING

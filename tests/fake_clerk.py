@@ -3,12 +3,22 @@
 It answers what `flask clerk sync` asks: `GET /v1/users` (limit 1..500, offset, order_by on
 created_at, a bare JSON array), `GET /v1/users/count` and `GET /v1/users/{id}`, with complete
 User objects: the SDK's pydantic models refuse anything less (docs/clerk.md).
+
+And what the outbox sends: `POST /v1/users/{id}/ban` and `/unban`, `PATCH /v1/users/{id}/metadata`
+(a deep merge, `null` removes a key), `POST /v1/invitations` (400 when one is pending for the
+email), `GET /v1/invitations?status=&query=` and `POST /v1/invitations/{id}/revoke`. Every request
+is kept in `calls` (method, path, JSON body, Authorization). `fail_next` answers the next
+requests with injected statuses (and headers, such as Retry-After), `delay` makes it slow, and
+`stop()` / `start()` take it off the network and back on the same port (connection refused).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
+import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +38,27 @@ def clerk_errors(status: int, code: str, message: str) -> tuple[int, dict]:
                     "clerk_trace_id": "trace_fake"}
 
 
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    body: Any
+    authorization: str | None
+
+
+def deep_merge(target: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Clerk's metadata PATCH: nested objects merge, `None` removes a key."""
+    merged = dict(target)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 class FakeClerk:
     """`with FakeClerk(users) as clerk:` serves them at `clerk.url` (ends in /v1) until the block ends."""
 
@@ -35,47 +66,140 @@ class FakeClerk:
         self.users: list[dict[str, Any]] = list(users or [])
         self.requests: list[str] = []  # "GET /v1/users?limit=500&offset=0..." in arrival order
         self.fail_list_calls: dict[int, int] = {}  # nth /users call (from 1) -> status to answer
+        self.calls: list[Call] = []  # every request, with its JSON body and Authorization header
+        self.invitations: list[dict[str, Any]] = []
+        # The next requests get these answers instead: (status, headers), e.g. (429, {"Retry-After": "7"}).
+        self.fail_next: list[tuple[int, dict[str, str]]] = []
+        self.delay = 0.0  # seconds to wait before answering (a slow Clerk)
+        self._port = 0
+        self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        assert self._port, "start the fake first"
+        return f"http://127.0.0.1:{self._port}/v1"
 
     def __enter__(self) -> FakeClerk:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Serve (again) on the same port as before, so clients configured with `url` reach it."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             timeout = 10  # an idle keep-alive connection cannot hold the server open forever
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server spelling
-                status, body = fake.answer(self.command, self.path, self.headers.get("Authorization"))
-                raw = json.dumps(body).encode()
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw_body = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw_body) if raw_body else None
+                except ValueError:
+                    body = raw_body.decode("utf-8", "replace")
+                if fake.delay:
+                    time.sleep(fake.delay)
+                status, payload, headers = fake.respond(self.command, self.path, body,
+                                                        self.headers.get("Authorization"))
+                raw = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(raw)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle  # noqa: N815 - http.server spelling
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        assert self._server is None, "already serving"
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-clerk")
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def stop(self) -> None:
+        """Stop serving: until start(), connections to `url` are refused."""
         assert self._server is not None and self._thread is not None
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        return next((u for u in self.users if u["id"] == user_id), None)
+
+    def calls_to(self, method: str, path_prefix: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method and c.path.startswith(path_prefix)]
 
     # --- the API ---------------------------------------------------------------------------------
+
+    def respond(self, method: str, target: str, body: Any, authorization: str | None
+                ) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            self.calls.append(Call(method, urlsplit(target).path, body, authorization))
+            if self.fail_next:
+                status, headers = self.fail_next.pop(0)
+                self.requests.append(f"{method} {target}")
+                return (*clerk_errors(status, "injected", f"injected failure {status}"), headers)
+        if method == "GET":
+            return (*self.answer(method, target, authorization), {})
+        with self._lock:
+            self.requests.append(f"{method} {target}")
+            if authorization != f"Bearer {SECRET_KEY}":
+                return (*clerk_errors(401, "authentication_invalid", "Invalid secret key"), {})
+            return (*self._change(method, urlsplit(target).path, body if isinstance(body, dict) else {}), {})
+
+    def _change(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        parts = path.removeprefix("/v1/").split("/")
+        if parts[0] == "users" and len(parts) == 3:
+            user = self.user(parts[1])
+            if user is None:
+                return clerk_errors(404, "resource_not_found", "User not found")
+            if method == "POST" and parts[2] in ("ban", "unban"):
+                user["banned"] = parts[2] == "ban"
+            elif method == "PATCH" and parts[2] == "metadata":
+                for name in ("public_metadata", "private_metadata", "unsafe_metadata"):
+                    if isinstance(body.get(name), dict):
+                        user[name] = deep_merge(user.get(name) or {}, body[name])
+            else:
+                return clerk_errors(404, "resource_not_found", f"no route {method} {path}")
+            user["updated_at"] += 1
+            return 200, user
+        if parts == ["invitations"] and method == "POST":
+            address = body.get("email_address")
+            if not isinstance(address, str) or "@" not in address:
+                return clerk_errors(422, "form_param_format_invalid", "email_address must be a valid email address")
+            if any(i["email_address"] == address and i["status"] == "pending" for i in self.invitations):
+                return clerk_errors(400, "duplicate_record", "There are already pending invitations for this email")
+            if any(e["email_address"] == address for u in self.users for e in u["email_addresses"]):
+                return clerk_errors(400, "form_identifier_exists", "That email address is taken")
+            invitation = {
+                "object": "invitation", "id": f"inv_fake{next(self._ids):06d}", "email_address": address,
+                "public_metadata": body.get("public_metadata") or {}, "status": "pending", "revoked": False,
+                "url": None, "expires_at": None, "created_at": 1_760_000_000_000, "updated_at": 1_760_000_000_000,
+            }
+            self.invitations.append(invitation)
+            return 200, invitation
+        if len(parts) == 3 and parts[0] == "invitations" and parts[2] == "revoke" and method == "POST":
+            invitation = next((i for i in self.invitations if i["id"] == parts[1]), None)
+            if invitation is None:
+                return clerk_errors(404, "resource_not_found", "Invitation not found")
+            if invitation["status"] != "pending":
+                return clerk_errors(400, "revoke_invitation_not_pending", "Only pending invitations can be revoked")
+            invitation.update(status="revoked", revoked=True)
+            return 200, invitation
+        return clerk_errors(404, "resource_not_found", f"no route {method} {path}")
 
     def answer(self, method: str, target: str, authorization: str | None) -> tuple[int, Any]:
         with self._lock:
@@ -84,6 +208,10 @@ class FakeClerk:
                 return clerk_errors(401, "authentication_invalid", "Invalid secret key")
             parts = urlsplit(target)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            if parts.path == "/v1/invitations":
+                return 200, [i for i in self.invitations
+                             if i["status"] == query.get("status", i["status"])
+                             and query.get("query", "") in i["email_address"]]
             if parts.path == "/v1/users":
                 return self._list(query)
             if parts.path == "/v1/users/count":

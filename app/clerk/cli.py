@@ -62,3 +62,47 @@ def replay_command(svix_id: str) -> None:
     click.echo(f"{svix_id}: {delivery.outcome}" + (f" ({delivery.reason})" if delivery.reason else ""))
     if delivery.outcome == "failed":
         raise SystemExit(1)
+
+
+@clerk_cli.command("push")
+@click.option("--loop", is_flag=True, help="Keep running (a worker process); otherwise one pass (for cron).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds between passes with --loop.")
+@click.option("--limit", type=click.IntRange(min=1), default=500, show_default=True,
+              help="At most this many calls per pass.")
+@click.option("--max-seconds", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="A pass stops starting new calls after this long.")
+def push_command(loop: bool, interval: float, limit: int, max_seconds: float) -> None:
+    """Deliver pending outbox calls to Clerk (safe to run on several machines at once)."""
+    import time
+
+    from app.clerk.client import clerk_connected
+    from app.clerk.outbox import deliver_due
+
+    if not clerk_connected():
+        raise click.ClickException("CLERK_SECRET_KEY is not set: there is no Clerk to push to")
+    from sqlalchemy.exc import SQLAlchemyError
+
+    while True:
+        try:
+            report = deliver_due(limit, deadline=time.monotonic() + max_seconds, actor=Actor.cli())
+        except KeyboardInterrupt:
+            db.session.rollback()
+            return
+        except SQLAlchemyError as error:
+            db.session.rollback()
+            if not loop:
+                raise click.ClickException(f"the database failed: {error}") from error
+            click.echo(f"Clerk push: the database failed ({type(error).__name__}); trying again.", err=True)
+            report = None
+        if report is not None and (report.attempted or not loop):
+            stopped = f"; stopped: {report.stopped}" if report.stopped else ""
+            click.echo(f"Clerk push: {report.summary()}{stopped}.")
+        if not loop:
+            return
+        if report is not None and report.attempted >= limit:
+            continue  # a full pass: more may be due right away
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return

@@ -26,6 +26,11 @@ class ClerkNotConfigured(RuntimeError):
     """CLERK_SECRET_KEY is missing; the message tells the operator what to set."""
 
 
+def clerk_connected() -> bool:
+    """Whether dashboard actions reach Clerk: only with a secret key (DESIGN §8)."""
+    return bool(current_app.config.get("CLERK_SECRET_KEY"))
+
+
 def api_server_url(url: str) -> str:
     """The SDK wants the version in the URL: `https://api.clerk.com` becomes `.../v1`."""
     url = url.rstrip("/")

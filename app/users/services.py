@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from app.audit.services import Actor, diff, record
+from app.clerk import outbox
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
 from app.users.permissions import (  # noqa: F401  (NotAllowed is part of this module's API)
@@ -149,10 +150,12 @@ def invite_user(
     ensure_can_give_role(actor, role)
     email = normalise_email(email)
     _ensure_email_free(email)
-    return _new_user(
+    user = _new_user(
         email, role=role, status=UserStatus.INVITED, action="user.invite", actor=actor,
         first_name=first_name, last_name=last_name,
     )
+    outbox.enqueue_invitation(user)  # a Clerk invitation carrying the role, when Clerk is connected
+    return user
 
 
 def edit_user(user: User, changes: dict, *, expected_version: int | None, actor: Actor) -> dict:
@@ -167,7 +170,10 @@ def edit_user(user: User, changes: dict, *, expected_version: int | None, actor:
         changes = {**changes, "email": normalise_email(changes["email"])}
         if changes["email"] != user.email:
             _ensure_email_free(changes["email"], except_user=user)
-    return update_user_fields(user, changes, actor=actor)
+    role_before, status_before = user.role, user.status
+    changed = update_user_fields(user, changes, actor=actor)
+    outbox.enqueue_role_and_status(user, role_before=role_before, status_before=status_before)
+    return changed
 
 
 def set_status(user: User, status: UserStatus, *, actor: Actor) -> dict:
@@ -178,7 +184,45 @@ def set_status(user: User, status: UserStatus, *, actor: Actor) -> dict:
         raise UserError("This user was deleted in Clerk and can no longer change status.")
     ensure_can_manage(actor, user)
     ensure_a_super_admin_remains(user, role=user.role, status=status)
-    return update_user_fields(user, {"status": status}, actor=actor, action=STATUS_ACTIONS[status])
+    status_before = user.status
+    changed = update_user_fields(user, {"status": status}, actor=actor, action=STATUS_ACTIONS[status])
+    outbox.enqueue_role_and_status(user, role_before=user.role, status_before=status_before)
+    return changed
+
+
+def has_open_invitation(user: User) -> bool:
+    """An invited row still waiting for its Clerk user (its invitation can be revoked or resent)."""
+    return user.deleted_at is None and user.status == UserStatus.INVITED and outbox.waits_for_clerk_user(user)
+
+
+def can_invite_again(user: User) -> bool:
+    """A row whose invitation was revoked (now inactive, still without a Clerk user)."""
+    return user.deleted_at is None and user.status == UserStatus.INACTIVE and outbox.waits_for_clerk_user(user)
+
+
+def revoke_invitation(user: User, *, actor: Actor) -> dict:
+    """Withdraw an invitation: the row becomes inactive and Clerk's invitation is revoked."""
+    ensure_can_manage(actor, user)
+    if not has_open_invitation(user):
+        raise UserError("Only a user who is still invited has an invitation to revoke.")
+    changed = update_user_fields(user, {"status": UserStatus.INACTIVE}, actor=actor, action="user.invitation_revoke")
+    outbox.enqueue_revocation(user)
+    return changed
+
+
+def resend_invitation(user: User, *, actor: Actor) -> None:
+    """Send the invitation again: Clerk has no resend, so the old one is revoked and a new one made."""
+    ensure_can_manage(actor, user)
+    if not (has_open_invitation(user) or can_invite_again(user)):
+        raise UserError("Only an invited user, or one whose invitation was revoked, can be invited again.")
+    if not outbox.clerk_connected():
+        raise UserError("Clerk is not connected (CLERK_SECRET_KEY is not set): there is no invitation to send.")
+    if user.status == UserStatus.INVITED:
+        outbox.enqueue_revocation(user)  # Clerk refuses a second pending invitation for one email
+        record("user.invitation_resend", actor=actor, target=user, changes={})
+    else:
+        update_user_fields(user, {"status": UserStatus.INVITED}, actor=actor, action="user.invitation_resend")
+    outbox.enqueue_invitation(user)
 
 
 @dataclass

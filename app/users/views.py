@@ -18,6 +18,8 @@ from flask import (
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.audit.services import Actor
+from app.clerk.forms import ClerkActionForm
+from app.clerk.outbox import PushReport, deliver_after_request, pending_user_ids
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
 from app.rendering import page_or_fragment, wants_fragment
@@ -37,6 +39,8 @@ from app.users.services import (
     delete_user_data,
     edit_user,
     invite_user,
+    resend_invitation,
+    revoke_invitation,
     set_status,
     update_user_data,
 )
@@ -61,6 +65,18 @@ def get_item_or_404(user: User, data_id: str) -> UserData:
     return item
 
 
+def deliver_to_clerk(*, announce: bool = True) -> PushReport:
+    """After a commit: try this request's Clerk calls briefly; what does not get through stays pending."""
+    report = deliver_after_request(actor=actor())
+    if not announce:
+        return report
+    if report.stopped:
+        flash(f"Saved here; pending in Clerk ({report.stopped}). It is sent again automatically.", "warning")
+    elif report.failed:
+        flash(f"Saved here, but Clerk refused it: {report.errors[-1]}", "error")
+    return report
+
+
 def results_context() -> dict:
     filters = UserFilters.from_args(request.args)
     per_page = filters.per_page or current_app.config["USERS_PER_PAGE"]
@@ -71,6 +87,8 @@ def results_context() -> dict:
     return {
         "page": page, "filters": filters, "sorts": SORTS, "bulk_form": BulkForm(), "bulk_url": bulk_url,
         "per_page_choices": PER_PAGE_CHOICES,
+        # One query for the whole page: which of its users have a change not yet in Clerk.
+        "clerk_pending": pending_user_ids(user.id for user in page.users),
     }
 
 
@@ -112,6 +130,7 @@ def bulk():
     else:
         result = bulk_set_status(ids, UserStatus(form.action.data), actor=actor())
         db.session.commit()
+        deliver_to_clerk()
         verb = BULK_ACTIONS[form.action.data].lower()
         flash(f"{len(result.changed)} of {len(ids)} selected users changed ({verb}).", "success")
         if result.refused:
@@ -153,6 +172,7 @@ def create():
         else:
             db.session.commit()
             flash(f"Invited {user.email}.", "success")
+            deliver_to_clerk()
             return redirect(url_for("users.detail", user_id=user.id))
     return render_template("users/new.html", form=form), 422
 
@@ -197,6 +217,7 @@ def edit(user_id: str):
             return render_template("users/edit.html", user=user, form=form, conflict=True), 409
         else:
             flash("Saved." if changed else "Nothing to save: no field changed.", "success")
+            deliver_to_clerk()
             return redirect(url_for("users.detail", user_id=user.id))
     return render_template("users/edit.html", user=user, form=form), 422
 
@@ -226,12 +247,50 @@ def change_status(user_id: str):
     except UserError as error:
         abort(409, description=str(error))
     db.session.commit()
+    report = deliver_to_clerk(announce=not wants_fragment())
     message = f"{user.email} is now {user.status.label}."
+    if report.stopped:
+        message += " Pending in Clerk."
+    elif report.failed:
+        message += f" Refused by Clerk: {report.errors[-1]}"
     if wants_fragment():
         view = request.form.get("view", "detail")
         template = "users/_row.html" if view == "row" else "users/_status_panel.html"
         return render_template(template, user=user, notice=message)
     flash(message, "success")
+    return redirect(url_for("users.detail", user_id=user.id))
+
+
+# --- invitations -----------------------------------------------------------------------------
+
+
+@bp.post("/users/<user_id>/invitation/revoke")
+def revoke_invite(user_id: str):
+    user = get_user_or_404(user_id)
+    if not ClerkActionForm().validate():
+        abort(400, description="The form has expired; reload the page and try again.")
+    try:
+        revoke_invitation(user, actor=actor())
+    except UserError as error:
+        abort(409, description=str(error))
+    db.session.commit()
+    flash(f"Revoked the invitation of {user.email}.", "success")
+    deliver_to_clerk()
+    return redirect(url_for("users.detail", user_id=user.id))
+
+
+@bp.post("/users/<user_id>/invitation/resend")
+def resend_invite(user_id: str):
+    user = get_user_or_404(user_id)
+    if not ClerkActionForm().validate():
+        abort(400, description="The form has expired; reload the page and try again.")
+    try:
+        resend_invitation(user, actor=actor())
+    except UserError as error:
+        abort(409, description=str(error))
+    db.session.commit()
+    flash(f"Sent the invitation to {user.email} again.", "success")
+    deliver_to_clerk()
     return redirect(url_for("users.detail", user_id=user.id))
 
 
