@@ -494,3 +494,23 @@ def test_the_list_asks_for_pending_calls_once_per_page(app, client, staff, make_
     assert few == many
     assert sum("clerk_outbox" in s for s in statements) == 1
     assert many_html.count("pending in Clerk") == 1 and few_html.count("pending in Clerk") <= 1
+
+
+def test_push_loop_runs_passes_until_interrupted(client, token, member, fake, db, runner, monkeypatch,
+                                                 member_in_clerk):
+    fake.stop()
+    set_status(client, token, member, "suspended")
+    fake.start()
+    make_due(db)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the worker's pause between passes; the second one is Ctrl-C
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    result = push(runner, "--loop", "--interval", "0.5")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("Clerk push:") == 1 and "2 delivered" in result.output  # idle passes are quiet
+    assert sleeps == [0.5, 0.5] and member_in_clerk["banned"] is True
