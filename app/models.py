@@ -130,7 +130,12 @@ class User(db.Model):
 
     @property
     def display_name(self) -> str:
-        return self.full_name or self.username or self.email
+        return self.full_name or self.username or self.label
+
+    @property
+    def label(self) -> str:
+        """What names the account in lists: its email, or its Clerk id when Clerk sent none."""
+        return self.email or self.clerk_id
 
     @property
     def is_staff(self) -> bool:

@@ -219,3 +219,9 @@ def test_list_page_query_count_does_not_grow_with_rows(app, client, staff, make_
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", count)
     assert many == few <= 3
+
+
+def test_a_tombstone_without_email_is_named_by_its_clerk_id(client, staff, make_user):
+    make_user(email="", clerk_id="user_2tombstone", deleted_at=utcnow())
+    html = client.get("/users?deleted=1&q=tombstone", headers=HX).get_data(as_text=True)
+    assert ">user_2tombstone</a>" in html
