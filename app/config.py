@@ -61,6 +61,8 @@ def from_environment(environ: dict[str, str] | None = None) -> dict:
         "CLERK_API_URL": (env.get("CLERK_API_URL") or "https://api.clerk.com/v1").rstrip("/"),
         # How long one call to Clerk may keep retrying 5xx answers and refused connections (0: never).
         "CLERK_API_RETRY_MAX_MS": _int(env.get("CLERK_API_RETRY_MAX_MS"), 30_000),
+        # How long a page may spend sending its own calls to Clerk before leaving them to `clerk push`.
+        "CLERK_OUTBOX_REQUEST_BUDGET_MS": _int(env.get("CLERK_OUTBOX_REQUEST_BUDGET_MS"), 3_000),
         "CLERK_JWT_KEY": env.get("CLERK_JWT_KEY") or None,
         "CLERK_PUBLISHABLE_KEY": env.get("CLERK_PUBLISHABLE_KEY") or None,
         "CLERK_AUTHORIZED_PARTIES": [
