@@ -45,11 +45,6 @@ def clerk_call_label(call: ClerkCall) -> str:
     return describe(call)
 
 
-@bp.app_template_global()
-def clerk_action_form() -> ClerkActionForm:
-    return ClerkActionForm(formdata=None)
-
-
 def actor() -> Actor:
     return Actor.staff(g.user, request.remote_addr)
 
