@@ -36,6 +36,12 @@ ACTION_LABELS = {
     "auth.sign_in_link_issued": "Sign-in link issued",
     "auth.signed_in": "Signed in to the dashboard",
     "demo.seed": "Demo data seeded",
+    "user.claimed": "Joined through Clerk (invitation claimed)",
+    "user.invitation_sent": "Invitation sent by Clerk",
+    "user.invitation_revoke": "Invitation revoked",
+    "user.invitation_resend": "Invitation sent again",
+    "clerk.retry": "Call to Clerk retried",
+    "auth.sign_in_refused": "Sign-in link refused",
 }
 
 

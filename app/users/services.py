@@ -59,7 +59,9 @@ def create_admin(email: str, *, role: UserRole = UserRole.SUPER_ADMIN, actor: Ac
     if user is None:
         return _new_user(email, role=role, status=UserStatus.ACTIVE, action="user.create_admin", actor=actor)
     ensure_a_super_admin_remains(user, role=role, status=UserStatus.ACTIVE)  # `--role admin` on the last one
+    role_before, status_before = user.role, user.status
     update_user_fields(user, {"role": role, "status": UserStatus.ACTIVE}, actor=actor)
+    outbox.enqueue_role_and_status(user, role_before=role_before, status_before=status_before)
     return user
 
 
