@@ -7,6 +7,9 @@ STAMP   := $(VENV)/.installed-stamp
 DEMO_ADMIN ?= admin@example.com
 HOST    ?= 127.0.0.1
 PORT    ?= 5000
+# The printed sign-in link points where `make run` serves.
+BASE_URL ?= http://$(HOST):$(PORT)
+export BASE_URL
 
 .PHONY: install run test test-sqlite test-postgresql vendor clean
 
