@@ -264,32 +264,24 @@ def change_status(user_id: str):
 # --- invitations -----------------------------------------------------------------------------
 
 
-@bp.post("/users/<user_id>/invitation/revoke")
-def revoke_invite(user_id: str):
+INVITATION_ACTIONS = {
+    "revoke": (revoke_invitation, "Revoked the invitation of {email}."),
+    "resend": (resend_invitation, "Sent the invitation to {email} again."),
+}
+
+
+@bp.post("/users/<user_id>/invitation/<any(revoke, resend):action>")
+def invitation(user_id: str, action: str):
     user = get_user_or_404(user_id)
     if not ClerkActionForm().validate():
         abort(400, description="The form has expired; reload the page and try again.")
+    service, done = INVITATION_ACTIONS[action]
     try:
-        revoke_invitation(user, actor=actor())
+        service(user, actor=actor())
     except UserError as error:
         abort(409, description=str(error))
     db.session.commit()
-    flash(f"Revoked the invitation of {user.email}.", "success")
-    deliver_to_clerk()
-    return redirect(url_for("users.detail", user_id=user.id))
-
-
-@bp.post("/users/<user_id>/invitation/resend")
-def resend_invite(user_id: str):
-    user = get_user_or_404(user_id)
-    if not ClerkActionForm().validate():
-        abort(400, description="The form has expired; reload the page and try again.")
-    try:
-        resend_invitation(user, actor=actor())
-    except UserError as error:
-        abort(409, description=str(error))
-    db.session.commit()
-    flash(f"Sent the invitation to {user.email} again.", "success")
+    flash(done.format(email=user.email), "success")
     deliver_to_clerk()
     return redirect(url_for("users.detail", user_id=user.id))
 
