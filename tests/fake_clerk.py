@@ -18,6 +18,8 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -240,3 +242,14 @@ class FakeClerk:
             return clerk_errors(422, "form_param_value_invalid", f"unsupported order_by {order}")
         ordered = sorted(self.users, key=lambda u: (u["created_at"], u["id"]), reverse=order.startswith("-"))
         return 200, ordered[offset : offset + limit]
+
+
+@contextmanager
+def connected_fake_clerk(app, users: list[dict[str, Any]]) -> Iterator[FakeClerk]:
+    """A running fake Clerk that `app` sends its outbox calls to (no SDK retries, a short budget)."""
+    with FakeClerk(users) as server:
+        app.config.update(CLERK_SECRET_KEY=SECRET_KEY, CLERK_API_URL=server.url, CLERK_API_RETRY_MAX_MS=0,
+                          CLERK_OUTBOX_REQUEST_BUDGET_MS=800)
+        yield server
+        if server._server is None:  # a test stopped it: start again so the block can end cleanly
+            server.start()

@@ -18,7 +18,7 @@ from app.clerk import outbox
 from app.models import AuditEvent, ClerkCall, User, UserRole, UserStatus, utcnow
 from tests.clerk_payloads import SECRET, sign, user_updated
 from tests.conftest import csrf_token_from
-from tests.fake_clerk import SECRET_KEY, FakeClerk, bapi_user
+from tests.fake_clerk import SECRET_KEY, FakeClerk, bapi_user, connected_fake_clerk
 
 HX = {"HX-Request": "true"}
 BEARER = f"Bearer {SECRET_KEY}"
@@ -32,12 +32,8 @@ def member_in_clerk() -> dict:
 
 @pytest.fixture
 def fake(app, member_in_clerk):
-    with FakeClerk([member_in_clerk]) as server:
-        app.config.update(CLERK_SECRET_KEY=SECRET_KEY, CLERK_API_URL=server.url, CLERK_API_RETRY_MAX_MS=0,
-                          CLERK_OUTBOX_REQUEST_BUDGET_MS=800)
+    with connected_fake_clerk(app, [member_in_clerk]) as server:
         yield server
-        if server._server is None:  # a test stopped it: start again so the block can end cleanly
-            server.start()
 
 
 @pytest.fixture

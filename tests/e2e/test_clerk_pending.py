@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from app.models import ClerkCall, UserRole, utcnow
 from tests.e2e.axe import VIEWPORTS, serious_violations
-from tests.fake_clerk import SECRET_KEY, FakeClerk, bapi_user
+from tests.fake_clerk import bapi_user, connected_fake_clerk
 
 
 @pytest.fixture
@@ -19,12 +19,8 @@ def clerk_user_record() -> dict:
 
 @pytest.fixture
 def fake(app, clerk_user_record):
-    with FakeClerk([clerk_user_record]) as server:
-        app.config.update(CLERK_SECRET_KEY=SECRET_KEY, CLERK_API_URL=server.url, CLERK_API_RETRY_MAX_MS=0,
-                          CLERK_OUTBOX_REQUEST_BUDGET_MS=800)
+    with connected_fake_clerk(app, [clerk_user_record]) as server:
         yield server
-        if server._server is None:
-            server.start()
 
 
 @pytest.fixture
