@@ -108,7 +108,9 @@ def finalise(config: dict) -> None:
     options = config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     if uri.startswith("postgresql"):
         # Timestamps are stored in UTC, so the server's now() must speak UTC too.
-        options.setdefault("connect_args", {"options": "-c timezone=utc"})
+        # Plans are made for each search term: a generic plan for `LIKE $1` (what a prepared
+        # statement falls back to) cannot know a rare term from a common one.
+        options.setdefault("connect_args", {"options": "-c timezone=utc -c plan_cache_mode=force_custom_plan"})
         options.setdefault("pool_pre_ping", True)
     elif uri.startswith("sqlite"):
         options.setdefault("connect_args", {"timeout": 15})

@@ -200,6 +200,17 @@ sa.Index(
     postgresql_using="gin",
     postgresql_ops={"search_text": "gin_trgm_ops"},
 ).ddl_if(dialect="postgresql")
+# A 1-2 character search matches the start of these instead (trigrams need three characters);
+# on PostgreSQL each has a prefix index (text_pattern_ops: LIKE 'ab%' whatever the collation).
+PREFIX_SEARCHED = tuple(
+    sa.func.lower(column, type_=sa.Text) for column in (User.email, User.first_name, User.last_name, User.username)
+)
+for _column, _expression in zip(("email", "first_name", "last_name", "username"), PREFIX_SEARCHED):
+    sa.Index(
+        f"ix_users_{_column}_prefix",
+        _expression.label(f"{_column}_prefix"),
+        postgresql_ops={f"{_column}_prefix": "text_pattern_ops"},
+    ).ddl_if(dialect="postgresql")
 
 
 class UserData(db.Model):

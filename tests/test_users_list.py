@@ -225,3 +225,63 @@ def test_a_tombstone_without_email_is_named_by_its_clerk_id(client, staff, make_
     make_user(email="", clerk_id="user_2tombstone", deleted_at=utcnow())
     html = client.get("/users?deleted=1&q=tombstone", headers=HX).get_data(as_text=True)
     assert ">user_2tombstone</a>" in html
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("a", ["alan@turing.org", "ada@example.com"]),  # the start of the email and first name
+        ("LO", ["ada@example.com"]),  # the start of the last name, any case
+        ("co", ["ada@example.com"]),  # the start of the username
+        ("tu", ["alan@turing.org"]),  # Turing's last name, not the "turing" inside his email
+        ("da", []),  # inside "ada": short terms match starts only
+        ("ex", []),  # inside "@example.com"
+        ("_", []),  # not a wildcard
+    ],
+)
+def test_one_or_two_characters_match_the_start_of_a_field(client, staff, people, q, expected):
+    from urllib.parse import urlencode
+
+    assert listed(client, urlencode({"q": q})) == expected
+
+
+@pytest.mark.parametrize("window", [4, 1000])
+@pytest.mark.parametrize("sort", ["-created_at", "email", "-name"])
+def test_search_pages_hold_every_match_once_in_order(app, client, staff, make_user, monkeypatch, window, sort):
+    """Common terms fill a page from the window of rows; rare ones come from the search index."""
+    from app.users import queries
+
+    monkeypatch.setattr(queries, "SEARCH_WINDOW", window)
+    app.config["USERS_PER_PAGE"] = 3
+    now = utcnow()
+    for i in range(24):
+        make_user(email=f"u{i:02d}@{'zebra' if i % 3 == 0 else 'other'}.test", first_name=f"N{23 - i:02d}",
+                  created_at=now - timedelta(minutes=i))
+    expected = listed(client, f"q=zebra&sort={sort}&per_page=100")
+    assert len(expected) == 8
+    seen, url, html = [], f"/users?q=zebra&sort={sort}", ""
+    while url:
+        html = client.get(url, headers=HX).get_data(as_text=True)
+        seen += re.findall(r'<a href="/users/[^"]+">([^<]+@[^<]+)</a>', html)
+        nxt = re.search(r'href="(/users\?after=[^"]+)"', html)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+    assert seen == expected
+    # And back from the last page.
+    prev = re.search(r'href="(/users\?before=[^"]+)"', html).group(1).replace("&amp;", "&")
+    assert listed(client, prev.split("?", 1)[1]) == expected[3:6]
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize(("q", "index"), [("ab", "_prefix"), ("abc", "ix_users_search_trgm")])
+def test_searches_are_served_by_an_index(app, db, q, index):
+    """With sequential scans priced out, the planner can still answer: an index serves each term."""
+    import sqlalchemy as sa
+
+    from app.users.queries import UserFilters, filtered
+
+    query = filtered(UserFilters(q=q)).with_only_columns(sa.literal(1))
+    compiled = query.compile(db.engine, compile_kwargs={"literal_binds": True})
+    db.session.execute(sa.text("SET LOCAL enable_seqscan = off"))
+    plan = "\n".join(db.session.scalars(sa.text(f"EXPLAIN {compiled}")))
+    db.session.rollback()
+    assert index in plan and "Seq Scan" not in plan, plan

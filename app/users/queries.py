@@ -14,12 +14,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 
 from app.extensions import db
-from app.models import NAME_SORT_KEY, SEARCH_TEXT, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
+from app.models import NAME_SORT_KEY, PREFIX_SEARCHED, SEARCH_TEXT, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
 
 COUNT_CAP = 10_000
 MAX_QUERY_LENGTH = 200
+MIN_SUBSTRING_LENGTH = 3
+# A search first looks for a page of matches among this many rows of the list in its order
+# (enough for any common term), and only then asks the search index for every match.
+SEARCH_WINDOW = 6000
 PER_PAGE_CHOICES = (10, 25, 50, 100)
 
 @dataclass(frozen=True)
@@ -107,9 +112,20 @@ def filtered(filters: UserFilters) -> sa.Select:
     if filters.statuses:
         query = query.where(User.status.in_(filters.statuses))
     if filters.q:
-        pattern = "%" + _escape_like(filters.q.lower()) + "%"
-        query = query.where(SEARCH_TEXT.like(pattern, escape="\\"))
+        query = query.where(search_condition(filters.q))
     return query
+
+
+def search_condition(q: str) -> sa.ColumnElement[bool]:
+    """What a search term matches: a substring of the searched text, or for 1-2 characters a prefix.
+
+    A trigram index needs three characters, so a shorter term matches the start of the email,
+    the first or last name or the username instead, each served by a prefix index on PostgreSQL.
+    """
+    term = _escape_like(q.lower())
+    if len(q) < MIN_SUBSTRING_LENGTH:
+        return sa.or_(*(column.like(term + "%", escape="\\") for column in PREFIX_SEARCHED))
+    return SEARCH_TEXT.like("%" + term + "%", escape="\\")
 
 
 def _escape_like(text: str) -> str:
@@ -164,22 +180,28 @@ class UserPage:
 
 
 def list_users(
-    filters: UserFilters, *, after: str | None = None, before: str | None = None, per_page: int = 50
+    filters: UserFilters,
+    *,
+    after: str | None = None,
+    before: str | None = None,
+    per_page: int = 50,
+    windowed: bool = True,
 ) -> UserPage:
-    """One page of users in the chosen order; `after`/`before` are cursors from a neighbouring page."""
+    """One page of users in the chosen order; `after`/`before` are cursors from a neighbouring page.
+
+    `windowed=False` leaves a search's plan to PostgreSQL: right for reading every match in
+    batches (the export), where one page's worth of latency matters less than the total.
+    """
     sort = SORTS[filters.sort]
     row_key = sa.tuple_(sort.key, User.id)
-    forwards = (sort.key.desc(), User.id.desc()) if sort.descending else (sort.key.asc(), User.id.asc())
-    backwards = (sort.key.asc(), User.id.asc()) if sort.descending else (sort.key.desc(), User.id.desc())
     after_key, before_key = decode_cursor(sort, after), decode_cursor(sort, before)
     # The key comes back with each row, so cursors hold exactly what the database compares.
-    query = filtered(filters).add_columns(sort.key)
 
     if before_key is not None and after_key is None:
         # Walk back from the cursor, then put the page in display order.
         bound = _bind(sort, before_key)
-        query = query.where(row_key > bound if sort.descending else row_key < bound)
-        rows = db.session.execute(query.order_by(*backwards).limit(per_page + 1)).all()
+        condition = row_key > bound if sort.descending else row_key < bound
+        rows = _rows(filters, sort, condition, descending=not sort.descending, limit=per_page + 1, windowed=windowed)
         more_before = len(rows) > per_page
         rows = list(reversed(rows[:per_page]))
         return UserPage(
@@ -191,10 +213,11 @@ def list_users(
             per_page=per_page,
         )
 
+    condition = None
     if after_key is not None:
         bound = _bind(sort, after_key)
-        query = query.where(row_key < bound if sort.descending else row_key > bound)
-    rows = db.session.execute(query.order_by(*forwards).limit(per_page + 1)).all()
+        condition = row_key < bound if sort.descending else row_key > bound
+    rows = _rows(filters, sort, condition, descending=sort.descending, limit=per_page + 1, windowed=windowed)
     page = rows[:per_page]
     return UserPage(
         users=[user for user, _ in page],
@@ -204,6 +227,61 @@ def list_users(
         is_first=after_key is None,
         per_page=per_page,
     )
+
+
+def _ordered(key, user_id, descending: bool) -> tuple:
+    return (key.desc(), user_id.desc()) if descending else (key.asc(), user_id.asc())
+
+
+def _rows(filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int, windowed: bool) -> list:
+    """Up to `limit` (user, sort key) rows matching the filters and `condition`, in order."""
+    query = filtered(filters).add_columns(sort.key)
+    if condition is not None:
+        query = query.where(condition)
+    if not (windowed and filters.q) or db.session.get_bind().dialect.name != "postgresql":
+        return db.session.execute(query.order_by(*_ordered(sort.key, User.id, descending)).limit(limit)).all()
+    return _search_rows(filters, sort, condition, descending=descending, limit=limit)
+
+
+def _search_rows(filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int) -> list:
+    """A page of a search on PostgreSQL, without letting the planner gamble on the term.
+
+    Left alone, PostgreSQL either walks the sort index and filters (fast for a common term,
+    a scan of the table for a rare one) or reads every match through the trigram index and
+    sorts them (fast for a rare term, tens of thousands of rows for a common one), choosing
+    on an estimate of how common the term is that is often wrong. So: first read the next
+    SEARCH_WINDOW rows of the list in its order and keep the matches; a common term fills
+    the page there. Otherwise the term is rare, and its every match (a few thousand at most)
+    comes from the search index, materialised, then sorted.
+    """
+    window = filtered(replace(filters, q="")).add_columns(
+        sort.key.label("sort_key"), search_condition(filters.q).label("hit")
+    )
+    if condition is not None:
+        window = window.where(condition)
+    window = window.order_by(*_ordered(sort.key, User.id, descending)).limit(SEARCH_WINDOW).subquery("window")
+    user = aliased(User, window)
+    rows = db.session.execute(
+        sa.select(user, window.c.sort_key)
+        .where(window.c.hit)
+        .order_by(*_ordered(window.c.sort_key, window.c.id, descending))
+        .limit(limit)
+    ).all()
+    if len(rows) == limit:
+        return rows
+
+    hits = filtered(filters).with_only_columns(User.id, sort.key.label("sort_key"))
+    if condition is not None:
+        hits = hits.where(condition)
+    hits = hits.cte("hits").prefix_with("MATERIALIZED")
+    first = (
+        sa.select(hits).order_by(*_ordered(hits.c.sort_key, hits.c.id, descending)).limit(limit).subquery("first")
+    )
+    return db.session.execute(
+        sa.select(User, first.c.sort_key)
+        .join(first, first.c.id == User.id)
+        .order_by(*_ordered(first.c.sort_key, first.c.id, descending))
+    ).all()
 
 
 @dataclass(frozen=True)
@@ -232,7 +310,7 @@ def iter_users(filters: UserFilters, batch: int = 1000) -> Iterator[User]:
     """Every matching user in the list's order, fetched in keyset batches so memory stays flat."""
     after = None
     while True:
-        page = list_users(filters, after=after, per_page=batch)
+        page = list_users(filters, after=after, per_page=batch, windowed=False)
         yield from page.users
         for user in page.users:
             db.session.expunge(user)  # forget the batch already written out: memory stays flat

@@ -16,9 +16,18 @@ branch_labels = None
 depends_on = None
 
 
+COLUMNS = ("email", "first_name", "last_name", "username")
+
+
 def upgrade():
-    pass
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for column in COLUMNS:
+        op.execute(f"CREATE INDEX ix_users_{column}_prefix ON users (lower({column}) text_pattern_ops)")
 
 
 def downgrade():
-    pass
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for column in COLUMNS:
+        op.drop_index(f"ix_users_{column}_prefix", table_name="users")
