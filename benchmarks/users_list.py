@@ -20,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from app import create_app  # noqa: E402
 from app.audit.services import Actor  # noqa: E402
 from app.auth.services import issue_sign_in_link  # noqa: E402
 from app.extensions import db  # noqa: E402
-from app.models import User  # noqa: E402
+from app.models import User, UserRole, UserStatus  # noqa: E402
 from app.users.queries import SORTS, encode_cursor  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_list"
@@ -74,7 +75,11 @@ def prepare(url: str, n_users: int) -> dict:
             sa.select(User.id, User.email, User.last_name).where(User.deleted_at.is_(None))
             .order_by(sa.func.md5(User.id)).limit(200)
         ).all()
-        terms = sorted({(row.last_name or "xxxx")[:4].lower() for row in sample if row.last_name and len(row.last_name) >= 4})
+        names = [name.lower() for row in sample for name in (row.last_name,) if name and len(name) >= 4]
+        terms = sorted({name[:4] for name in names})
+        # 3-letter pieces from anywhere in a name, and 1-2 letter starts (the prefix path).
+        terms3 = sorted({name[i:i + 3] for name in names for i in (0, 1) if name[i:i + 3].isalpha()})
+        short = sorted({name[:n] for name in names for n in (1, 2)})
         # Cursors around page 1000 (rank 999 * rows per page) of the default and the email order.
         cursors = {}
         for sort_name, per_page in (("-created_at", 25), ("email", 25), ("-created_at", 100)):
@@ -92,12 +97,13 @@ def prepare(url: str, n_users: int) -> dict:
 
             admin = create_admin("bench-admin@example.com", actor=Actor.cli())
         token = issue_sign_in_link(admin, secret_key=SECRET, max_age=3600, actor=Actor.cli())
+        floor_token = issue_sign_in_link(admin, secret_key=SECRET, max_age=3600, actor=Actor.cli())
         db.session.commit()
         db.engine.dispose()
     rng.shuffle(sample)
     return {
-        "total": total, "terms": terms, "emails": [r.email for r in sample], "ids": [r.id for r in sample],
-        "cursors": cursors, "token": token,
+        "total": total, "terms": terms, "terms3": terms3, "short": short, "emails": [r.email for r in sample], "ids": [r.id for r in sample],
+        "cursors": cursors, "token": token, "floor_token": floor_token,
     }
 
 
@@ -107,19 +113,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(url: str, workers: int) -> tuple[subprocess.Popen, str]:
+def start_gunicorn(url: str, workers: int, target: str = "app:create_app()") -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET, "APP_ENV": "production",
            "SESSION_COOKIE_SECURE": "0"}
     process = subprocess.Popen(
         [str(ROOT / ".venv/bin/gunicorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "app:create_app()"],
+         "--log-level", "warning", "--timeout", "300", target],
         cwd=ROOT, env=env,
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code in {200, 404}:
                 return process, base
         except httpx.TransportError:
             time.sleep(0.1)
@@ -135,6 +141,11 @@ def seq_scans(url: str) -> int:
     return n
 
 
+def percentiles(times: list[float]) -> tuple[float, float]:
+    times = sorted(times)
+    return statistics.median(times), times[max(0, int(round(0.95 * len(times))) - 1)]
+
+
 def measure(client: httpx.Client, urls: list[str], repeat: int, headers=None) -> tuple[float, float]:
     for url in urls[:3]:  # warm-up
         client.get(url, headers=headers)
@@ -146,8 +157,141 @@ def measure(client: httpx.Client, urls: list[str], repeat: int, headers=None) ->
         times.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             raise SystemExit(f"{url} answered {response.status_code}")
-    times.sort()
-    return statistics.median(times), times[max(0, int(round(0.95 * len(times))) - 1)]
+    return percentiles(times)
+
+
+class SqlFloor:
+    """The bare SQL of each request: the statements the app ran for it, replayed on one connection.
+
+    Each URL is requested once in-process (Flask test client) to record its statements and
+    parameters; timing then runs only those statements, back to back, with no Python around them
+    but the driver: the database's share of the request, the floor the HTTP time stands on.
+    """
+
+    def __init__(self, url: str, token: str):
+        self.app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "APP_ENV": "production",
+                               "SESSION_COOKIE_SECURE": False})
+        self.client = self.app.test_client()
+        self.recorded: list[tuple[str, object]] = []
+        with self.app.app_context():
+            sa.event.listen(db.engine, "before_cursor_execute", self._record)
+        assert self.client.get(f"/auth/link/{token}").status_code == 302
+        self.engine = sa.create_engine(url, connect_args={"options": "-c timezone=utc -c plan_cache_mode=force_custom_plan"})
+
+    def _record(self, _connection, _cursor, statement, parameters, _context, _executemany):
+        self.recorded.append((statement, parameters))
+
+    def statements(self, url: str, headers) -> list[tuple[str, object]]:
+        self.recorded = []
+        response = self.client.get(url, headers=headers or {})
+        response.get_data()  # streamed bodies run their queries as they are read
+        return list(self.recorded)
+
+    def measure(self, urls: list[str], repeat: int, headers=None) -> tuple[float, float, int]:
+        order = urls[:3] + [urls[i % len(urls)] for i in range(repeat)]  # warm-up first, as over HTTP
+        recorded = {url: self.statements(url, headers) for url in dict.fromkeys(order)}
+        times = []
+        with self.engine.connect() as connection:
+            for i, url in enumerate(order):
+                statements = recorded[url]
+                started = time.perf_counter()
+                for statement, parameters in statements:
+                    connection.exec_driver_sql(statement, parameters).fetchall() if "SELECT" in statement[:200] \
+                        else connection.exec_driver_sql(statement, parameters)
+                elapsed = (time.perf_counter() - started) * 1000
+                connection.rollback()
+                if i >= len(order) - repeat:
+                    times.append(elapsed)
+        return (*percentiles(times), max(len(v) for v in recorded.values()))
+
+
+def gunicorn_workers(master: subprocess.Popen) -> list[int]:
+    children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure_export(client: httpx.Client, master: subprocess.Popen) -> dict:
+    """Stream the whole CSV; sample every worker's resident memory while it runs."""
+    workers = gunicorn_workers(master)
+    before = {pid: rss_mib(pid) for pid in workers}
+    peak = dict(before)
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            for pid in workers:
+                peak[pid] = max(peak[pid], rss_mib(pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started, size, lines = time.perf_counter(), 0, 0
+    with client.stream("GET", "/users/export.csv") as response:
+        assert response.status_code == 200, response.status_code
+        first_byte = None
+        for chunk in response.iter_bytes():
+            first_byte = first_byte or time.perf_counter() - started
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    elapsed = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    busiest = max(workers, key=lambda pid: peak[pid] - before[pid])
+    return {"seconds": elapsed, "first_byte_ms": first_byte * 1000, "mib": size / 2**20, "rows": lines - 1,
+            "rss_before": before[busiest], "rss_peak": peak[busiest]}
+
+
+def flask_admin_figures(url: str, data: dict, repeat: int) -> dict[str, tuple[float, float]]:
+    """The same requests against a stock Flask-Admin view (benchmarks/flask_admin_view.py)."""
+    try:
+        import flask_admin  # noqa: F401
+    except ImportError:
+        raise SystemExit("--flask-admin needs Flask-Admin: .venv/bin/pip install -e '.[bench]'") from None
+    process, base = start_gunicorn(url, 1, "benchmarks.flask_admin_view:create_app()")
+    try:
+        with httpx.Client(base_url=base, timeout=300) as client:
+            scenarios = {
+                "first page (whole page)": ["/admin/users/"],
+                "4-letter search": [f"/admin/users/?search={t}" for t in data["terms"]],
+                "exact email": [f"/admin/users/?search={e}" for e in data["emails"]],
+                "page 1000 (keyset cursor)": ["/admin/users/?page=999"],
+            }
+            return {name: measure(client, urls, repeat) for name, urls in scenarios.items()}
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def scenarios(data: dict) -> list[tuple[str, list[str], dict | None]]:
+    terms, emails, cursors = data["terms"], data["emails"], data["cursors"]
+    return [
+        ("first page (whole page)", ["/users"], None),
+        ("first page (htmx fragment)", ["/users"], HX),
+        ("4-letter search", [f"/users?q={t}" for t in terms], HX),
+        ("3-letter search", [f"/users?q={t}" for t in data["terms3"]], HX),
+        ("1-2 letter search (prefix)", [f"/users?q={t}" for t in data["short"]], HX),
+        ("exact email", [f"/users?q={e}" for e in emails], HX),
+        ("page 1000 (keyset cursor)", [f"/users?after={c}" for c in cursors["-created_at", 25]], HX),
+        ("page 1000 sorted by email", [f"/users?sort=email&after={c}" for c in cursors["email", 25]], HX),
+        ("first page, 100 rows", ["/users?per_page=100"], HX),
+        ("page 1000, 100 rows", [f"/users?per_page=100&after={c}" for c in cursors["-created_at", 100]], HX),
+        *((f"filter: status={s.value}", [f"/users?status={s.value}"], HX) for s in UserStatus),
+        *((f"filter: role={r.value}", [f"/users?role={r.value}"], HX) for r in UserRole),
+        ("filter: role=admin&status=active", ["/users?role=admin&status=active"], HX),
+        ("filter: deleted included", ["/users?deleted=1"], HX),
+        ("filter + search", [f"/users?status=active&q={t}" for t in terms], HX),
+        *((f"sort: {name}", [f"/users?sort={name}"], HX) for name in SORTS if name != "-created_at"),
+        ("count, capped (lazy)", ["/users/count"], HX),
+        ("count of a search (lazy)", [f"/users/count?q={t}" for t in terms], HX),
+        ("user detail page", [f"/users/{i}" for i in data["ids"]], None),
+    ]
 
 
 def main() -> None:
@@ -155,49 +299,53 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-export", action="store_true", help="skip the CSV export of every user")
+    parser.add_argument("--flask-admin", action="store_true",
+                        help="also time a stock Flask-Admin view of the same table (pip install -e '.[bench]')")
+    parser.add_argument("--flask-admin-repeat", type=int, default=5)
     args = parser.parse_args()
 
     url = sa.make_url(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     ensure_database(url)
     url_text = url.render_as_string(hide_password=False)
     data = prepare(url_text, args.users)
+    plan = scenarios(data)
     process, base = start_gunicorn(url_text, args.workers)
     try:
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=300) as client:
             assert client.get(f"/auth/link/{data['token']}").status_code == 302
-            terms, emails, cursors = data["terms"], data["emails"], data["cursors"]
-            scenarios = [
-                ("first page (whole page)", ["/users"], None),
-                ("first page (htmx fragment)", ["/users"], HX),
-                ("4-letter search", [f"/users?q={t}" for t in terms], HX),
-                ("exact email", [f"/users?q={e}" for e in emails], HX),
-                ("page 1000 (keyset cursor)", [f"/users?after={c}" for c in cursors["-created_at", 25]], HX),
-                ("page 1000 sorted by email", [f"/users?sort=email&after={c}" for c in cursors["email", 25]], HX),
-                ("first page, 100 rows", ["/users?per_page=100"], HX),
-                ("page 1000, 100 rows", [f"/users?per_page=100&after={c}" for c in cursors["-created_at", 100]], HX),
-                ("filter: status=suspended", ["/users?status=suspended"], HX),
-                ("filter: role=admin&status=active", ["/users?role=admin&status=active"], HX),
-                ("filter + search", [f"/users?status=active&q={t}" for t in terms], HX),
-                ("sort by name", ["/users?sort=name", "/users?sort=-name"], HX),
-                ("sort by last sign-in", ["/users?sort=-last_sign_in_at", "/users?sort=last_sign_in_at"], HX),
-                ("count, capped (lazy)", ["/users/count"], HX),
-                ("count of a search (lazy)", [f"/users/count?q={t}" for t in terms], HX),
-                ("user detail page", [f"/users/{i}" for i in data["ids"]], None),
-            ]
             before = seq_scans(url_text)
-            results = [(name, *measure(client, urls, args.repeat, headers)) for name, urls, headers in scenarios]
+            results = {name: measure(client, urls, args.repeat, headers) for name, urls, headers in plan}
             after = seq_scans(url_text)
+            exported = None if args.no_export else measure_export(client, process)
     finally:
         process.terminate()
         process.wait(timeout=20)
+    floor = SqlFloor(url_text, data["floor_token"])
+    floors = {name: floor.measure(urls, args.repeat, headers) for name, urls, headers in plan}
+    admin = flask_admin_figures(url_text, data, args.flask_admin_repeat) if args.flask_admin else {}
 
     print(f"\n{data['total']:,} users, PostgreSQL, gunicorn {args.workers} workers, {args.repeat} requests each,"
           f" 25 rows a page unless said\n")
-    print("| request | median ms | p95 ms |")
-    print("|---|---:|---:|")
-    for name, median, p95 in results:
-        print(f"| {name} | {median:.1f} | {p95:.1f} |")
+    print("| request | median ms | p95 ms | bare SQL median / p95 ms (statements) |"
+          + (" stock Flask-Admin median ms | faster |" if admin else ""))
+    print("|---|---:|---:|---:|" + ("---:|---:|" if admin else ""))
+    for name, _urls, _headers in plan:
+        median, p95 = results[name]
+        sql_median, sql_p95, statements = floors[name]
+        line = f"| {name} | {median:.1f} | {p95:.1f} | {sql_median:.1f} / {sql_p95:.1f} ({statements}) |"
+        if admin:
+            theirs = admin.get(name)
+            line += f" {theirs[0]:.0f} | {theirs[0] / median:.0f}× |" if theirs else " | |"
+        print(line)
     print(f"\nsequential scans on users during the run: {after - before}")
+    if exported:
+        print(f"\nCSV export of every user: {exported['rows']:,} rows, {exported['mib']:.0f} MiB in"
+              f" {exported['seconds']:.1f} s (first byte after {exported['first_byte_ms']:.0f} ms);"
+              f" the serving worker's resident memory {exported['rss_before']:.0f} MiB before,"
+              f" {exported['rss_peak']:.0f} MiB at its peak")
+
+
 
 
 if __name__ == "__main__":
