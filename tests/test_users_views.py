@@ -112,3 +112,39 @@ def test_unknown_user_is_404_page(client, staff):
 def test_root_redirects_to_users(client, staff):
     response = client.get("/")
     assert response.status_code == 302 and response.headers["Location"] == "/users"
+
+
+def test_detail_page_query_count_does_not_grow_with_data_or_history(app, client, staff, make_user, db):
+    """No N+1: a user with 40 key-value pairs and 40 history entries costs what one with 1 does."""
+    import sqlalchemy as sa
+
+    from app.audit.services import Actor, record
+    from app.models import UserData
+
+    def fill(user, n):
+        for i in range(n):
+            db.session.add(UserData(user_id=user.id, key=f"k{i}", value=f"v{i}"))
+            record("user.update", actor=Actor.cli(), target=user, changes={"first_name": [f"a{i}", f"b{i}"]})
+        db.session.commit()
+
+    small, large = make_user(email="small@example.com"), make_user(email="large@example.com")
+    fill(small, 1)
+    fill(large, 40)
+    statements = []
+
+    def count(*_args, **_kwargs):
+        statements.append(1)
+
+    def queries_for(user) -> int:
+        statements.clear()
+        db.session.expire_all()
+        html = client.get(f"/users/{user.id}").get_data(as_text=True)
+        assert user.email in html
+        return len(statements)
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        few, many = queries_for(small), queries_for(large)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    assert many == few <= 8
