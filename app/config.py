@@ -110,7 +110,12 @@ def finalise(config: dict) -> None:
         # Timestamps are stored in UTC, so the server's now() must speak UTC too.
         # Plans are made for each search term: a generic plan for `LIKE $1` (what a prepared
         # statement falls back to) cannot know a rare term from a common one.
-        options.setdefault("connect_args", {"options": "-c timezone=utc -c plan_cache_mode=force_custom_plan"})
+        # A database that does not answer fails the request in seconds (a 503), never hangs it.
+        options.setdefault(
+            "connect_args",
+            {"options": "-c timezone=utc -c plan_cache_mode=force_custom_plan", "connect_timeout": 5},
+        )
+        # Each checkout pings its connection first: one that died in a restart is replaced.
         options.setdefault("pool_pre_ping", True)
     elif uri.startswith("sqlite"):
         options.setdefault("connect_args", {"timeout": 15})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template, request
+import sqlalchemy as sa
+from flask import Flask, current_app, g, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app.database import RETRY_AFTER_SECONDS, UNREACHABLE_MESSAGE, is_database_unreachable, rollback_quietly
 from app.extensions import db
 from app.users.permissions import NotAllowed
 
@@ -20,11 +22,41 @@ TITLES = {
     503: "Unavailable",
 }
 
+# What a page needs of the signed-in user to draw the navigation (see base.html).
+_NAV_FIELDS = frozenset({"email", "role", "status", "deleted_at"})
+
 
 def render_error(code: int, description: str):
     template = "errors/_error.html" if request.htmx else "errors/error.html"
     title = TITLES.get(code, "Error")
     return render_template(template, code=code, title=title, description=description), code
+
+
+def _keep_user_for_the_page() -> None:
+    """Let the error page show who is signed in without asking the database again.
+
+    A rollback expires every loaded object, and reading an expired one would query the very
+    database that just failed; so the user leaves the session first, or the page goes without.
+    """
+    user = g.get("user")
+    if user is None:
+        return
+    state = sa.inspect(user)
+    if state.unloaded & _NAV_FIELDS:
+        g.user = None
+    elif state.session is not None:
+        state.session.expunge(user)
+
+
+def database_unreachable(error: BaseException):
+    """503 with Retry-After: the client (a person, htmx, Svix) can try the same request again."""
+    current_app.logger.warning(
+        "%s %s: database unreachable: %s", request.method, request.path, str(error).splitlines()[0][:300]
+    )
+    _keep_user_for_the_page()
+    rollback_quietly()
+    body, code = render_error(503, UNREACHABLE_MESSAGE)
+    return body, code, {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 def init_error_handlers(app: Flask) -> None:
@@ -46,7 +78,16 @@ def init_error_handlers(app: Flask) -> None:
             return error
         return render_error(error.code, error.description or TITLES.get(error.code, ""))
 
+    # Raised in a view or in a before_request hook (the sign-in guard reads the session's user).
+    app.register_error_handler(sa.exc.OperationalError, database_unreachable)
+    app.register_error_handler(sa.exc.InterfaceError, database_unreachable)
+    app.register_error_handler(sa.exc.TimeoutError, database_unreachable)
+
     @app.errorhandler(InternalServerError)
     def _internal(error: InternalServerError):
+        # Anything else that escaped, including an after_request hook and other driver errors
+        # on a connection SQLAlchemy found dead, arrives here wrapped.
+        if is_database_unreachable(error.original_exception):
+            return database_unreachable(error.original_exception)
         db.session.rollback()
         return render_error(500, "The error has been logged. Nothing was changed.")

@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth.guard import public
+from app.database import RETRY_AFTER_SECONDS, rollback_quietly
 from app.extensions import db
 
 bp = Blueprint("health", __name__)
@@ -18,7 +19,7 @@ def healthz():
     try:
         db.session.execute(sa.text("SELECT 1"))
     except SQLAlchemyError as exc:
-        db.session.rollback()
-        current_app.logger.warning("health check: database unreachable: %s", exc)
-        return jsonify(status="error", database="unreachable"), 503
+        rollback_quietly()
+        current_app.logger.warning("health check: database unreachable: %s", str(exc).splitlines()[0][:300])
+        return jsonify(status="error", database="unreachable"), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return jsonify(status="ok", database="ok")

@@ -23,6 +23,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.audit.services import Actor
 from app.auth.guard import public
+from app.database import RETRY_AFTER_SECONDS, is_database_unreachable, rollback_quietly
 from app.extensions import csrf, db
 from app.models import WebhookEvent
 from app.rendering import page_or_fragment
@@ -113,19 +114,27 @@ def receive_clerk():
 
 
 def _failed(svix_id: str, text: str, payload: Any, error: Exception) -> Response:
-    db.session.rollback()
-    current_app.logger.exception("webhook %s could not be applied", svix_id)
+    rollback_quietly()
+    unreachable = is_database_unreachable(error)
+    if unreachable:  # one line, not a traceback per delivery while the database is away
+        current_app.logger.warning("webhook %s: database unreachable: %s", svix_id, str(error).splitlines()[0][:300])
+    else:
+        current_app.logger.exception("webhook %s could not be applied", svix_id)
     database = isinstance(error, SQLAlchemyError)
     summary = f"{type(error).__name__}: {error}".splitlines()[0][:500]
     try:
         record_failed_delivery(svix_id, text, payload, summary)
         db.session.commit()
-    except SQLAlchemyError:
-        db.session.rollback()
-        current_app.logger.exception("webhook %s: the failure could not be recorded either", svix_id)
+    except SQLAlchemyError as also:
+        rollback_quietly()
+        if is_database_unreachable(also):
+            current_app.logger.warning("webhook %s: the failure could not be recorded either", svix_id)
+        else:
+            current_app.logger.exception("webhook %s: the failure could not be recorded either", svix_id)
     reason = "database unavailable; retry later" if database else "could not be applied; retry later"
     # 503 for the database (transient by nature), 500 for a bug; both make Svix retry.
-    return _reply(503 if database else 500, id=svix_id, outcome="failed", error=reason)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if database else None
+    return _reply(503 if database else 500, headers, id=svix_id, outcome="failed", error=reason)
 
 
 # --- The page --------------------------------------------------------------------------------
