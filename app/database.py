@@ -1,5 +1,6 @@
 """Engine-level details that differ between PostgreSQL and SQLite, and how a lost database looks."""
 
+from flask import has_request_context, request
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 
@@ -21,6 +22,11 @@ def is_postgresql(engine: Engine) -> bool:
 
 # Said to everyone whose request met a database that is down, restarting or out of connections.
 UNREACHABLE_MESSAGE = "The database is unreachable; nothing was changed; try again in a moment."
+# ... unless this request had already committed its change (a page drawn after the commit).
+UNREACHABLE_AFTER_SAVE_MESSAGE = (
+    "Your change was saved, but the database became unreachable before this page could be shown; "
+    "reload in a moment to see it."
+)
 RETRY_AFTER_SECONDS = 5
 
 
@@ -44,3 +50,28 @@ def rollback_quietly() -> None:
         db.session.rollback()
     except exc.SQLAlchemyError:
         db.session.remove()
+
+
+# Kept in the request's environ, which lives exactly as long as the request (`g` may not, in tests).
+_FLUSHED, _COMMITTED = "dashboard.database_flushed", "dashboard.database_committed"
+
+
+def _after_flush(_session, _context) -> None:
+    if has_request_context():
+        request.environ[_FLUSHED] = True
+
+
+def _after_commit(_session) -> None:
+    if has_request_context() and request.environ.pop(_FLUSHED, False):
+        request.environ[_COMMITTED] = True
+
+
+def committed_in_this_request() -> bool:
+    return has_request_context() and bool(request.environ.get(_COMMITTED))
+
+
+def note_commits(session) -> None:
+    """Remember when a request commits a change, so an error after it does not deny the change."""
+    for name, listener in (("after_flush", _after_flush), ("after_commit", _after_commit)):
+        if not event.contains(session, name, listener):
+            event.listen(session, name, listener)

@@ -7,7 +7,15 @@ from flask import Flask, current_app, g, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from app.database import RETRY_AFTER_SECONDS, UNREACHABLE_MESSAGE, is_database_unreachable, rollback_quietly
+from app.database import (
+    RETRY_AFTER_SECONDS,
+    UNREACHABLE_AFTER_SAVE_MESSAGE,
+    UNREACHABLE_MESSAGE,
+    committed_in_this_request,
+    is_database_unreachable,
+    note_commits,
+    rollback_quietly,
+)
 from app.extensions import db
 from app.users.permissions import NotAllowed
 
@@ -55,11 +63,14 @@ def database_unreachable(error: BaseException):
     )
     _keep_user_for_the_page()
     rollback_quietly()
-    body, code = render_error(503, UNREACHABLE_MESSAGE)
+    saved = committed_in_this_request()
+    body, code = render_error(503, UNREACHABLE_AFTER_SAVE_MESSAGE if saved else UNREACHABLE_MESSAGE)
     return body, code, {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 def init_error_handlers(app: Flask) -> None:
+    note_commits(db.session)
+
     @app.errorhandler(CSRFError)
     def _csrf(error: CSRFError):
         db.session.rollback()

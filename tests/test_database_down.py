@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.database import UNREACHABLE_MESSAGE, is_database_unreachable
+from app.database import UNREACHABLE_AFTER_SAVE_MESSAGE, UNREACHABLE_MESSAGE, is_database_unreachable
 from app.extensions import db as _db
 from app.models import User, UserData, UserRole, WebhookEvent
 from tests.clerk_payloads import SECRET, clerk_user, sign, user_created
@@ -141,6 +141,23 @@ def test_an_expired_user_is_not_reloaded_from_the_lost_database(client, staff, m
 
     monkeypatch.setattr(views, "list_users", lost_after_a_commit)
     assert_unreachable(client.get("/users", headers=HX), fragment=True)
+
+
+def test_a_change_committed_before_the_database_went_away_is_not_denied(client, staff, ada, db, monkeypatch):
+    import app.users.views as views
+
+    def lost(*args, **kwargs):  # the fragment is drawn after the commit, from the database
+        raise sa.exc.OperationalError("SELECT ...", {}, Exception("terminating connection"))
+
+    token = csrf_token_from(client.get(f"/users/{ada.id}").get_data(as_text=True))
+    monkeypatch.setattr(views, "render_data", lost)
+    response = client.post(f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"}, headers=HX)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert UNREACHABLE_AFTER_SAVE_MESSAGE in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(UserData.value).where(UserData.user_id == ada.id)) == "pro"
+    # The next request starts afresh: a failure before any commit says nothing was changed.
+    monkeypatch.setattr(views, "list_users", lost)
+    assert UNREACHABLE_MESSAGE in client.get("/users").get_data(as_text=True)
 
 
 def test_a_dead_connection_seen_as_another_driver_error_is_503_too(app, client, staff, monkeypatch):
