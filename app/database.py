@@ -75,3 +75,25 @@ def note_commits(session) -> None:
     for name, listener in (("after_flush", _after_flush), ("after_commit", _after_commit)):
         if not event.contains(session, name, listener):
             event.listen(session, name, listener)
+
+
+def release_sessions_safely(app) -> None:
+    """End each request's session without letting a dead connection turn its answer into a 500.
+
+    Flask-SQLAlchemy's own teardown rolls the session back; when the server has just terminated
+    the connection (a restart), that ROLLBACK raises after the response was made, and the server
+    answers 500 instead. This teardown runs first (teardowns run last-registered first): it
+    removes the session, and on such a failure drops the connection without talking to it.
+    """
+    from app.extensions import db
+
+    @app.teardown_appcontext
+    def _release_session(_error):
+        try:
+            db.session.remove()
+        except exc.SQLAlchemyError as error:
+            app.logger.warning("dropping a database connection that died: %s", str(error).splitlines()[0][:300])
+            try:
+                db.session.registry().invalidate()
+            finally:
+                db.session.registry.clear()

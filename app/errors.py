@@ -14,6 +14,7 @@ from app.database import (
     committed_in_this_request,
     is_database_unreachable,
     note_commits,
+    release_sessions_safely,
     rollback_quietly,
 )
 from app.extensions import db
@@ -70,6 +71,7 @@ def database_unreachable(error: BaseException):
 
 def init_error_handlers(app: Flask) -> None:
     note_commits(db.session)
+    release_sessions_safely(app)
 
     @app.errorhandler(CSRFError)
     def _csrf(error: CSRFError):

@@ -98,6 +98,7 @@ class Write:
     token: str | None  # a unique value its audit event carries, to count it
     answer: str = UNKNOWN
     status: int | None = None
+    said_saved: bool = False  # a 503 whose page says the change was saved before the database went
 
 
 class Recorder:
@@ -125,6 +126,7 @@ class Recorder:
         else:
             write.status = response.status_code
             write.answer = ACKED if response.status_code < 400 else REFUSED if response.status_code < 500 else FAILED
+            write.said_saved = response.status_code == 503 and "Your change was saved" in response.text
         with self.lock:
             self.writes.append(write)
         return write
@@ -538,6 +540,7 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
                         problems.append(f"{w.kind} {w.token} was acknowledged but is not in the audit trail")
                     elif seen == 1:
                         report[w.kind]["unacknowledged but landed"] += 1
+                        report[w.kind]["of which the 503 said 'saved'"] += w.said_saved
             status_writes = [w for w in slot_writes if w.kind == "status change"]
             if status_writes:
                 acked = sum(w.answer == ACKED for w in status_writes)
@@ -628,7 +631,8 @@ def print_requests(samples: list[Sample], title: str) -> None:
 
 def print_writes(check: dict) -> None:
     print("\nWrites, and what the database holds afterwards\n")
-    columns = (ACKED, "verified", "lost", "doubled", REFUSED, FAILED, UNKNOWN, "unacknowledged but landed")
+    columns = (ACKED, "verified", "lost", "doubled", REFUSED, FAILED, UNKNOWN, "unacknowledged but landed",
+               "of which the 503 said 'saved'")
     print("| write | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for kind, counter in check["report"].items():

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app.auth.guard import public
 from app.database import UNREACHABLE_AFTER_SAVE_MESSAGE, UNREACHABLE_MESSAGE, is_database_unreachable
 from app.extensions import db as _db
 from app.models import User, UserData, UserRole, WebhookEvent
@@ -204,15 +205,15 @@ def test_what_counts_as_unreachable(error, unreachable):
 # --- Recovery on PostgreSQL: backends killed as a restart kills them ----------------------------
 
 
-def terminate_backends(database_url: str) -> int:
-    """Kill every session on the test's scratch database but this one, as a server restart would."""
+def terminate_backends(database_url: str, pid: int | None = None) -> int:
+    """Kill every session on the test's scratch database (or one), as a server restart would."""
     admin = sa.create_engine(sa.make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             return len(connection.execute(
                 sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid <> pg_backend_pid()"),
-                {"name": sa.make_url(database_url).database},
+                        "WHERE datname = :name AND pid <> pg_backend_pid() AND (CAST(:pid AS integer) IS NULL OR pid = CAST(:pid AS integer))"),
+                {"name": sa.make_url(database_url).database, "pid": pid},
             ).all())
     finally:
         admin.dispose()
@@ -260,3 +261,26 @@ def test_without_the_ping_a_dead_connection_costs_one_503_not_a_500(database_url
 def test_the_pool_pings_before_use_on_postgresql(app):
     assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
     assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["connect_timeout"] == 5
+
+
+@pytest.mark.postgresql
+def test_a_connection_killed_after_the_page_was_made_does_not_turn_it_into_a_500(database_url, db):
+    # The restart run found it: the page was drawn, then the session's closing ROLLBACK met a
+    # connection the server had terminated, and the answer became a 500.
+    probe = make_app(database_url)
+
+    @probe.get("/_probe")
+    @public
+    def _probe():
+        pid = _db.session.scalar(sa.text("SELECT pg_backend_pid()"))
+        terminate_backends(database_url, pid=pid)
+        return "drawn"
+
+    client = probe.test_client()
+    try:
+        response = client.get("/_probe")
+        assert response.status_code == 200 and response.get_data(as_text=True) == "drawn"
+        assert client.get("/healthz").status_code == 200
+    finally:
+        with probe.app_context():
+            _db.engine.dispose()
