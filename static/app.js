@@ -18,7 +18,20 @@
     if (status === 409 || status === 422 || status === 400 || status === 403 || status === 404) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
+    } else if (status >= 500 && event.detail.xhr.responseText) {
+      // The server's explanation (a 503 while the database is away, say) goes above the page,
+      // not into the row or form that asked: what was there stays, to try again.
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+      event.detail.target = document.getElementById("request-error");
+      event.detail.swapOverride = "innerHTML";
     }
+  });
+
+  // A request that worked clears the explanation of one that did not.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var box = document.getElementById("request-error");
+    if (box && event.detail.xhr && event.detail.xhr.status < 400 && box.firstChild) box.replaceChildren();
   });
 
   // New content that asks for focus gets it once htmx has made it live (processed its hx-

@@ -163,3 +163,27 @@ def test_invite_a_user(signed_in, db):
     expect(page.get_by_text("Invited newbie@example.com.")).to_be_visible()
     expect(page.locator(".badge-status-invited").first).to_be_visible()
     assert db.session.scalars(sa.select(User.status).where(User.email == "newbie@example.com")).one() == UserStatus.INVITED
+
+
+def test_a_503_is_shown_above_the_page_and_keeps_what_was_there(app, people, signed_in):
+    """While the database is away the server answers 503; the page says so and loses nothing."""
+    import re
+
+    from app.database import UNREACHABLE_MESSAGE
+    from app.errors import render_error
+
+    page = signed_in
+    with app.test_request_context("/users", headers={"HX-Request": "true"}):
+        body, code = render_error(503, UNREACHABLE_MESSAGE)
+    searches = re.compile(r"/users\?q=")
+    page.route(searches, lambda route: route.fulfill(
+        status=code, body=body, content_type="text/html; charset=utf-8", headers={"Retry-After": "5"}))
+    page.get_by_label("Search users").fill("lovelace")
+    alert = page.locator("#request-error")
+    expect(alert).to_contain_text("The database is unreachable")
+    expect(rows(page)).to_have_count(8)  # the table that was there stays
+
+    page.unroute(searches)
+    page.get_by_label("Search users").fill("turing")
+    expect(rows(page)).to_have_count(1)
+    expect(alert).to_be_empty()
