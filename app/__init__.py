@@ -58,11 +58,13 @@ def register_blueprints(app: Flask) -> None:
     from app.auth.views import bp as auth_bp
     from app.clerk.views import bp as clerk_bp
     from app.health import bp as health_bp
+    from app.overview.views import bp as overview_bp
     from app.users.views import bp as users_bp
     from app.webhooks.views import bp as webhooks_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(overview_bp)
     app.register_blueprint(users_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(audit_bp)
@@ -97,5 +99,7 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     from app.cli import init_commands
+    from app.overview.cli import stats_cli
 
     init_commands(app)
+    app.cli.add_command(stats_cli)

@@ -33,6 +33,7 @@ from psycopg import sql as psycopg_sql
 from app.audit.services import Actor, record
 from app.extensions import db
 from app.models import User, UserData
+from app.overview.stats import rebuild as rebuild_user_counts
 
 SEED = 20261126
 CLERK_ID_PREFIX = "user_demo_"
@@ -143,6 +144,8 @@ def seed_demo(
         if progress is not None and stop < n_users:
             progress(stop, n_users)
     writer.close()  # may rebuild indexes, so the bar reaches its end only after it
+    # COPY goes around the services that keep the overview's counters: recount them, same transaction.
+    rebuild_user_counts()
     if progress is not None and n_users:
         progress(n_users, n_users)
 

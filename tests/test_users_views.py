@@ -109,11 +109,6 @@ def test_unknown_user_is_404_page(client, staff):
     assert "404" in response.get_data(as_text=True)
 
 
-def test_root_redirects_to_users(client, staff):
-    response = client.get("/")
-    assert response.status_code == 302 and response.headers["Location"] == "/users"
-
-
 def test_detail_page_query_count_does_not_grow_with_data_or_history(app, client, staff, make_user, db):
     """No N+1: a user with 40 key-value pairs and 40 history entries costs what one with 1 does."""
     import sqlalchemy as sa

@@ -11,6 +11,7 @@ from app.audit.services import Actor, diff, record
 from app.clerk import outbox
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
+from app.overview import stats as user_counts
 from app.users.permissions import (  # noqa: F401  (NotAllowed is part of this module's API)
     NotAllowed,
     ensure_a_super_admin_remains,
@@ -86,6 +87,7 @@ def _new_user(
     )
     db.session.add(user)
     db.session.flush()
+    user_counts.note_insert(user)
     fields = ("email", "first_name", "last_name", "role", "status")
     record(action, actor=actor, target=user, changes=diff(dict.fromkeys(fields), snapshot(user, fields)))
     return user
@@ -105,9 +107,11 @@ def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str =
     changed = diff(before, changes)
     if not changed:
         return {}
+    counted_before = user_counts.counted(user)
     for field in changed:
         setattr(user, field, changes[field])
     db.session.flush()
+    user_counts.note_change(counted_before, user)
     record(action, actor=actor, target=user, changes=changed)
     return changed
 

@@ -95,11 +95,6 @@ def results_context() -> dict:
 # --- list ----------------------------------------------------------------------------------
 
 
-@bp.get("/")
-def overview():
-    return redirect(url_for("users.index"))
-
-
 @bp.get("/users")
 def index():
     return page_or_fragment("users/index.html", "users/_results.html", **results_context())
