@@ -115,13 +115,14 @@ def free_port() -> int:
 
 
 def start_gunicorn(
-    url: str, workers: int, target: str = "app:create_app()", access_log: Path | None = None
+    url: str, workers: int, target: str = "app:create_app()", access_log: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     # Gunicorn's access log gives each request's time on the server (%(D)s, microseconds).
     logging = ["--access-logfile", str(access_log), "--access-logformat", "%(s)s %(D)s"] if access_log else []
     env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET, "APP_ENV": "production",
-           "SESSION_COOKIE_SECURE": "0"}
+           "SESSION_COOKIE_SECURE": "0", **(extra_env or {})}
     process = subprocess.Popen(
         [str(ROOT / ".venv/bin/gunicorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
          "--log-level", "warning", "--timeout", "300", *logging, target],
