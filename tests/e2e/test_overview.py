@@ -82,7 +82,7 @@ def bars(page, key: str) -> list[dict]:
     return page.locator(f"svg.chart-{key} .chart-bars rect").evaluate_all(
         """rects => rects.map(r => {
              const [day, n] = r.querySelector('title').textContent.split(': ');
-             return {day, n: Number(n.replace(/,/g, '')), height: r.getBBox().height,
+             return {day, n: Number(n.replace(/,/g, '')), height: r.getBBox().height, top: r.getBBox().y,
                      fill: getComputedStyle(r).fill};
            })"""
     )
@@ -112,6 +112,26 @@ OUTSIDE_THE_VIEWPORT = """root => {
     .filter(el => el.getBoundingClientRect().right > width + 0.5 && !held(el))
     .map(el => `${el.tagName.toLowerCase()}.${el.getAttribute('class') || ''}#${el.id}`);
 }"""
+
+
+def expect_honest_ticks(page, key: str) -> None:
+    """Every grid line sits where its label's value falls: (bottom - y) / (bottom - top) = value / top."""
+    ticks = page.locator(f"svg.chart-{key} .chart-grid text").evaluate_all(
+        "texts => texts.map(t => [t.textContent.trim(), Number(t.getAttribute('y'))])")
+    lines = page.locator(f"svg.chart-{key} .chart-grid line").evaluate_all(
+        "lines => lines.map(l => Number(l.getAttribute('y1')))")
+    assert [y for _label, y in ticks] == lines
+    values = [(float(label[:-1]) * {"k": 1e3, "M": 1e6}[label[-1]] if label[-1] in "kM" else float(label), y)
+              for label, y in ticks]
+    (zero, bottom), (top, top_y) = values[0], values[-1]
+    assert zero == 0 and top > 0 and len(values) >= 2, ticks
+    for value, y in values:
+        assert abs((bottom - y) / (bottom - top_y) - value / top) < 0.001, (key, ticks)
+    # And a bar whose figure equals a tick reaches that tick's line.
+    for bar in bars(page, key):
+        for value, y in values:
+            if bar["n"] == value and value:
+                assert abs(bar["top"] - y) < 0.01, (key, bar, ticks)
 
 
 def figure(page, selector: str) -> int:
@@ -150,6 +170,7 @@ def test_the_overview_shows_the_figures_and_both_charts(page, auth, population, 
         expect(page.locator(f"#chart-{key} .chart-total")).to_have_text(str(total))
         expect(page.locator(f"#{key}-desc")).to_contain_text(f"{total:,} ")
         expect_bars(page, key, 30, expected)
+        expect_honest_ticks(page, key)
     expect(page.locator("#range-30")).to_have_attribute("aria-current", "true")
 
     # The same data as a table, for whoever cannot see the bars.
@@ -259,6 +280,12 @@ def test_the_overview_has_no_serious_violations(browser, live_server, auth, popu
         found = {"/": serious_violations(page)}
         # Nothing of the overview sticks out sideways, on a phone either (wide tables scroll in their box).
         assert page.evaluate(OUTSIDE_THE_VIEWPORT, "main") == []
+        # The range links side by side, apart, inside the section's width.
+        section = page.locator("#activity").bounding_box()
+        links = [page.locator(f"#range-{n}").bounding_box() for n in (7, 30, 90)]
+        for left, right in zip(links, links[1:]):
+            assert left["x"] + left["width"] <= right["x"], links
+        assert links[0]["x"] >= section["x"] and links[-1]["x"] + links[-1]["width"] <= section["x"] + section["width"] + 0.5
         # The chart data tables, opened, and the charts htmx swaps in.
         for summary in page.locator(".chart-data summary").all():
             summary.click()
@@ -281,17 +308,20 @@ def test_screenshots_of_the_overview(browser, live_server, auth, runner, db):
     assert result.exit_code == 0, result.output
     boss = db.session.scalars(sa.select(User).where(User.role == UserRole.SUPER_ADMIN, User.status == UserStatus.ACTIVE)
                               .order_by(User.clerk_id).limit(1)).one()
-    for scheme in ("light", "dark"):
-        context = browser.new_context(base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS["desktop"],
-                                      reduced_motion="reduce")
-        page = context.new_page()
-        try:
-            sign_in(page, auth, boss)
+    context = browser.new_context(base_url=live_server, viewport=VIEWPORTS["desktop"], reduced_motion="reduce")
+    page = context.new_page()
+    try:
+        sign_in(page, auth, boss)  # once, so both pictures show the same recent changes
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.set_viewport_size(VIEWPORTS["desktop"])
+            page.goto("/")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=SCREENSHOTS / f"overview-{scheme}.png", full_page=True)
-            if os.environ.get("SCREENSHOTS_PHONE"):  # for a look only, not kept in docs/
+            if os.environ.get("SCREENSHOTS_PHONE"):  # a directory for a look at phone width, not kept in docs/
                 page.set_viewport_size(VIEWPORTS["phone"])
-                page.screenshot(path=Path(os.environ["SCREENSHOTS_PHONE"]) / f"overview-{scheme}-phone.png",
-                                full_page=True)
-        finally:
-            context.close()
+                for part in ("overview-cards", "overview-activity"):
+                    page.locator(f".{part}").first.screenshot(
+                        path=Path(os.environ["SCREENSHOTS_PHONE"]) / f"{part}-{scheme}-phone.png")
+    finally:
+        context.close()
