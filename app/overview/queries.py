@@ -137,9 +137,9 @@ def day_chart(key: str, title: str, noun: str, series: list[tuple[date, int]]) -
         height = plot_height * max(n, 0) / top
         bars.append(Bar(when, n, round(PLOT_LEFT + i * slot + gap / 2, 2), round(PLOT_BOTTOM - height, 2),
                         round(slot - gap, 2), round(height, 2)))
-    ticks = [Tick(round(top * f), round(PLOT_BOTTOM - plot_height * f, 2)) for f in (0, 0.5, 1)]
-    if top == 1:
-        ticks = [ticks[0], ticks[2]]  # no half-users
+    # Each grid line sits where its own (whole) value falls: half of 5 is drawn at 2, not 2.5.
+    values = sorted({0, top // 2, top})
+    ticks = [Tick(value, round(PLOT_BOTTOM - plot_height * value / top, 2)) for value in values]
     labels = []
     if bars:
         first, last = bars[0], bars[-1]
