@@ -42,7 +42,7 @@ def test_create_admin_then_sign_in_link_then_users_page(runner, client, db):
     assert url.startswith("http://localhost/auth/link/")
 
     response = client.get(url.removeprefix("http://localhost"))
-    assert response.status_code == 302 and response.headers["Location"] == "/users"
+    assert response.status_code == 302 and response.headers["Location"] == "/"
     page = client.get("/users")
     assert page.status_code == 200
     assert "boss@example.com" in page.get_data(as_text=True)
@@ -158,7 +158,7 @@ def test_sign_out_needs_csrf_and_ends_the_session(auth, client):
 def test_next_parameter_only_returns_to_this_site(auth, client, make_user):
     admin = make_user(role=UserRole.ADMIN)
     response = client.get(auth.link_for(admin) + "?next=https://evil.example/")
-    assert response.headers["Location"] == "/users"
+    assert response.headers["Location"] == "/"
     other = make_user(role=UserRole.ADMIN)
     response = client.get(auth.link_for(other) + "?next=/users/abc")
     assert response.headers["Location"] == "/users/abc"

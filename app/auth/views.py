@@ -24,13 +24,13 @@ THROTTLE_WINDOW = timedelta(minutes=15)
 @public
 def sign_in_page():
     if g.user is not None and g.user.can_use_dashboard:
-        return redirect(safe_next_url(request.args.get("next")) or url_for("users.index"))
+        return redirect(safe_next_url(request.args.get("next")) or url_for("overview.index"))
     frontend_api = current_app.config.get("CLERK_FRONTEND_API")
     response = current_app.make_response(
         render_template(
             "auth/sign_in.html",
             frontend_api=frontend_api,
-            after_sign_in=safe_next_url(request.args.get("next")) or url_for("users.index"),
+            after_sign_in=safe_next_url(request.args.get("next")) or url_for("overview.index"),
             clerk_refusal=g.get("clerk_refusal"),
             signed_out=request.args.get("signed_out") == "1",
         )
@@ -73,7 +73,7 @@ def redeem_link(token: str):
     db.session.commit()
     sign_in(user)
     flash(f"Signed in as {user.email}.", "success")
-    return redirect(safe_next_url(request.args.get("next")) or url_for("users.index"))
+    return redirect(safe_next_url(request.args.get("next")) or url_for("overview.index"))
 
 
 @bp.post("/sign-out")

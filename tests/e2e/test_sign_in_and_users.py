@@ -19,8 +19,10 @@ def test_sign_in_by_link_see_users_page_through_and_sign_out(app, page, auth, ma
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
     page.goto(auth.link_for(admin))
-    expect(page.get_by_role("heading", name="Users")).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()  # signed in: the overview
     expect(page.get_by_text("Signed in as boss@example.com.")).to_be_visible()
+    page.get_by_role("link", name="Users", exact=True).click()
+    expect(page.get_by_role("heading", name="Users")).to_be_visible()
     rows = page.locator("table.users-table tbody tr")
     expect(rows).to_have_count(10)
     expect(rows.first).to_contain_text("boss@example.com")
@@ -49,7 +51,7 @@ def test_a_used_link_is_refused_in_the_browser(page, auth, make_user):
     admin = make_user(email="once@example.com", role=UserRole.ADMIN)
     link = auth.link_for(admin)
     page.goto(link)
-    expect(page.get_by_role("heading", name="Users")).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
     page.context.clear_cookies()
     page.goto(link)
     expect(page.get_by_role("heading", name="Sign-in link refused")).to_be_visible()

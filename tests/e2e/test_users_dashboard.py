@@ -31,6 +31,7 @@ def people(make_user, db):
 def signed_in(page, auth, make_user):
     boss = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN, created_at=utcnow() - timedelta(days=400))
     page.goto(auth.link_for(boss))
+    page.goto("/users")
     expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
     return page
 
