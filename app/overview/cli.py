@@ -10,9 +10,14 @@ from app.extensions import db
 stats_cli = AppGroup("stats", help="The overview's user counters.")
 
 
-def _describe(differences: dict) -> list[str]:
-    return [f"  {dimension}:{bucket}  stored {stored:,}, actual {actual:,}"
-            for (dimension, bucket), (stored, actual) in differences.items()]
+def _report(differences: dict, *, exact: str, differ: str) -> None:
+    """Say `exact` when nothing differs, else `differ` and one line per counter that does."""
+    if not differences:
+        click.echo(exact)
+        return
+    click.echo(differ.format(n=len(differences)))
+    for (dimension, bucket), (stored, actual) in differences.items():
+        click.echo(f"  {dimension}:{bucket}  stored {stored:,}, actual {actual:,}")
 
 
 @stats_cli.command("rebuild")
@@ -22,12 +27,8 @@ def rebuild_command() -> None:
 
     differences = rebuild()
     db.session.commit()
-    if not differences:
-        click.echo("The counters were exact; recounted and stored again.")
-        return
-    click.echo(f"Corrected {len(differences)} counter(s):")
-    for line in _describe(differences):
-        click.echo(line)
+    _report(differences, exact="The counters were exact; recounted and stored again.",
+            differ="Corrected {n} counter(s):")
 
 
 @stats_cli.command("check")
@@ -38,10 +39,7 @@ def check_command() -> None:
     snapshot_isolation()
     found = differences(read_counts(), recount())
     db.session.rollback()
-    if not found:
-        click.echo("The counters equal a recount.")
-        return
-    click.echo(f"{len(found)} counter(s) differ from a recount (run `flask stats rebuild`):")
-    for line in _describe(found):
-        click.echo(line)
-    raise SystemExit(1)
+    _report(found, exact="The counters equal a recount.",
+            differ="{n} counter(s) differ from a recount (run `flask stats rebuild`):")
+    if found:
+        raise SystemExit(1)
