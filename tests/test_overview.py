@@ -129,7 +129,11 @@ def test_webhook_deliveries_of_the_last_24_hours_by_outcome_and_the_latest_failu
     shown = figures(html)
     assert (shown["outcome-applied"], shown["outcome-stale"], shown["outcome-failed"]) == (5, 1, 2)
     assert shown["webhooks-total"] == 8
-    assert 'href="/webhooks?outcome=failed"' in html
+    assert 'href="/webhooks?within=24h&amp;outcome=failed"' in html
+    # The link lists what the figure counts: the old failure is not there.
+    listed = client.get("/webhooks?within=24h&outcome=failed", headers=HX).get_data(as_text=True)
+    assert "msg_fail1" in listed and "msg_fail2" in listed and "msg_old_fail" not in listed
+    assert "msg_old_fail" in client.get("/webhooks?outcome=failed", headers=HX).get_data(as_text=True)
     latest = re.search(r'<a href="([^"]+)" id="latest-failure">', html).group(1)
     assert latest == "/webhooks/msg_fail2" and "the newest failure" in html
 

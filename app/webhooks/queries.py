@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
@@ -20,7 +21,12 @@ class EventPage:
 
 
 def list_webhook_events(
-    *, outcome: str | None = None, event_type: str | None = None, after: str | None = None, per_page: int = 50
+    *,
+    outcome: str | None = None,
+    event_type: str | None = None,
+    received_since: datetime | None = None,
+    after: str | None = None,
+    per_page: int = 50,
 ) -> EventPage:
     """One page of deliveries, newest first; `after` is the cursor of the previous page's last row."""
     # The payload can be up to 1 MiB: the list never loads it.
@@ -29,6 +35,8 @@ def list_webhook_events(
         query = query.where(WebhookEvent.outcome == outcome)
     if event_type:
         query = query.where(WebhookEvent.type == event_type)
+    if received_since is not None:
+        query = query.where(WebhookEvent.received_at >= received_since)
     page = newest_first(query, WebhookEvent.received_at, WebhookEvent.id, after=after, per_page=per_page)
     return EventPage(events=page.rows, next_cursor=page.next_cursor, is_first=page.is_first)
 

@@ -25,7 +25,7 @@ from app.audit.services import Actor
 from app.auth.guard import public
 from app.database import RETRY_AFTER_SECONDS, is_database_unreachable, rollback_quietly
 from app.extensions import csrf, db
-from app.models import WebhookEvent
+from app.models import WebhookEvent, utcnow
 from app.rendering import page_or_fragment
 from app.webhooks.forms import WebhookFilterForm
 from app.webhooks.queries import find_clerk_users, list_webhook_events
@@ -147,6 +147,7 @@ def index():
     page = list_webhook_events(
         outcome=filters.outcome,
         event_type=filters.event_type,
+        received_since=filters.received_since(utcnow()),
         after=request.args.get("after"),
         per_page=current_app.config.get("WEBHOOKS_PER_PAGE", 50),
     )
