@@ -42,6 +42,11 @@ def is_database_unreachable(error: BaseException | None) -> bool:
     return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """A driver error's first line, for a one-line log entry (psycopg's messages run on)."""
+    return (str(error).splitlines() or [""])[0][:limit]
+
+
 def rollback_quietly() -> None:
     """Roll back; when even that cannot reach the database, drop the session (and its connection)."""
     from app.extensions import db
@@ -92,7 +97,7 @@ def release_sessions_safely(app) -> None:
         try:
             db.session.remove()
         except exc.SQLAlchemyError as error:
-            app.logger.warning("dropping a database connection that died: %s", str(error).splitlines()[0][:300])
+            app.logger.warning("dropping a database connection that died: %s", first_line(error))
             try:
                 db.session.registry().invalidate()
             finally:

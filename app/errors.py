@@ -12,6 +12,7 @@ from app.database import (
     UNREACHABLE_AFTER_SAVE_MESSAGE,
     UNREACHABLE_MESSAGE,
     committed_in_this_request,
+    first_line,
     is_database_unreachable,
     note_commits,
     release_sessions_safely,
@@ -60,7 +61,7 @@ def _keep_user_for_the_page() -> None:
 def database_unreachable(error: BaseException):
     """503 with Retry-After: the client (a person, htmx, Svix) can try the same request again."""
     current_app.logger.warning(
-        "%s %s: database unreachable: %s", request.method, request.path, str(error).splitlines()[0][:300]
+        "%s %s: database unreachable: %s", request.method, request.path, first_line(error)
     )
     _keep_user_for_the_page()
     rollback_quietly()

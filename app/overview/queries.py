@@ -20,10 +20,11 @@ from app.clerk.outbox import outbox_health
 from app.extensions import db
 from app.models import UserRole, UserStatus, WebhookEvent, WebhookOutcome
 from app.overview import stats
+from app.webhooks.forms import WITHIN
 
 RANGES = (7, 30, 90)
 DEFAULT_RANGE = 30
-WEBHOOK_WINDOW = timedelta(hours=24)
+WEBHOOK_WINDOW = WITHIN["24h"]  # what the webhooks page's "last 24 hours" filter shows
 RECENT_EVENTS = 10
 
 

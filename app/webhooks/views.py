@@ -23,7 +23,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.audit.services import Actor
 from app.auth.guard import public
-from app.database import RETRY_AFTER_SECONDS, is_database_unreachable, rollback_quietly
+from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachable, rollback_quietly
 from app.extensions import csrf, db
 from app.models import WebhookEvent, utcnow
 from app.rendering import page_or_fragment
@@ -117,7 +117,7 @@ def _failed(svix_id: str, text: str, payload: Any, error: Exception) -> Response
     rollback_quietly()
     unreachable = is_database_unreachable(error)
     if unreachable:  # one line, not a traceback per delivery while the database is away
-        current_app.logger.warning("webhook %s: database unreachable: %s", svix_id, str(error).splitlines()[0][:300])
+        current_app.logger.warning("webhook %s: database unreachable: %s", svix_id, first_line(error))
     else:
         current_app.logger.exception("webhook %s could not be applied", svix_id)
     database = isinstance(error, SQLAlchemyError)
