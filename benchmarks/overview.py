@@ -37,11 +37,9 @@ from users_list import (  # noqa: E402
     SECRET,
     SqlFloor,
     ensure_database,
-    measure,
-    percentiles,
     prepare,
-    server_times,
     start_gunicorn,
+    time_plan,
 )
 
 from app import create_app  # noqa: E402
@@ -135,13 +133,7 @@ def main() -> None:
         changed = bulk_changes(url_text, rng)
         with httpx.Client(base_url=base, timeout=300) as client:
             assert client.get(f"/auth/link/{data['token']}").status_code == 302
-            for _name, urls, headers in plan:
-                for _ in range(4):
-                    client.get(urls[0], headers=headers)
-            results, server = {}, {}
-            for name, urls, headers in plan:
-                results[name] = measure(client, urls, args.repeat, headers)
-                server[name] = percentiles(server_times(access_log, args.repeat))
+            results, server = time_plan(client, plan, args.repeat, access_log)
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -173,6 +173,18 @@ def measure(client: httpx.Client, urls: list[str], repeat: int, headers=None) ->
     return percentiles(times)
 
 
+def time_plan(client: httpx.Client, plan, repeat: int, access_log: Path) -> tuple[dict, dict]:
+    """Warm every worker on every scenario, then time each: ({name: client p50/p95}, {name: server p50/p95})."""
+    for _name, urls, headers in plan:  # both workers compile templates and fill caches first
+        for url in urls[:4]:
+            client.get(url, headers=headers)
+    results, server = {}, {}
+    for name, urls, headers in plan:
+        results[name] = measure(client, urls, repeat, headers)
+        server[name] = percentiles(server_times(access_log, repeat))
+    return results, server
+
+
 class SqlFloor:
     """The bare SQL of each request: the statements the app ran for it, replayed on one connection.
 
@@ -334,14 +346,8 @@ def main() -> None:
     try:
         with httpx.Client(base_url=base, timeout=300) as client:
             assert client.get(f"/auth/link/{data['token']}").status_code == 302
-            for _name, urls, headers in plan:  # both workers compile templates and fill caches first
-                for url in urls[:4]:
-                    client.get(url, headers=headers)
             before = seq_scans(url_text)
-            results, server = {}, {}
-            for name, urls, headers in plan:
-                results[name] = measure(client, urls, args.repeat, headers)
-                server[name] = percentiles(server_times(access_log, args.repeat))
+            results, server = time_plan(client, plan, args.repeat, access_log)
             after = seq_scans(url_text)
             exported = None if args.no_export else measure_export(client, process)
     finally:
