@@ -227,8 +227,12 @@ class UserData(db.Model):
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
     )
 
+    # Optimistic locking, as users have: two tabs saving one pair cannot silently overwrite each other.
+    version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+
     user: Mapped[User] = relationship(back_populates="data")
 
+    __mapper_args__ = {"version_id_col": version}
     __table_args__ = (sa.UniqueConstraint("user_id", "key"),)
 
 

@@ -52,7 +52,17 @@ def may_manage(target) -> bool:
     from app.users.permissions import can_manage
 
     user = g.get("user")
-    return user is not None and can_manage(Actor.staff(user), target)
+    return user is not None and target.deleted_at is None and can_manage(Actor.staff(user), target)
+
+
+def status_targets(target) -> list[str]:
+    """The statuses the signed-in person may set `target` to from a page (never themselves away from active)."""
+    from app.users.services import next_statuses
+
+    user = g.get("user")
+    if not may_manage(target):
+        return []
+    return [s.value for s in next_statuses(target) if s.value == "active" or user.id != target.id]
 
 
 def may_change_roles() -> bool:
@@ -70,6 +80,6 @@ def init_templating(app: Flask) -> None:
 
     app.jinja_env.globals.update(
         UserRole=UserRole, UserStatus=UserStatus, wants_fragment=wants_fragment, row_url=row_url,
-        may_manage=may_manage, may_change_roles=may_change_roles,
+        may_manage=may_manage, may_change_roles=may_change_roles, status_targets=status_targets,
         STATUS_VERBS={"suspended": "Suspend", "active": "Reactivate", "inactive": "Mark inactive"},
     )

@@ -53,3 +53,25 @@
     if (invalid) invalid.focus();
   });
 })();
+
+// A bulk action's confirmation: Cancel (or Escape) takes it away and gives focus back to the bar.
+(function () {
+  "use strict";
+  function dismiss(box) {
+    var container = box.closest("#bulk-confirm");
+    if (!container) return false;
+    container.replaceChildren();
+    var action = document.getElementById("bulk-action");
+    if (action) action.focus();
+    return true;
+  }
+  document.addEventListener("click", function (event) {
+    var cancel = event.target.closest && event.target.closest("#bulk-confirm [data-cancel]");
+    if (cancel && dismiss(cancel)) event.preventDefault();
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || !event.target.closest) return;
+    var box = event.target.closest("#bulk-confirm [data-cancel-on-escape]");
+    if (box && dismiss(box)) event.preventDefault();
+  });
+})();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from html.parser import HTMLParser
 import re
 import threading
 import uuid
@@ -190,3 +191,52 @@ def csrf_token_from(html: str) -> str:
     match = CSRF_INPUT.search(html)
     assert match, "no CSRF token on the page"
     return match.group(1)
+
+
+class _FormReader(HTMLParser):
+    """The values a browser would submit for the form whose action is `action`."""
+
+    def __init__(self, action: str):
+        super().__init__(convert_charrefs=True)
+        self.action, self.inside, self.values = action, False, []
+        self._textarea: str | None = None
+        self._select: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.inside = attrs.get("action") == self.action
+        if not self.inside:
+            return
+        if tag == "input" and attrs.get("name"):
+            if attrs.get("type") in ("checkbox", "radio") and "checked" not in attrs:
+                return
+            self.values.append((attrs["name"], attrs.get("value") or ""))
+        elif tag == "textarea":
+            self._textarea, self._text = attrs.get("name"), []
+        elif tag == "select":
+            self._select = attrs.get("name")
+        elif tag == "option" and self._select and "selected" in attrs:
+            self.values.append((self._select, attrs.get("value") or ""))
+
+    def handle_data(self, data):
+        if self._textarea is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.inside = False
+        elif tag == "textarea" and self._textarea is not None:
+            self.values.append((self._textarea, "".join(self._text).removeprefix("\r\n").removeprefix("\n")))
+            self._textarea = None
+        elif tag == "select":
+            self._select = None
+
+
+def form_values(html: str, action: str) -> dict:
+    """The fields of the form posting to `action`, as a browser would send them (last value wins)."""
+    reader = _FormReader(action)
+    reader.feed(html)
+    assert reader.values, f"no form posting to {action}"
+    return dict(reader.values)

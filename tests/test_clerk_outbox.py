@@ -138,7 +138,7 @@ def test_a_field_edit_without_role_or_status_sends_nothing(client, token, member
 
 def test_bulk_suspend_bans_each_user_in_clerk(client, token, member, fake, db, make_user):
     local_only = make_user(email="local@example.com", clerk_id="local_abc")  # never in Clerk: nothing sent
-    response = client.post("/users/bulk", data={"csrf_token": token, "action": "suspended",
+    response = client.post("/users/bulk", data={"csrf_token": token, "action": "suspended", "confirm": "y",
                                                 "ids": [member.id, local_only.id]})
     assert response.status_code == 302
     assert [c.path for c in mutations(fake)] == [f"/v1/users/{member.clerk_id}/ban",

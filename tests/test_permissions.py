@@ -96,9 +96,9 @@ def test_admin_invites_only_users(auth, client, db):
 def test_admin_bulk_skips_users_it_may_not_change(auth, client, targets, db):
     _, token = sign_in_as(auth, client, UserRole.ADMIN)
     ids = [u.id for u in targets.values()]
-    html = client.post("/users/bulk", data={"csrf_token": token, "action": "suspended", "ids": ids},
+    html = client.post("/users/bulk", data={"csrf_token": token, "action": "suspended", "confirm": "y", "ids": ids},
                        headers={"HX-Request": "true"}).get_data(as_text=True)
-    assert "1 of 3 selected users changed" in html and "Not allowed for" in html
+    assert "1 of 3 selected users changed" in html and html.count("not changed.") == 2
     db.session.expire_all()
     assert {r: u.status for r, u in targets.items()} == {
         UserRole.USER: UserStatus.SUSPENDED, UserRole.ADMIN: UserStatus.ACTIVE, UserRole.SUPER_ADMIN: UserStatus.ACTIVE}
@@ -124,23 +124,25 @@ def test_super_admin_manages_everyone_and_changes_roles(auth, client, targets, d
     assert admin.role == UserRole.USER and other_super.status == UserStatus.SUSPENDED
 
 
-def test_the_last_active_super_admin_cannot_be_demoted_or_suspended(auth, client, db):
+def test_nobody_demotes_or_suspends_themselves(auth, client, make_user, db):
+    make_user(email="other-super@example.com", role=UserRole.SUPER_ADMIN)  # not the last one: still refused
     me, token = sign_in_as(auth, client, UserRole.SUPER_ADMIN)
     before = state(db)
     demote = client.post(f"/users/{me.id}/edit", data=edit_data(me, token, role="admin"))
     assert demote.status_code == 422
-    assert "at least one active super admin" in demote.get_data(as_text=True)
-    suspend = client.post(f"/users/{me.id}/status", data={"csrf_token": token, "status": "inactive"})
-    assert suspend.status_code == 403
+    assert "You cannot change your own role" in demote.get_data(as_text=True)
+    for status in ("inactive", "suspended"):
+        suspend = client.post(f"/users/{me.id}/status", data={"csrf_token": token, "status": status})
+        assert suspend.status_code == 403 and "You cannot change your own status" in suspend.text
     assert state(db) == before
 
 
-def test_with_two_super_admins_one_may_step_down(auth, client, make_user, db):
-    make_user(email="other-super@example.com", role=UserRole.SUPER_ADMIN)
-    me, token = sign_in_as(auth, client, UserRole.SUPER_ADMIN)
-    assert client.post(f"/users/{me.id}/edit", data=edit_data(me, token, role="admin")).status_code == 302
+def test_one_super_admin_may_demote_another(auth, client, make_user, db):
+    other = make_user(email="other-super@example.com", role=UserRole.SUPER_ADMIN)
+    _, token = sign_in_as(auth, client, UserRole.SUPER_ADMIN)
+    assert client.post(f"/users/{other.id}/edit", data=edit_data(other, token, role="admin")).status_code == 302
     db.session.expire_all()
-    assert me.role == UserRole.ADMIN
+    assert other.role == UserRole.ADMIN
 
 
 def test_a_suspended_super_admin_does_not_count(make_user, db):

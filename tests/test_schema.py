@@ -26,7 +26,7 @@ def test_user_data_columns_foreign_key_and_unique_key(db):
     columns = {c["name"]: c["nullable"] for c in inspector.get_columns("user_data")}
     assert columns == {
         "id": False, "user_id": False, "key": False, "value": False,
-        "created_at": False, "updated_at": False,
+        "created_at": False, "updated_at": False, "version": False,
     }
     (fk,) = inspector.get_foreign_keys("user_data")
     assert fk["referred_table"] == "users" and fk["constrained_columns"] == ["user_id"]

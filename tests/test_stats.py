@@ -15,7 +15,7 @@ from app.clerk.sync import delete_clerk_user, record_sign_in, upsert_clerk_user,
 from app.models import User, UserRole, UserStatus
 from app.overview import stats
 from app.overview.models import UserCount
-from app.users.services import add_user_data, invite_user, set_status, DuplicateKey
+from app.users.services import add_user_data, invite_user, revoke_invitation, set_status, DuplicateKey
 from tests.clerk_payloads import (
     BASE_MS,
     SECRET,
@@ -94,6 +94,7 @@ def test_a_change_moves_the_user_between_buckets(app, db):
     user = invite_user("mover@example.com", actor=CLI)
     db.session.commit()
     record_sign_in(user.clerk_id, at(3), actor=CLI)  # an invited row with a placeholder id: a sign-in still counts
+    revoke_invitation(user, actor=CLI)  # an invited user leaves that status only this way (or by Clerk's claim)
     set_status(user, UserStatus.SUSPENDED, actor=CLI)
     db.session.commit()
     counts = stored(db)
@@ -105,6 +106,7 @@ def test_a_change_moves_the_user_between_buckets(app, db):
 def test_a_rolled_back_savepoint_takes_only_its_own_deltas(app, db):
     user = invite_user("saver@example.com", actor=CLI)
     add_user_data(user, "plan", "pro", actor=CLI)
+    revoke_invitation(user, actor=CLI)
     db.session.commit()
 
     set_status(user, UserStatus.SUSPENDED, actor=CLI)  # outside the savepoint: kept
@@ -315,7 +317,7 @@ class Mix:
         chosen = self.rng.sample(users, min(len(users), self.rng.randint(1, 6))) if users else []
         response = self.client.post("/users/bulk", headers=HX, data={
             "csrf_token": self.token, "action": self.rng.choice(["suspended", "active", "inactive"]),
-            "ids": [u.id for u in chosen]})
+            "confirm": "y", "ids": [u.id for u in chosen]})
         assert response.status_code == 200
 
     def cli_create_admin(self):

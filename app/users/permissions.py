@@ -4,6 +4,7 @@
 | see the dashboard | no | yes | yes |
 | edit, invite, suspend, reactivate, key-value data | no | users with role `user` only | everyone |
 | change roles | no | no | yes, never leaving zero active super admins |
+| act on themselves (status, role) | no | no | no |
 
 The command line and Clerk's webhook act for the system (the break-glass path and the mirror of
 Clerk), so only the last-super-admin rule binds them.
@@ -38,6 +39,16 @@ def can_change_roles(actor: Actor) -> bool:
 def ensure_can_manage(actor: Actor, target: User) -> None:
     if not can_manage(actor, target):
         raise NotAllowed(f"Admins manage users with the role 'user' only; {target.email} is {target.role.label}.")
+
+
+def is_self(actor: Actor, target: User) -> bool:
+    return actor.user is not None and actor.user.id == target.id
+
+
+def ensure_not_self(actor: Actor, target: User, what: str) -> None:
+    """Nobody suspends, deactivates, demotes or deletes themselves, whatever the path."""
+    if is_self(actor, target):
+        raise NotAllowed(f"You cannot {what}: ask another super admin.")
 
 
 def ensure_can_give_role(actor: Actor, role: UserRole) -> None:

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.audit.services import Actor, diff, record
 from app.clerk import outbox
@@ -18,6 +20,7 @@ from app.users.permissions import (  # noqa: F401  (NotAllowed is part of this m
     ensure_can_change_role,
     ensure_can_give_role,
     ensure_can_manage,
+    ensure_not_self,
 )
 
 
@@ -26,7 +29,24 @@ class UserError(ValueError):
 
 
 def normalise_email(email: str) -> str:
-    return email.strip().lower()
+    """One spelling per address: trimmed, lower case, an IDNA domain in Unicode (bücher.de, not xn--)."""
+    email = email.strip()
+    try:
+        return validate_email(email, check_deliverability=False).normalized.lower()
+    except (EmailNotValidError, UnicodeError, ValueError):
+        return email.lower()
+
+
+def email_spellings(email: str) -> set[str]:
+    """Every lower-case spelling of an address that names the same mailbox (Unicode or ASCII domain)."""
+    spellings = {email.strip().lower(), normalise_email(email)}
+    try:
+        ascii_email = validate_email(email.strip(), check_deliverability=False).ascii_email
+    except (EmailNotValidError, UnicodeError, ValueError):
+        ascii_email = None
+    if ascii_email:
+        spellings.add(ascii_email.lower())
+    return spellings
 
 
 def placeholder_clerk_id() -> str:
@@ -41,14 +61,12 @@ def live_users():
 
 def find_live_user_by_email(email: str) -> User | None:
     return db.session.scalars(
-        live_users().where(sa.func.lower(User.email) == normalise_email(email)).limit(1)
+        live_users().where(sa.func.lower(User.email).in_(email_spellings(email))).limit(1)
     ).first()
 
 
 def create_admin(email: str, *, role: UserRole = UserRole.SUPER_ADMIN, actor: Actor) -> User:
     """Make (or promote) a staff member who can sign in to the dashboard."""
-    from email_validator import EmailNotValidError, validate_email
-
     if role not in (UserRole.ADMIN, UserRole.SUPER_ADMIN):
         raise UserError("an administrator's role is admin or super_admin")
     try:
@@ -59,6 +77,10 @@ def create_admin(email: str, *, role: UserRole = UserRole.SUPER_ADMIN, actor: Ac
     user = find_live_user_by_email(email)
     if user is None:
         return _new_user(email, role=role, status=UserStatus.ACTIVE, action="user.create_admin", actor=actor)
+    if user.status == UserStatus.INVITED:
+        raise UserError(
+            f"{user.email} is invited and waits for Clerk: revoke the invitation first, or let it be accepted"
+        )
     ensure_a_super_admin_remains(user, role=role, status=UserStatus.ACTIVE)  # `--role admin` on the last one
     role_before, status_before = user.role, user.status
     update_user_fields(user, {"role": role, "status": UserStatus.ACTIVE}, actor=actor)
@@ -78,7 +100,7 @@ def _new_user(
 ) -> User:
     """A local row, with a placeholder Clerk id until Clerk's user.created claims it; audited."""
     user = User(
-        email=email.lower(),
+        email=normalise_email(email),
         first_name=first_name or None,
         last_name=last_name or None,
         role=role,
@@ -131,11 +153,56 @@ class EditConflict(UserError):
     """Someone saved the user after the form was opened; nothing was overwritten."""
 
 
+class DataConflict(UserError):
+    """Someone changed or deleted a key-value pair after the form was opened; nothing was overwritten."""
+
+
+class ReadOnlyUser(UserError):
+    """A user deleted in Clerk: kept as a tombstone, changed by nothing any more."""
+
+
 STATUS_ACTIONS = {
     UserStatus.SUSPENDED: "user.suspend",
     UserStatus.ACTIVE: "user.reactivate",
     UserStatus.INACTIVE: "user.deactivate",
 }
+# Where each status may go from the dashboard. `invited` is left only by Clerk's claim of the row
+# or by revoking the invitation, and reached only by inviting: no edit, status change or bulk action.
+NEXT_STATUSES = {
+    UserStatus.ACTIVE: (UserStatus.SUSPENDED, UserStatus.INACTIVE),
+    UserStatus.SUSPENDED: (UserStatus.ACTIVE, UserStatus.INACTIVE),
+    UserStatus.INACTIVE: (UserStatus.ACTIVE, UserStatus.SUSPENDED),
+    UserStatus.INVITED: (),
+}
+
+
+def next_statuses(user: User) -> tuple[UserStatus, ...]:
+    """The statuses the dashboard may set this user to (empty for deleted and invited users)."""
+    if user.deleted_at is not None:
+        return ()
+    return NEXT_STATUSES[user.status]
+
+
+def ensure_editable(user: User) -> None:
+    if user.deleted_at is not None:
+        raise ReadOnlyUser(f"{user.label} was deleted in Clerk: the account is read-only here.")
+
+
+def ensure_status_change(user: User, status: UserStatus, *, actor: Actor) -> None:
+    """Every rule a status change must pass, whatever the path (edit, row, page, bulk); writes nothing."""
+    ensure_editable(user)
+    ensure_can_manage(actor, user)
+    if status == user.status:
+        return
+    if user.status == UserStatus.INVITED:
+        raise UserError(
+            f"{user.label} is invited: the status changes when Clerk's user accepts, or when the invitation is revoked."
+        )
+    if status not in next_statuses(user):
+        raise UserError(f"A user cannot be set to {status.value!r} here.")
+    if status != UserStatus.ACTIVE:
+        ensure_not_self(actor, user, "change your own status")
+    ensure_a_super_admin_remains(user, role=user.role, status=status)
 
 
 def _ensure_email_free(email: str, *, except_user: User | None = None) -> None:
@@ -165,12 +232,21 @@ def invite_user(
 
 
 def edit_user(user: User, changes: dict, *, expected_version: int | None, actor: Actor) -> dict:
-    """Save an admin's edit, unless someone else saved the user since the form was opened."""
+    """Save the fields an admin changed, unless someone else saved the user since the form was opened.
+
+    `changes` holds only what this admin changed: fields nobody touched keep what Clerk sent, even
+    when it breaks a dashboard rule, and a save after a conflict cannot undo another person's edit.
+    """
+    ensure_editable(user)
     ensure_can_manage(actor, user)
     if expected_version is not None and expected_version != user.version:
         raise EditConflict("Someone else saved this user after you opened the form.")
     role, status = changes.get("role", user.role), changes.get("status", user.status)
+    if role != user.role:
+        ensure_not_self(actor, user, "change your own role")
     ensure_can_change_role(actor, user, role)
+    if status != user.status:
+        ensure_status_change(user, status, actor=actor)
     ensure_a_super_admin_remains(user, role=role, status=status)
     if "email" in changes:
         changes = {**changes, "email": normalise_email(changes["email"])}
@@ -186,10 +262,7 @@ def set_status(user: User, status: UserStatus, *, actor: Actor) -> dict:
     """Suspend, reactivate or mark inactive; `invited` is reached only by inviting."""
     if status not in STATUS_ACTIONS:
         raise UserError(f"A user cannot be set to {status.value!r} here.")
-    if user.deleted_at is not None:
-        raise UserError("This user was deleted in Clerk and can no longer change status.")
-    ensure_can_manage(actor, user)
-    ensure_a_super_admin_remains(user, role=user.role, status=status)
+    ensure_status_change(user, status, actor=actor)
     status_before = user.status
     changed = update_user_fields(user, {"status": status}, actor=actor, action=STATUS_ACTIONS[status])
     outbox.enqueue_role_and_status(user, role_before=user.role, status_before=status_before)
@@ -208,6 +281,7 @@ def can_invite_again(user: User) -> bool:
 
 def revoke_invitation(user: User, *, actor: Actor) -> dict:
     """Withdraw an invitation: the row becomes inactive and Clerk's invitation is revoked."""
+    ensure_editable(user)
     ensure_can_manage(actor, user)
     if not has_open_invitation(user):
         raise UserError("Only a user who is still invited has an invitation to revoke.")
@@ -218,6 +292,7 @@ def revoke_invitation(user: User, *, actor: Actor) -> dict:
 
 def resend_invitation(user: User, *, actor: Actor) -> None:
     """Send the invitation again: Clerk has no resend, so the old one is revoked and a new one made."""
+    ensure_editable(user)
     ensure_can_manage(actor, user)
     if not (has_open_invitation(user) or can_invite_again(user)):
         raise UserError("Only an invited user, or one whose invitation was revoked, can be invited again.")
@@ -231,33 +306,63 @@ def resend_invitation(user: User, *, actor: Actor) -> None:
     outbox.enqueue_invitation(user)
 
 
+MAX_BULK = 1000
+
+
 @dataclass
 class BulkResult:
-    changed: list[User] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)  # email: why
+    changed: list[User] = field(default_factory=list)  # changed (or, in a preview, would change)
+    unchanged: list[User] = field(default_factory=list)  # already in that status
+    refused: dict[str, str] = field(default_factory=dict)  # label: why, for each user left alone
+
+
+def _bulk_targets(user_ids: list[str], *, lock: bool) -> tuple[list[str], list[User]]:
+    ids = list(dict.fromkeys(i for i in user_ids if isinstance(i, str) and i))[:MAX_BULK]
+    query = sa.select(User).where(User.id.in_(ids)).order_by(User.id)
+    return ids, list(db.session.scalars(query.with_for_update() if lock else query))
+
+
+def preview_bulk_status(user_ids: list[str], status: UserStatus, *, actor: Actor) -> BulkResult:
+    """What `bulk_set_status` would do, user by user, without writing: for the confirmation."""
+    return _bulk(user_ids, status, actor=actor, write=False)
 
 
 def bulk_set_status(user_ids: list[str], status: UserStatus, *, actor: Actor) -> BulkResult:
-    """Set many users' status in the caller's transaction; users the actor may not change are skipped."""
+    """Set many users' status in the caller's transaction; each user refused is named with the reason."""
+    return _bulk(user_ids, status, actor=actor, write=True)
+
+
+def _bulk(user_ids: list[str], status: UserStatus, *, actor: Actor, write: bool) -> BulkResult:
     if status not in STATUS_ACTIONS:
         raise UserError(f"A user cannot be set to {status.value!r} here.")
-    ids = list(dict.fromkeys(user_ids))
-    users = db.session.scalars(
-        live_users().where(User.id.in_(ids)).order_by(User.id).with_for_update()
-    ).all()
+    ids, users = _bulk_targets(user_ids, lock=write)
     result = BulkResult()
+    for missing in sorted(set(ids) - {user.id for user in users}):
+        result.refused[missing] = "there is no user with this id"
     for user in users:
+        if user.status == status and user.deleted_at is None:
+            result.unchanged.append(user)
+            continue
         try:
-            if set_status(user, status, actor=actor):
-                result.changed.append(user)
-        except NotAllowed as refused:
-            result.refused[user.email] = str(refused)
+            ensure_status_change(user, status, actor=actor)
+            if write:
+                set_status(user, status, actor=actor)
+        except (UserError, NotAllowed) as refused:
+            result.refused[user.label] = str(refused)
+        else:
+            result.changed.append(user)
     return result
+
+
+def _ensure_data_current(item: UserData, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != item.version:
+        raise DataConflict(f"Someone else changed {item.key} after you opened it; nothing was overwritten.")
 
 
 def add_user_data(user: User, key: str, value: str, *, actor: Actor) -> UserData:
     from sqlalchemy.exc import IntegrityError
 
+    ensure_editable(user)
     ensure_can_manage(actor, user)
     _ensure_key_free(user, key)
     item = UserData(user_id=user.id, key=key, value=value)
@@ -271,10 +376,15 @@ def add_user_data(user: User, key: str, value: str, *, actor: Actor) -> UserData
     return item
 
 
-def update_user_data(item: UserData, key: str, value: str, *, actor: Actor) -> dict:
+def update_user_data(
+    item: UserData, key: str, value: str, *, actor: Actor, expected_version: int | None = None
+) -> dict:
+    """Save a pair, unless someone changed it since the form was opened (the same check users have)."""
     from sqlalchemy.exc import IntegrityError
 
+    ensure_editable(item.user)
     ensure_can_manage(actor, item.user)
+    _ensure_data_current(item, expected_version)
     if key != item.key:
         _ensure_key_free(item.user, key)
     changes: dict = {}
@@ -290,16 +400,23 @@ def update_user_data(item: UserData, key: str, value: str, *, actor: Actor) -> d
             item.key, item.value = key, value
     except IntegrityError as exc:
         raise DuplicateKey(f"This user already has a key named {key!r}.") from exc
+    except StaleDataError as exc:  # changed between our read and our write
+        raise DataConflict(f"Someone else changed {key} at the same moment; nothing was overwritten.") from exc
     record("user_data.update", actor=actor, target=item.user, changes=changes)
     return changes
 
 
-def delete_user_data(item: UserData, *, actor: Actor) -> None:
+def delete_user_data(item: UserData, *, actor: Actor, expected_version: int | None = None) -> None:
     user = item.user
+    ensure_editable(user)
     ensure_can_manage(actor, user)
+    _ensure_data_current(item, expected_version)
     record("user_data.delete", actor=actor, target=user, changes={f"data.{item.key}": [item.value, None]})
     db.session.delete(item)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except StaleDataError as exc:
+        raise DataConflict(f"Someone else changed {item.key} at the same moment; nothing was deleted.") from exc
 
 
 def _ensure_key_free(user: User, key: str) -> None:

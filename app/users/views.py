@@ -16,6 +16,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy.orm.exc import StaleDataError
+from wtforms import SelectChoice
 
 from app.audit.services import Actor
 from app.clerk.forms import ClerkActionForm
@@ -33,6 +34,8 @@ from app.users.services import (
     DuplicateKey,
     NotAllowed,
     EditConflict,
+    MAX_BULK,
+    DataConflict,
     UserError,
     add_user_data,
     bulk_set_status,
@@ -41,6 +44,9 @@ from app.users.services import (
     invite_user,
     resend_invitation,
     revoke_invitation,
+    ensure_status_change,
+    next_statuses,
+    preview_bulk_status,
     set_status,
     update_user_data,
 )
@@ -116,20 +122,34 @@ def export_csv():
 
 @bp.post("/users/bulk")
 def bulk():
+    """Two steps: the selection and action answer a confirmation with the count; `confirm` applies it."""
     form = BulkForm()
-    ids = [i for i in request.form.getlist("ids") if i][:1000]
+    ids = [i for i in request.form.getlist("ids") if i][:MAX_BULK]
     if not form.validate():
         flash("Choose an action for the selected users.", "error")
     elif not ids:
         flash("Select at least one user first.", "error")
+    if (form.errors or not ids) and wants_fragment() and not form.confirm.data:
+        return render_template("_flashes.html"), 422  # into the confirmation's place, by the bar
+    if form.errors or not ids:
+        pass
+    elif not form.confirm.data:
+        status = UserStatus(form.action.data)
+        preview = preview_bulk_status(ids, status, actor=actor())
+        db.session.rollback()  # the preview locked nothing and wrote nothing; end its transaction
+        context = {"preview": preview, "form": form, "ids": ids, "verb": BULK_ACTIONS[form.action.data],
+                   "bulk_url": request.full_path if request.query_string else request.path}
+        if wants_fragment():
+            return render_template("users/_bulk_confirm.html", **context)
+        return render_template("users/bulk_confirm.html", **context)
     else:
         result = bulk_set_status(ids, UserStatus(form.action.data), actor=actor())
         db.session.commit()
         deliver_to_clerk()
         verb = BULK_ACTIONS[form.action.data].lower()
         flash(f"{len(result.changed)} of {len(ids)} selected users changed ({verb}).", "success")
-        if result.refused:
-            flash(f"Not allowed for {', '.join(sorted(result.refused))}: {next(iter(result.refused.values()))}", "error")
+        for label, reason in sorted(result.refused.items()):
+            flash(f"{label}: not changed. {reason}", "error")
     if wants_fragment():
         return page_or_fragment("users/index.html", "users/_results.html", **results_context())
     return redirect(url_for("users.index", **request.args.to_dict(flat=False)))
@@ -183,38 +203,64 @@ def detail(user_id: str):
     )
 
 
+def edit_form(user: User) -> UserEditForm:
+    form = UserEditForm()
+    if not can_change_roles(actor()):
+        del form.role  # only super admins see (and may send) the role
+    # The current status and where it may go from here: `invited` is never offered to a user who is not.
+    form.status.choices = [SelectChoice(s.value, s.label) for s in (user.status, *next_statuses(user))]
+    return form
+
+
+def render_edit(user: User, form: UserEditForm, status: int = 200, **context):
+    return render_template("users/edit.html", user=user, form=form, **context), status
+
+
 @bp.route("/users/<user_id>/edit", methods=["GET", "POST"])
 def edit(user_id: str):
     user = get_user_or_404(user_id)
     ensure_can_manage(actor(), user)
-    form = UserEditForm(obj=user)
-    if not can_change_roles(actor()):
-        del form.role  # only super admins see (and may send) the role
+    if user.deleted_at is not None:
+        abort(409, description=f"{user.label} was deleted in Clerk: the account is read-only here.")
+    form = edit_form(user)
+    secret = current_app.config["SECRET_KEY"]
     if request.method == "GET":
-        form.status.data, form.version.data = user.status.value, user.version
-        if "role" in form:
-            form.role.data = user.role.value
-        return render_template("users/edit.html", user=user, form=form)
-    if form.validate():
-        try:
-            changed = edit_user(user, form.changes(), expected_version=form.expected_version(), actor=actor())
-            db.session.commit()
-        except DuplicateEmail as error:
-            db.session.rollback()
-            form.email.errors.append(str(error))
-        except NotAllowed as refused:
-            db.session.rollback()
-            role_changed = "role" in form and form.role.data != user.role.value
-            (form.role if role_changed else form.status).errors.append(str(refused))
-        except (EditConflict, StaleDataError):
-            db.session.rollback()
-            db.session.refresh(user)
-            return render_template("users/edit.html", user=user, form=form, conflict=True), 409
-        else:
-            flash("Saved." if changed else "Nothing to save: no field changed.", "success")
-            deliver_to_clerk()
-            return redirect(url_for("users.detail", user_id=user.id))
-    return render_template("users/edit.html", user=user, form=form), 422
+        form.fill_from(user, secret_key=secret)
+        return render_edit(user, form)
+    original = form.opened_values(user, secret_key=secret) or UserEditForm.values_of(user)
+    changed_names = form.validate_changed(original)
+    if changed_names is None:
+        return render_edit(user, form, 422)
+    try:
+        changed = edit_user(
+            user, form.changes(changed_names), expected_version=form.expected_version(), actor=actor()
+        )
+        db.session.commit()
+    except DuplicateEmail as error:
+        db.session.rollback()
+        form.email.errors.append(str(error))
+    except NotAllowed as refused:
+        db.session.rollback()
+        (form.role if "role" in changed_names and "role" in form else form.status).errors.append(str(refused))
+    except (EditConflict, StaleDataError):
+        db.session.rollback()
+        db.session.refresh(user)
+        # Theirs: what changed since the form was opened. The form keeps this admin's changes and
+        # takes the saved values everywhere else, so saving again cannot undo the other person's edit.
+        now = UserEditForm.values_of(user)
+        theirs = [name for name in UserEditForm.FIELDS if name in form and now[name] != original[name]]
+        mine = set(changed_names)
+        form.fill_from(user, secret_key=secret, keep=frozenset(mine))
+        form.status.choices = [SelectChoice(s.value, s.label) for s in (user.status, *next_statuses(user))]
+        return render_edit(user, form, 409, conflict=True, theirs=theirs, mine=mine, opened=original, now=now)
+    except UserError as error:  # a status the user cannot take, or a deletion meanwhile
+        db.session.rollback()
+        form.status.errors.append(str(error))
+    else:
+        flash("Saved." if changed else "Nothing to save: no field changed.", "success")
+        deliver_to_clerk()
+        return redirect(url_for("users.detail", user_id=user.id))
+    return render_edit(user, form, 422)
 
 
 @bp.get("/users/<user_id>/status")
@@ -224,6 +270,10 @@ def confirm_status(user_id: str):
     view = request.args.get("view", "detail")
     if target not in STATUS_VERBS:
         abort(400, description="Choose a status: suspended, active or inactive.")
+    try:
+        ensure_status_change(user, UserStatus(target), actor=actor())
+    except UserError as error:
+        abort(409, description=str(error))
     context = {"user": user, "target": target, "verb": STATUS_VERBS[target], "view": view, "form": StatusForm()}
     if wants_fragment():
         template = "users/_row_confirm.html" if view == "row" else "users/_status_confirm.html"
@@ -284,11 +334,46 @@ def invitation(user_id: str, action: str):
 # --- key-value data ------------------------------------------------------------------------
 
 
-def render_data(user: User, form: UserDataForm | None = None, status: int = 200):
+def render_data(user: User, form: UserDataForm | None = None, status: int = 200, notice: str | None = None):
     form = form or UserDataForm(formdata=None)
     if wants_fragment():
-        return render_template("users/_data.html", user=user, data_form=form), status
-    return render_template("users/detail.html", user=user, history=history_for(user), data_form=form), status
+        return render_template("users/_data.html", user=user, data_form=form, notice=notice), status
+    return render_template(
+        "users/detail.html", user=user, history=history_for(user), data_form=form, notice=notice
+    ), status
+
+
+def find_item(user: User, data_id: str) -> UserData | None:
+    item = db.session.get(UserData, data_id)
+    return item if item is not None and item.user_id == user.id else None
+
+
+def data_gone(user: User, data_id: str, form: UserDataForm | None = None):
+    """A pair deleted in another tab (or never there): said in its row, with what was typed; a 404."""
+    message = "This key-value pair no longer exists (someone may have deleted it after you opened it); nothing was saved."
+    if wants_fragment():
+        return render_template("users/_data_row_gone.html", user=user, data_id=data_id, form=form,
+                               message=message), 404
+    abort(404, description=message)
+
+
+def data_conflict(user: User, item: UserData, form: UserDataForm, message: str):
+    """Someone changed the pair: show the saved pair and keep what this admin typed, to save again."""
+    db.session.rollback()
+    db.session.refresh(item)
+    form.version.data = item.version
+    context = {"user": user, "item": item, "form": form, "conflict": message}
+    if wants_fragment():
+        return render_template("users/_data_row_form.html", **context), 409
+    return render_template("users/data_edit.html", **context), 409
+
+
+@bp.get("/users/<user_id>/data")
+def data_section(user_id: str):
+    user = get_user_or_404(user_id)
+    if not wants_fragment():
+        return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
+    return render_data(user)
 
 
 @bp.post("/users/<user_id>/data")
@@ -297,16 +382,19 @@ def add_data(user_id: str):
     form = UserDataForm()
     if form.validate():
         try:
-            add_user_data(user, form.key.data, form.value.data, actor=actor())
+            item = add_user_data(user, form.key.data, form.value.data, actor=actor())
             db.session.commit()
         except DuplicateKey as error:
             db.session.rollback()
             form.key.errors.append(str(error))
+        except UserError as error:
+            abort(409, description=str(error))
         else:
+            notice = f"Added {item.key}."
             if not wants_fragment():
-                flash(f"Added {form.key.data}.", "success")
+                flash(notice, "success")
                 return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
-            return render_data(user)
+            return render_data(user, notice=notice)
     return render_data(user, form, 422)
 
 
@@ -314,6 +402,8 @@ def add_data(user_id: str):
 def edit_data(user_id: str, data_id: str):
     user = get_user_or_404(user_id)
     item = get_item_or_404(user, data_id)
+    if user.deleted_at is not None:
+        abort(409, description=f"{user.label} was deleted in Clerk: the account is read-only here.")
     form = UserDataForm(obj=item)
     if wants_fragment():
         return render_template("users/_data_row_form.html", user=user, item=item, form=form)
@@ -323,21 +413,30 @@ def edit_data(user_id: str, data_id: str):
 @bp.post("/users/<user_id>/data/<data_id>")
 def update_data(user_id: str, data_id: str):
     user = get_user_or_404(user_id)
-    item = get_item_or_404(user, data_id)
     form = UserDataForm()
+    item = find_item(user, data_id)
+    if item is None:
+        return data_gone(user, data_id, form)
     if form.validate():
         try:
-            update_user_data(item, form.key.data, form.value.data, actor=actor())
+            update_user_data(item, form.key.data, form.value.data, actor=actor(),
+                             expected_version=form.expected_version())
             db.session.commit()
         except DuplicateKey as error:
             db.session.rollback()
             form.key.errors.append(str(error))
+        except DataConflict as conflict:
+            return data_conflict(user, item, form, str(conflict))
+        except UserError as error:
+            abort(409, description=str(error))
         else:
             if wants_fragment():
-                return render_template("users/_data_row.html", user=user, item=item)
+                return render_template("users/_data_row.html", user=user, item=item, notice=f"Saved {item.key}.")
             flash(f"Saved {item.key}.", "success")
             return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
-    item = get_item_or_404(user, data_id)
+    item = find_item(user, data_id)
+    if item is None:
+        return data_gone(user, data_id, form)
     if wants_fragment():
         return render_template("users/_data_row_form.html", user=user, item=item, form=form), 422
     return render_template("users/data_edit.html", user=user, item=item, form=form), 422
@@ -346,10 +445,19 @@ def update_data(user_id: str, data_id: str):
 @bp.post("/users/<user_id>/data/<data_id>/delete")
 def delete_data(user_id: str, data_id: str):
     user = get_user_or_404(user_id)
-    item = get_item_or_404(user, data_id)
+    item = find_item(user, data_id)
+    if item is None:
+        return data_gone(user, data_id)
+    form = UserDataForm()
     key = item.key
-    delete_user_data(item, actor=actor())
-    db.session.commit()
+    try:
+        delete_user_data(item, actor=actor(), expected_version=form.expected_version())
+        db.session.commit()
+    except DataConflict as conflict:
+        form = UserDataForm(formdata=None, obj=item)
+        return data_conflict(user, item, form, f"{conflict} Look at the saved pair before deleting it.")
+    except UserError as error:
+        abort(409, description=str(error))
     if wants_fragment():
         return ""  # htmx removes the row
     flash(f"Deleted {key}.", "success")
