@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
@@ -64,6 +66,13 @@ def sign_in_link_command(email: str) -> None:
     db.session.commit()
     minutes = current_app.config["SIGN_IN_LINK_MAX_AGE"] // 60
     click.echo(f"Sign-in link for {user.email} (works once, for {minutes} minutes):")
+    if not os.environ.get("BASE_URL"):
+        # Not said in the environment or .env: the default may not be where the server listens.
+        click.echo(
+            f"(on {current_app.config['BASE_URL']}, the default: set BASE_URL in .env or the environment "
+            "when the dashboard is served elsewhere)",
+            err=True,
+        )
     click.echo(sign_in_url(token))
 
 

@@ -25,7 +25,7 @@ def pretty_json(text: str | None) -> str:
         return ""
     try:
         return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python will indent
         return text
 
 

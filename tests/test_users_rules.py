@@ -362,3 +362,22 @@ def test_metadata_is_a_standard_json_object_of_at_most_8_kib(client, staff, ada,
     response = client.post(f"/users/{ada.id}/edit", data={**edit_page_values(client, ada), "public_metadata": text})
     assert response.status_code == 422 and message in response.text
     assert table_state(db) == before
+
+
+# --- 7 and 19: what Clerk stored is shown; the CLI says where its link points ---------------------
+
+
+def test_a_page_shows_metadata_nested_deeper_than_python_indents(client, staff, make_user):
+    deep = make_user(public_metadata='{"a": ' + "[" * 990 + "]" * 990 + "}")  # as a webhook may store it
+    response = client.get(f"/users/{deep.id}")
+    assert response.status_code == 200 and "[[[[" in response.text
+
+
+def test_sign_in_link_says_which_address_it_assumed(runner, make_user, monkeypatch):
+    make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN)
+    monkeypatch.delenv("BASE_URL", raising=False)
+    result = runner.invoke(args=["users", "sign-in-link", "boss@example.com"])
+    assert result.exit_code == 0 and "set BASE_URL in .env or the environment" in result.output
+    monkeypatch.setenv("BASE_URL", "http://localhost")
+    result = runner.invoke(args=["users", "sign-in-link", "boss@example.com"])
+    assert "set BASE_URL" not in result.output

@@ -431,7 +431,7 @@ def update_data(user_id: str, data_id: str):
             abort(409, description=str(error))
         else:
             if wants_fragment():
-                return render_template("users/_data_row.html", user=user, item=item, notice=f"Saved {item.key}.")
+                return render_template("users/_data_row.html", user=user, item=item, row_notice=f"Saved {item.key}.")
             flash(f"Saved {item.key}.", "success")
             return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
     item = find_item(user, data_id)

@@ -122,6 +122,7 @@ def test_key_value_data_inline_with_a_duplicate(people, signed_in, db):
     page.locator("#data-add").get_by_label("Key").fill("seats")
     page.locator("#data-add").get_by_role("button", name="Add").click()
     expect(page.locator("#data-rows")).to_contain_text("seats")
+    expect(page.get_by_text("Added seats.")).to_be_focused()  # a notice, and focus on it (not on <body>)
 
     page.get_by_role("button", name="Edit seats").click()
     page.locator("#data-rows").get_by_label("Value").fill("12")
@@ -141,6 +142,16 @@ def test_bulk_suspend_selected_and_all_on_the_page(people, signed_in, db):
     page.get_by_label("Select grace@navy.mil").check()
     page.get_by_label("With the selected users").select_option("suspended")
     page.get_by_role("button", name="Apply to selected").click()
+    # A confirmation with the count comes first; Escape takes it away and nothing changes.
+    expect(page.get_by_text("Suspend 2 users?")).to_be_visible()
+    expect(page.locator("#bulk-confirm [data-focus]")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.get_by_text("Suspend 2 users?")).to_have_count(0)
+    expect(page.get_by_label("With the selected users")).to_be_focused()
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).where(User.status == UserStatus.SUSPENDED)) == 0
+    page.get_by_role("button", name="Apply to selected").click()
+    page.get_by_role("button", name="Suspend 2 users").click()
     expect(page.get_by_text("2 of 2 selected users changed (suspend).")).to_be_visible()
     db.session.expire_all()
     suspended = db.session.scalars(sa.select(User.email).where(User.status == UserStatus.SUSPENDED)).all()
@@ -150,6 +161,7 @@ def test_bulk_suspend_selected_and_all_on_the_page(people, signed_in, db):
     expect(page.get_by_label("Select alan@turing.org")).to_be_checked()
     page.get_by_label("With the selected users").select_option("active")
     page.get_by_role("button", name="Apply to selected").click()
+    page.get_by_role("button", name="Reactivate 2 users").click()
     expect(page.get_by_text("selected users changed (reactivate)")).to_be_visible()
     db.session.expire_all()
     assert db.session.scalar(sa.select(sa.func.count()).where(User.status == UserStatus.SUSPENDED)) == 0
