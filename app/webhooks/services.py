@@ -35,6 +35,7 @@ from app.clerk.sync import (
 )
 from app.extensions import db
 from app.models import WebhookEvent, WebhookOutcome, utcnow
+from app.users.permissions import ensure_can_replay
 
 MAX_BODY_BYTES = 1024 * 1024  # Clerk's user objects are a few KiB; anything near this is not Clerk
 MAX_SVIX_ID_BYTES = MAX_ID_BYTES  # Svix's are about 30; the id is the primary key
@@ -233,8 +234,10 @@ def replay_event(svix_id: str, *, actor: Actor) -> Delivery:
     """Re-apply a stored failed or stale event (no commit).
 
     A failed event runs through the usual rules again. A stale one is applied despite the ordering
-    guard: a person asked for exactly that. A deleted user stays deleted either way.
+    guard: a person asked for exactly that. A deleted user stays deleted either way. Only super
+    admins and the command line may (raises NotAllowed).
     """
+    ensure_can_replay(actor)
     row = _locked_event(svix_id)
     if row is None:
         raise LookupError(f"no webhook event with id {svix_id!r}")
