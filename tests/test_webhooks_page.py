@@ -115,6 +115,18 @@ def test_super_admins_are_offered_replay_and_admins_are_not(client, db, auth):
     assert ">Retry<" in client.get(f"/webhooks/{failed}").get_data(as_text=True)
 
 
+def test_the_pages_say_why_a_staff_row_was_not_claimed(client, db, make_user, staff):
+    make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN, clerk_id="local_boss")
+    signed = deliver(client, user_created(clerk_user(email="boss@example.com", email_verified=False)))
+    reason = "not claimed: boss@example.com belongs to a staff account and Clerk does not report it verified"
+
+    listed = client.get("/webhooks").get_data(as_text=True)
+    detail = client.get(f"/webhooks/{signed.msg_id}").get_data(as_text=True)
+
+    assert "outcome-applied" in listed and reason in listed
+    assert "outcome-applied" in detail and reason in detail
+
+
 def test_filters_by_outcome_and_type_and_ignores_nonsense(client, db, staff):
     data = clerk_user(updated_at=BASE_MS + 10)
     created = deliver(client, user_created(data))

@@ -119,7 +119,9 @@ def apply_clerk_event(event: ClerkEvent, *, actor: Actor, ignore_order: bool = F
     else:
         return Applied(WebhookOutcome.IGNORED, f"{event.type} is not an event this dashboard uses")
     outcome = SYNC_TO_WEBHOOK[result.outcome]
-    return Applied(outcome, None if outcome == WebhookOutcome.APPLIED else result.reason)
+    # An applied event's reason ("created", "updated") is noise, unless it tells of a refused claim.
+    keep_reason = outcome != WebhookOutcome.APPLIED or result.noteworthy
+    return Applied(outcome, result.reason if keep_reason else None)
 
 
 def _apply_session_created(event: ClerkEvent, *, actor: Actor) -> SyncResult:
@@ -128,10 +130,14 @@ def _apply_session_created(event: ClerkEvent, *, actor: Actor) -> SyncResult:
     if signed_in_at is None:
         raise MalformedClerkData("data.created_at is missing")
     embedded = event.data.get("user")
+    made = None
     if isinstance(embedded, Mapping) and embedded.get("id") == clerk_id:
         # Newer payloads carry the user: a sign-in that beats user.created still makes the user.
-        upsert_clerk_user(clerk_user_from_dict(embedded), actor=actor)
-    return record_sign_in(clerk_id, signed_in_at, actor=actor)
+        made = upsert_clerk_user(clerk_user_from_dict(embedded), actor=actor)
+    result = record_sign_in(clerk_id, signed_in_at, actor=actor)
+    if made is not None and made.noteworthy:  # a claim refused on the way: say so on this delivery
+        result.reason, result.noteworthy = made.reason, True
+    return result
 
 
 # --- The webhook_events row ---------------------------------------------------------------------
