@@ -184,6 +184,24 @@ def test_the_detail_page_shows_the_payload_as_text(client, db, staff):
     assert client.get("/webhooks/msg_nope").status_code == 404
 
 
+def test_a_payload_with_lone_surrogate_escapes_still_shows(client, db, staff):
+    # Issue 12.7: JSON may escape a lone surrogate; parsed, it cannot be encoded as UTF-8.
+    body = json.dumps(user_created(clerk_user(first_name="x", public_metadata={"k": "y"})), separators=(",", ":"))
+    body = body.replace('"first_name":"x"', '"first_name":"\\ud800"').replace('{"k":"y"}', '{"\\udfff":"\\ud83d"}')
+    signed = sign(body)
+    assert signed.post(client).get_json()["outcome"] == "applied"
+    assert db.session.get(WebhookEvent, signed.msg_id).payload == body
+
+    response = client.get(f"/webhooks/{signed.msg_id}")
+
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    # Shown as the escapes they arrived as, so the pretty text still reads back as the same JSON.
+    assert '"first_name": "\\ud800"' in html.replace("&#34;", '"')
+    assert '"\\udfff": "\\ud83d"' in html.replace("&#34;", '"')
+    assert client.get("/webhooks").status_code == 200
+
+
 def replay_from_the_page(client, msg_id: str, **kwargs):
     page = client.get(f"/webhooks/{msg_id}").get_data(as_text=True)
     return client.post(f"/webhooks/{msg_id}/replay", data={"csrf_token": csrf_token_from(page)}, **kwargs)
