@@ -202,6 +202,20 @@ def test_a_payload_with_lone_surrogate_escapes_still_shows(client, db, staff):
     assert client.get("/webhooks").status_code == 200
 
 
+def test_long_ids_and_types_are_shortened_in_the_list_and_whole_on_hover_and_in_detail(client, db, staff):
+    long_id, long_type, long_user = "msg_" + "m" * 251, "t" * 255, "user_" + "u" * 250
+    deliver(client, envelope(long_type, {"id": long_user}), msg_id=long_id)
+
+    listed = client.get("/webhooks").get_data(as_text=True)
+    detail = client.get(f"/webhooks/{long_id}").get_data(as_text=True)
+
+    for value in (long_id, long_type, long_user):
+        assert f'title="{value}">{value[:47]}…<' in listed
+        assert f">{value}<" not in listed
+    assert f"<code>{long_id}</code>" in detail and f'<code class="long-value">{long_type}</code>' in detail
+    assert f"<dd>{long_user}</dd>" in detail
+
+
 def replay_from_the_page(client, msg_id: str, **kwargs):
     page = client.get(f"/webhooks/{msg_id}").get_data(as_text=True)
     return client.post(f"/webhooks/{msg_id}/replay", data={"csrf_token": csrf_token_from(page)}, **kwargs)
