@@ -89,7 +89,7 @@ def test_the_page_lists_deliveries_newest_first_with_outcome_and_reason(client, 
     for outcome in ("applied", "stale", "ignored", "failed"):
         assert f"outcome-{outcome}" in html
     assert "is older than" in html and "malformed: data is not a JSON object" in html
-    assert f'href="/users/{user_with(db, data["id"]).id}">listed@example.com</a>' in html
+    assert f'href="/users/{user_with(db, data["id"]).id}"><span class="long-value">listed@example.com</span></a>' in html
     assert ">Apply anyway<" not in html and ">Retry<" not in html  # a plain admin may not replay
     assert 'aria-current="page">Webhooks</a>' in html
 
@@ -208,6 +208,11 @@ def test_long_ids_and_types_are_shortened_in_the_list_and_whole_on_hover_and_in_
 
     listed = client.get("/webhooks").get_data(as_text=True)
     detail = client.get(f"/webhooks/{long_id}").get_data(as_text=True)
+
+    long_email = "e" * 300 + "@example.com"
+    deliver(client, user_created(clerk_user(email=long_email)))
+    listed = client.get("/webhooks").get_data(as_text=True)
+    assert f'title="{long_email}">{long_email[:47]}…<' in listed
 
     for value in (long_id, long_type, long_user):
         assert f'title="{value}">{value[:47]}…<' in listed
