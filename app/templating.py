@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 
 from urllib.parse import quote
@@ -19,14 +20,24 @@ def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return value.strftime(fmt) + (" UTC" if "%H" in fmt else "")
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _escape_surrogates(text: str) -> str:
+    # JSON may escape a lone surrogate ("\ud800"); parsed, it cannot be sent as UTF-8. Shown as the
+    # escape again, so the page renders and the pretty text still reads back as the same JSON.
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def pretty_json(text: str | None) -> str:
-    """Metadata is stored as JSON text; show it indented, or as it is when it is not JSON."""
+    """Metadata and payloads are stored as JSON text; show it indented, or as it is when it is not JSON."""
     if not text:
         return ""
     try:
-        return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python will indent
-        return text
+        pretty = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        pretty = text
+    return _escape_surrogates(pretty)
 
 
 _PLACEHOLDER = "__row_id__"

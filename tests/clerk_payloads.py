@@ -62,11 +62,12 @@ def clerk_user(
     unsafe_metadata: dict | None = None,
     external_id: str | None = None,
     extra_emails: tuple[str, ...] = (),
+    email_verified: bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
     """A User object as Clerk puts it in `data` of user.created / user.updated."""
     n = next(_ids)
-    primary = email_address(email or f"user{n}@example.com", at=created_at)
+    primary = email_address(email or f"user{n}@example.com", at=created_at, verified=email_verified)
     others = [email_address(e, at=created_at) for e in extra_emails]
     user = {
         "backup_code_enabled": False,

@@ -117,6 +117,23 @@ def test_sync_claims_invited_rows_and_leaves_deleted_users_deleted(runner, db, f
     assert count(db, User, User.deleted_at.is_not(None)) == 1
 
 
+def test_sync_claims_a_staff_row_only_for_a_verified_email(runner, db, fake, make_user):
+    admin = make_user(email="member0007@example.com", role=UserRole.ADMIN, clerk_id="local_admin7")
+    boss = make_user(email="member0008@example.com", role=UserRole.SUPER_ADMIN, clerk_id="local_boss8")
+    fake.users[7] = bapi_user(email="member0007@example.com", email_verified=False, created_at=BASE_MS + 7)
+
+    result = sync(runner)
+
+    assert result.exit_code == 0, result.output
+    assert "1 claimed from invitations" in result.output
+    assert "1 created apart from a staff account (email not verified in Clerk)" in result.output
+    assert count(db, User) == 121
+    assert db.session.get(User, boss.id).clerk_id == fake.users[8]["id"]
+    assert db.session.get(User, admin.id).clerk_id == "local_admin7"
+    separate = db.session.scalar(sa.select(User).where(User.clerk_id == fake.users[7]["id"]))
+    assert (separate.email, separate.role) == ("member0007@example.com", UserRole.USER)
+
+
 def test_an_interrupted_sync_keeps_its_pages_and_resumes_from_the_offset(runner, db, fake):
     fake.fail_list_calls = {2: 422}
 

@@ -29,6 +29,27 @@ def test_an_sdk_user_and_a_webhook_user_give_the_same_columns():
     assert from_webhook.fields["email"] == "same@example.com"
     assert from_webhook.updated_at == raw["updated_at"]
     assert "role" not in from_webhook.fields and "status" not in from_webhook.fields
+    assert from_webhook.email_verified is True
+
+
+def test_an_sdk_user_and_a_webhook_user_agree_on_an_unverified_email():
+    raw = bapi_user(email="unsure@example.com", email_verified=False, extra_emails=("other@example.com",))
+    from_sdk = clerk_user_from_dict(models.User.model_validate(raw).model_dump(mode="python", by_alias=True))
+    from_webhook = clerk_user_from_dict(raw)
+    assert from_sdk == from_webhook
+    assert (from_webhook.email, from_webhook.email_verified) == ("unsure@example.com", False)
+
+
+@pytest.mark.parametrize(
+    ("verification", "verified"),
+    [({"status": "verified"}, True), ({"status": "unverified"}, False), ({"status": "expired"}, False),
+     (None, False), ({}, False), ("verified", False), ({"status": ["verified"]}, False)],
+)
+def test_only_a_verified_status_on_the_primary_entry_counts(verification, verified):
+    data = {"id": "user_1", "primary_email_address_id": "b", "email_addresses": [
+        {"id": "a", "email_address": "a@x.io", "verification": {"status": "verified"}},
+        {"id": "b", "email_address": "b@x.io", "verification": verification}]}
+    assert clerk_user_from_dict(data).email_verified is verified
 
 
 def test_only_the_keys_a_payload_carries_become_changes():

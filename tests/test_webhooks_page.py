@@ -9,8 +9,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from app.audit.services import Actor
 from app.models import AuditEvent, User, UserRole, WebhookEvent, utcnow
-from app.webhooks.services import record_failed_delivery
+from app.users.permissions import NotAllowed
+from app.webhooks.services import record_failed_delivery, replay_event
 from tests.clerk_payloads import (
     BASE_MS,
     SECRET,
@@ -32,6 +34,12 @@ def signing_secret(app):
 @pytest.fixture
 def staff(auth):
     return auth.sign_in(role=UserRole.ADMIN)
+
+
+@pytest.fixture
+def boss(auth):
+    """Replaying forces an old state past the ordering guard: super admins only (DESIGN §9)."""
+    return auth.sign_in(role=UserRole.SUPER_ADMIN)
 
 
 def deliver(client, payload, **kwargs):
@@ -81,9 +89,42 @@ def test_the_page_lists_deliveries_newest_first_with_outcome_and_reason(client, 
     for outcome in ("applied", "stale", "ignored", "failed"):
         assert f"outcome-{outcome}" in html
     assert "is older than" in html and "malformed: data is not a JSON object" in html
-    assert f'href="/users/{user_with(db, data["id"]).id}">listed@example.com</a>' in html
-    assert html.count(">Apply anyway<") == 1 and html.count(">Retry<") == 1
+    assert f'href="/users/{user_with(db, data["id"]).id}"><span class="long-value">listed@example.com</span></a>' in html
+    assert ">Apply anyway<" not in html and ">Retry<" not in html  # a plain admin may not replay
     assert 'aria-current="page">Webhooks</a>' in html
+
+
+def test_super_admins_are_offered_replay_and_admins_are_not(client, db, auth):
+    data = clerk_user(updated_at=BASE_MS + 10)
+    deliver(client, user_created(data))
+    stale = deliver(client, user_updated(data, updated_at=BASE_MS))
+    failed = failed_event(db, user_created(clerk_user()))
+    pages = ("/webhooks", f"/webhooks/{stale.msg_id}", f"/webhooks/{failed}")
+
+    auth.sign_in(role=UserRole.ADMIN)
+    for url in pages:
+        html = client.get(url).get_data(as_text=True)
+        assert ">Apply anyway<" not in html and ">Retry<" not in html and "/replay" not in html, url
+    fragment = client.get("/webhooks", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "/replay" not in fragment
+
+    auth.sign_in(role=UserRole.SUPER_ADMIN)
+    html = client.get("/webhooks").get_data(as_text=True)
+    assert html.count(">Apply anyway<") == 1 and html.count(">Retry<") == 1
+    assert ">Apply anyway<" in client.get(f"/webhooks/{stale.msg_id}").get_data(as_text=True)
+    assert ">Retry<" in client.get(f"/webhooks/{failed}").get_data(as_text=True)
+
+
+def test_the_pages_say_why_a_staff_row_was_not_claimed(client, db, make_user, staff):
+    make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN, clerk_id="local_boss")
+    signed = deliver(client, user_created(clerk_user(email="boss@example.com", email_verified=False)))
+    reason = "not claimed: boss@example.com belongs to a staff account and Clerk does not report it verified"
+
+    listed = client.get("/webhooks").get_data(as_text=True)
+    detail = client.get(f"/webhooks/{signed.msg_id}").get_data(as_text=True)
+
+    assert "outcome-applied" in listed and reason in listed
+    assert "outcome-applied" in detail and reason in detail
 
 
 def test_filters_by_outcome_and_type_and_ignores_nonsense(client, db, staff):
@@ -143,12 +184,49 @@ def test_the_detail_page_shows_the_payload_as_text(client, db, staff):
     assert client.get("/webhooks/msg_nope").status_code == 404
 
 
+def test_a_payload_with_lone_surrogate_escapes_still_shows(client, db, staff):
+    # Issue 12.7: JSON may escape a lone surrogate; parsed, it cannot be encoded as UTF-8.
+    body = json.dumps(user_created(clerk_user(first_name="x", public_metadata={"k": "y"})), separators=(",", ":"))
+    body = body.replace('"first_name":"x"', '"first_name":"\\ud800"').replace('{"k":"y"}', '{"\\udfff":"\\ud83d"}')
+    signed = sign(body)
+    assert signed.post(client).get_json()["outcome"] == "applied"
+    assert db.session.get(WebhookEvent, signed.msg_id).payload == body
+
+    response = client.get(f"/webhooks/{signed.msg_id}")
+
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    # Shown as the escapes they arrived as, so the pretty text still reads back as the same JSON.
+    assert '"first_name": "\\ud800"' in html.replace("&#34;", '"')
+    assert '"\\udfff": "\\ud83d"' in html.replace("&#34;", '"')
+    assert client.get("/webhooks").status_code == 200
+
+
+def test_long_ids_and_types_are_shortened_in_the_list_and_whole_on_hover_and_in_detail(client, db, staff):
+    long_id, long_type, long_user = "msg_" + "m" * 251, "t" * 255, "user_" + "u" * 250
+    deliver(client, envelope(long_type, {"id": long_user}), msg_id=long_id)
+
+    listed = client.get("/webhooks").get_data(as_text=True)
+    detail = client.get(f"/webhooks/{long_id}").get_data(as_text=True)
+
+    long_email = "e" * 300 + "@example.com"
+    deliver(client, user_created(clerk_user(email=long_email)))
+    listed = client.get("/webhooks").get_data(as_text=True)
+    assert f'title="{long_email}">{long_email[:47]}…<' in listed
+
+    for value in (long_id, long_type, long_user):
+        assert f'title="{value}">{value[:47]}…<' in listed
+        assert f">{value}<" not in listed
+    assert f"<code>{long_id}</code>" in detail and f'<code class="long-value">{long_type}</code>' in detail
+    assert f"<dd>{long_user}</dd>" in detail
+
+
 def replay_from_the_page(client, msg_id: str, **kwargs):
     page = client.get(f"/webhooks/{msg_id}").get_data(as_text=True)
     return client.post(f"/webhooks/{msg_id}/replay", data={"csrf_token": csrf_token_from(page)}, **kwargs)
 
 
-def test_a_failed_event_is_retried_from_the_page(client, db, staff):
+def test_a_failed_event_is_retried_from_the_page(client, db, boss):
     data = clerk_user(first_name="Retried")
     msg_id = failed_event(db, user_created(data))
 
@@ -160,13 +238,13 @@ def test_a_failed_event_is_retried_from_the_page(client, db, staff):
     row = db.session.get(WebhookEvent, msg_id)
     assert (row.outcome, row.error, row.attempts) == ("applied", None, 2)
     audit = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "user.create")).one()
-    assert (audit.source, audit.actor_id) == ("dashboard", staff.id)
+    assert (audit.source, audit.actor_id) == ("dashboard", boss.id)
     # Applied now: a second replay is refused, and so is a delivery of the same message.
     assert replay_from_the_page(client, msg_id).status_code == 409
     assert sign(user_created(data), msg_id=msg_id).post(client).get_json()["outcome"] == "duplicate"
 
 
-def test_a_stale_event_is_applied_anyway_when_an_admin_asks(client, db, staff):
+def test_a_stale_event_is_applied_anyway_when_a_super_admin_asks(client, db, boss):
     data = clerk_user(first_name="Newer", updated_at=BASE_MS + 10)
     deliver(client, user_created(data))
     stale = deliver(client, user_updated(data, first_name="Older", updated_at=BASE_MS))
@@ -180,7 +258,7 @@ def test_a_stale_event_is_applied_anyway_when_an_admin_asks(client, db, staff):
     assert db.session.get(WebhookEvent, stale.msg_id).outcome == "applied"
 
 
-def test_replay_never_brings_a_deleted_user_back(client, db, staff):
+def test_replay_never_brings_a_deleted_user_back(client, db, boss):
     data = clerk_user(updated_at=BASE_MS + 10)
     deliver(client, user_created(data))
     stale = deliver(client, user_updated(data, first_name="Ghost", updated_at=BASE_MS))
@@ -194,16 +272,54 @@ def test_replay_never_brings_a_deleted_user_back(client, db, staff):
     assert row.outcome == "ignored" and "deleted" in row.error
 
 
-def test_replay_needs_the_csrf_token(client, db, staff):
+def test_replay_needs_the_csrf_token(client, db, boss):
     msg_id = failed_event(db, user_created(clerk_user()))
     assert client.post(f"/webhooks/{msg_id}/replay").status_code == 400
     assert db.session.get(WebhookEvent, msg_id).outcome == "failed"
 
 
-def test_replay_of_an_unknown_event_is_404(client, staff):
+def test_replay_of_an_unknown_event_is_404(client, boss):
     page = client.get("/webhooks").get_data(as_text=True)
     response = client.post("/webhooks/msg_nope/replay", data={"csrf_token": csrf_token_from(page)})
     assert response.status_code == 404
+
+
+def test_a_plain_admin_cannot_rewrite_a_super_admin_through_replay(client, db, make_user, staff):
+    # Issue 12.2: a super admin whose Clerk user sent a newer version, then an older one (stale).
+    data = clerk_user(email="boss@example.com", first_name="Current", updated_at=BASE_MS + 10)
+    boss = make_user(clerk_id=data["id"], email="boss@example.com", role=UserRole.SUPER_ADMIN)
+    deliver(client, user_updated(data, updated_at=BASE_MS + 10))
+    older = clerk_user(id=data["id"], email="old@example.com", first_name="Old", updated_at=BASE_MS)
+    stale = deliver(client, user_updated(older, updated_at=BASE_MS))
+    assert db.session.get(WebhookEvent, stale.msg_id).outcome == "stale"
+    page = client.get("/webhooks").get_data(as_text=True)
+
+    response = client.post(f"/webhooks/{stale.msg_id}/replay", data={"csrf_token": csrf_token_from(page)})
+
+    assert response.status_code == 403
+    assert "Only super admins" in response.get_data(as_text=True)
+    user = user_with(db, data["id"])
+    assert (user.id, user.email, user.first_name, user.clerk_updated_at) == (
+        boss.id, "boss@example.com", "Current", BASE_MS + 10)
+    row = db.session.get(WebhookEvent, stale.msg_id)
+    assert (row.outcome, row.attempts) == ("stale", 1)
+
+
+@pytest.mark.parametrize("role", [UserRole.ADMIN, UserRole.USER])
+def test_the_replay_service_refuses_anyone_but_super_admins_and_the_cli(client, db, make_user, role):
+    data = clerk_user(first_name="Newer", updated_at=BASE_MS + 10)
+    deliver(client, user_created(data))
+    stale = deliver(client, user_updated(data, first_name="Older", updated_at=BASE_MS))
+    person = make_user(role=role)
+
+    with pytest.raises(NotAllowed):
+        replay_event(stale.msg_id, actor=Actor.staff(person))
+    db.session.rollback()
+    assert user_with(db, data["id"]).first_name == "Newer"
+
+    assert replay_event(stale.msg_id, actor=Actor.cli()).outcome == "applied"
+    db.session.commit()
+    assert user_with(db, data["id"]).first_name == "Older"
 
 
 # --- flask clerk replay -------------------------------------------------------------------------
@@ -220,6 +336,17 @@ def test_cli_replay_applies_a_failed_event(runner, db):
     assert user_with(db, data["id"]).first_name == "From CLI"
     audit = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "user.create")).one()
     assert audit.source == "cli"
+
+
+def test_cli_replay_applies_a_stale_event(runner, client, db):
+    data = clerk_user(first_name="Newer", updated_at=BASE_MS + 10)
+    deliver(client, user_created(data))
+    stale = deliver(client, user_updated(data, first_name="Older", updated_at=BASE_MS))
+
+    result = runner.invoke(args=["clerk", "replay", stale.msg_id])
+
+    assert result.exit_code == 0, result.output
+    assert user_with(db, data["id"]).first_name == "Older"
 
 
 def test_cli_replay_refuses_what_it_cannot_replay(runner, client, db):

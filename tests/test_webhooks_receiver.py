@@ -256,6 +256,86 @@ def test_a_deleted_invited_row_is_not_claimed(client, db, make_user):
     assert user_with(db, data["id"]).status == UserStatus.ACTIVE
 
 
+NOT_CLAIMED = "not claimed: {} belongs to a staff account and Clerk does not report it verified"
+
+
+def test_an_unverified_email_does_not_take_over_a_super_admin_made_on_the_command_line(client, db, runner):
+    # Issue 12.4: user.created for ADMIN@EXAMPLE.COM claimed the super admin (role kept).
+    assert runner.invoke(args=["users", "create-admin", "admin@example.com"]).exit_code == 0
+    staff = db.session.scalar(sa.select(User).where(User.email == "admin@example.com"))
+    staff_clerk_id = staff.clerk_id
+    data = clerk_user(email="ADMIN@EXAMPLE.COM", first_name="Mallory", email_verified=False)
+
+    signed, response = deliver(client, user_created(data))
+
+    reason = NOT_CLAIMED.format("ADMIN@EXAMPLE.COM")
+    assert response.status_code == 200
+    assert response.get_json() == {"id": signed.msg_id, "outcome": "applied", "reason": reason}
+    assert count(db, User) == 2
+    db.session.expire_all()
+    staff = db.session.get(User, staff.id)
+    assert (staff.clerk_id, staff.role, staff.first_name) == (staff_clerk_id, UserRole.SUPER_ADMIN, None)
+    separate = user_with(db, data["id"])
+    assert separate.id != staff.id
+    assert (separate.email, separate.role, separate.first_name) == ("ADMIN@EXAMPLE.COM", UserRole.USER, "Mallory")
+    row = event_row(db, signed.msg_id)
+    assert (row.outcome, row.error) == ("applied", reason)
+    assert db.session.scalars(sa.select(AuditEvent.action).where(AuditEvent.target_id == staff.id)).all() == [
+        "user.create_admin"]
+
+
+@pytest.mark.parametrize("role", [UserRole.ADMIN, UserRole.SUPER_ADMIN])
+@pytest.mark.parametrize("status", [UserStatus.INVITED, UserStatus.ACTIVE])
+def test_a_staff_row_is_claimed_only_with_a_verified_email(client, db, make_user, role, status):
+    waiting = make_user(email="staff@example.com", role=role, status=status, clerk_id=f"inv_{role.value}")
+    unverified = clerk_user(email="Staff@example.com", email_verified=False)
+    verified = clerk_user(email="Staff@example.com")
+
+    _, refused = deliver(client, user_created(unverified))
+    _, claimed = deliver(client, user_created(verified))
+
+    assert refused.get_json()["reason"] == NOT_CLAIMED.format("Staff@example.com")
+    assert claimed.get_json() == {"id": claimed.get_json()["id"], "outcome": "applied"}
+    assert count(db, User) == 2
+    assert user_with(db, unverified["id"]).id != waiting.id
+    owner = user_with(db, verified["id"])
+    assert (owner.id, owner.role, owner.status) == (waiting.id, role, UserStatus.ACTIVE)
+
+
+def test_a_user_row_is_claimed_with_an_unverified_email_as_before(client, db, make_user):
+    invited = make_user(email="plain@example.com", status=UserStatus.INVITED, clerk_id="inv_plain")
+    data = clerk_user(email="plain@example.com", email_verified=False)
+    _, response = deliver(client, user_created(data))
+    assert response.get_json()["outcome"] == "applied" and "reason" not in response.get_json()
+    assert user_with(db, data["id"]).id == invited.id and count(db, User) == 1
+
+
+def test_a_sign_in_that_brings_an_unverified_user_says_why_it_claimed_nothing(client, db, make_user):
+    staff = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN, clerk_id="local_boss")
+    data = clerk_user(email="boss@example.com", email_verified=False)
+    signed, response = deliver(client, session_created(data["id"], at=BASE_MS + 1_000, user=data))
+    assert response.get_json()["reason"] == NOT_CLAIMED.format("boss@example.com")
+    assert event_row(db, signed.msg_id).error == NOT_CLAIMED.format("boss@example.com")
+    assert user_with(db, data["id"]).id != staff.id
+
+
+def test_the_separate_user_and_the_staff_row_both_live_on(client, db, runner, auth):
+    assert runner.invoke(args=["users", "create-admin", "admin@example.com"]).exit_code == 0
+    data = clerk_user(email="admin@example.com", email_verified=False)
+    deliver(client, user_created(data))
+    # Clerk may send the separate user again, verified this time: it stays separate (its own Clerk id).
+    verified = clerk_user(id=data["id"], email="admin@example.com", updated_at=data["updated_at"])
+    _, again = deliver(client, user_updated(verified, first_name="Later"))
+    assert again.get_json()["outcome"] == "applied" and count(db, User) == 2
+    assert user_with(db, data["id"]).first_name == "Later"
+
+    link = runner.invoke(args=["users", "sign-in-link", "admin@example.com"])
+    assert link.exit_code == 0, link.output
+    auth.sign_in()
+    listed = client.get("/users?q=admin%40example.com").get_data(as_text=True)
+    assert listed.count(">admin@example.com<") == 2
+
+
 def test_role_and_status_are_never_taken_from_clerk(client, db, make_user):
     data = clerk_user(public_metadata={"role": "super_admin"}, banned=True)
     make_user(clerk_id=data["id"], email="s@example.com", role=UserRole.USER, status=UserStatus.SUSPENDED)

@@ -35,6 +35,7 @@ class BackfillProgress:
         text = f"{c['created']} created, {c['updated']} updated, {c['unchanged']} unchanged"
         extras = [f"{c[k]} {label}" for k, label in (
             ("claimed", "claimed from invitations"),
+            ("unclaimed", "created apart from a staff account (email not verified in Clerk)"),
             ("stale", "skipped (newer data already here)"),
             ("gone", "skipped (deleted here)"),
             ("malformed", "malformed"),
@@ -63,6 +64,8 @@ def backfill_page(users: list[dict[str, Any]], *, actor: Actor) -> Counter[str]:
             counts["malformed"] += 1
             continue
         counts[result.outcome.value if result.outcome != SyncOutcome.CLAIMED else "claimed"] += 1
+        if result.noteworthy:  # a staff row this user was not allowed to claim
+            counts["unclaimed"] += 1
     return counts
 
 

@@ -8,6 +8,8 @@
   no late or replayed event brings it back.
 - Claim: an unknown Clerk id whose primary email matches a row still waiting for Clerk (an
   invited user, or a local placeholder id) takes that row over: same id, same key-value data.
+  A staff row (admin, super admin) is taken over only when Clerk reports that email verified;
+  otherwise the Clerk user becomes a separate user and the result says why.
 - Data is stored as Clerk sent it: dashboard rules (such as two-letter names) bind what admins
   type, not what Clerk reports.
 
@@ -29,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.audit.services import Actor, diff, record
 from app.extensions import db
-from app.models import User, UserStatus, utcnow
+from app.models import User, UserRole, UserStatus, utcnow
 from app.overview import stats as user_counts
 from app.users.services import normalise_email, update_user_fields
 
@@ -56,6 +58,7 @@ class ClerkUser:
     clerk_id: str
     updated_at: int | None
     fields: dict[str, Any]
+    email_verified: bool = False  # Clerk reports the primary email verified: it may claim a staff row
 
     @property
     def email(self) -> str:
@@ -79,6 +82,8 @@ class SyncResult:
     user: User | None
     changes: dict[str, list[Any]] = field(default_factory=dict)
     reason: str | None = None
+    # The reason is news even though the event was applied (a claim refused): the deliveries page shows it.
+    noteworthy: bool = False
 
 
 # --- Reading Clerk's JSON, defensively: real payloads lack documented keys and add others ----------
@@ -122,8 +127,8 @@ def bounded(name: str, value: str | None, limit: int = MAX_INDEXED_TEXT_BYTES) -
     return value
 
 
-def primary_email(data: Mapping[str, Any]) -> str:
-    """The address whose id is primary_email_address_id (else the first one, else none)."""
+def _primary_email_entry(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The entry whose id is primary_email_address_id (else the first one, else none)."""
     entries = data.get("email_addresses")
     addresses = [
         entry for entry in (entries if isinstance(entries, list) else [])
@@ -132,8 +137,24 @@ def primary_email(data: Mapping[str, Any]) -> str:
     primary_id = data.get("primary_email_address_id")
     for entry in addresses:
         if primary_id is not None and entry.get("id") == primary_id:
-            return clean_text(entry["email_address"])
-    return clean_text(addresses[0]["email_address"]) if addresses else ""
+            return entry
+    return addresses[0] if addresses else None
+
+
+def primary_email(data: Mapping[str, Any]) -> str:
+    entry = _primary_email_entry(data)
+    return clean_text(entry["email_address"]) if entry is not None else ""
+
+
+def primary_email_verified(data: Mapping[str, Any]) -> bool:
+    """Whether Clerk reports the primary email verified: its entry's `verification.status`."""
+    entry = _primary_email_entry(data)
+    verification = entry.get("verification") if entry is not None else None
+    if not isinstance(verification, Mapping):
+        return False
+    status = verification.get("status")
+    # A webhook sends the text; an SDK model_dump holds a str enum, which compares equal to it.
+    return isinstance(status, str) and status == "verified"
 
 
 def clerk_user_from_dict(data: Any) -> ClerkUser:
@@ -158,7 +179,7 @@ def clerk_user_from_dict(data: Any) -> ClerkUser:
         fields["email"] = bounded("the primary email address", primary_email(data))
     if "last_sign_in_at" in data:
         fields["last_sign_in_at"] = ms_to_datetime(data["last_sign_in_at"])
-    return ClerkUser(clean_text(clerk_id), ms(data.get("updated_at")), fields)
+    return ClerkUser(clean_text(clerk_id), ms(data.get("updated_at")), fields, primary_email_verified(data))
 
 
 # --- Writing ----------------------------------------------------------------------------------------
@@ -185,22 +206,43 @@ def find_user_by_clerk_id(clerk_id: str) -> User | None:
     ).first()
 
 
-def find_claimable_user(email: str) -> User | None:
-    """A live row waiting for its Clerk user, with this email, locked."""
-    if not email:
-        return None
+STAFF_ROLES = (UserRole.ADMIN, UserRole.SUPER_ADMIN)
+
+
+def _waiting_rows(email: str):
+    """Live rows waiting for their Clerk user, with this email."""
     waiting = sa.or_(
         User.status == UserStatus.INVITED, *(User.clerk_id.startswith(p) for p in CLAIMABLE_ID_PREFIXES)
     )
+    # Equality on both spellings, so the b-tree index on email serves it (no lower() scan).
+    return sa.select(User).where(User.email.in_({email, normalise_email(email)}), User.deleted_at.is_(None), waiting)
+
+
+def find_claimable_user(email: str, *, verified: bool) -> User | None:
+    """A live row waiting for its Clerk user, with this email, locked.
+
+    A staff row only when Clerk reports the email verified: an unverified address need not belong
+    to whoever holds it in Clerk, and a claim hands over the row and its role.
+    """
+    if not email:
+        return None
+    query = _waiting_rows(email)
+    if not verified:
+        query = query.where(User.role.not_in(STAFF_ROLES))
     return db.session.scalars(
-        sa.select(User)
-        # Equality on both spellings, so the b-tree index on email serves it (no lower() scan).
-        .where(User.email.in_({email, normalise_email(email)}), User.deleted_at.is_(None), waiting)
-        .order_by(User.created_at, User.id)
+        query.order_by(User.created_at, User.id)
         .limit(1)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
+
+
+def _staff_row_waiting_for(email: str) -> bool:
+    """Whether a staff row waits for this email (asked only when an unverified email claimed nothing)."""
+    if not email:
+        return False
+    staff = _waiting_rows(email).where(User.role.in_(STAFF_ROLES)).with_only_columns(User.id).limit(1)
+    return db.session.scalar(staff) is not None
 
 
 def _insert_user_if_absent(values: dict[str, Any], *, actor: Actor, action: str) -> User | None:
@@ -249,13 +291,17 @@ def upsert_clerk_user(incoming: ClerkUser, *, actor: Actor, ignore_order: bool =
     """Create, claim or update the user for this Clerk user; `ignore_order` only for a human's replay."""
     user = find_user_by_clerk_id(incoming.clerk_id)
     if user is None:
-        waiting = find_claimable_user(incoming.email)
+        waiting = find_claimable_user(incoming.email, verified=incoming.email_verified)
         if waiting is not None:
             return _claim(waiting, incoming, actor=actor)
         values = {"clerk_id": incoming.clerk_id, "email": "", **incoming.fields,
                   "clerk_updated_at": incoming.updated_at}
         user = _insert_user_if_absent(values, actor=actor, action="user.create")
         if user is not None:
+            if not incoming.email_verified and _staff_row_waiting_for(incoming.email):
+                reason = (f"not claimed: {incoming.email} belongs to a staff account "
+                          "and Clerk does not report it verified")
+                return SyncResult(SyncOutcome.CREATED, user, reason=reason, noteworthy=True)
             return SyncResult(SyncOutcome.CREATED, user, reason="created")
         # A concurrent event for the same new user inserted (or claimed) it first: update that row.
         user = find_user_by_clerk_id(incoming.clerk_id)

@@ -5,6 +5,7 @@
 | edit, invite, suspend, reactivate, key-value data | no | users with role `user` only | everyone |
 | change roles | no | no | yes, never leaving zero active super admins |
 | act on themselves (status, role) | no | no | no |
+| replay a webhook event | no | no | yes |
 
 The command line and Clerk's webhook act for the system (the break-glass path and the mirror of
 Clerk), so only the last-super-admin rule binds them.
@@ -36,6 +37,11 @@ def can_change_roles(actor: Actor) -> bool:
     return actor.user is None or actor.user.role == UserRole.SUPER_ADMIN
 
 
+def can_replay(actor: Actor) -> bool:
+    # A replay forces an older Clerk version past the ordering guard, onto anyone's row.
+    return actor.user is None or actor.user.role == UserRole.SUPER_ADMIN
+
+
 def ensure_can_manage(actor: Actor, target: User) -> None:
     if not can_manage(actor, target):
         raise NotAllowed(f"Admins manage users with the role 'user' only; {target.email} is {target.role.label}.")
@@ -59,6 +65,11 @@ def ensure_can_give_role(actor: Actor, role: UserRole) -> None:
 def ensure_can_change_role(actor: Actor, target: User, role: UserRole) -> None:
     if role != target.role and not can_change_roles(actor):
         raise NotAllowed("Only super admins change roles.")
+
+
+def ensure_can_replay(actor: Actor) -> None:
+    if not can_replay(actor):
+        raise NotAllowed("Only super admins re-apply webhook events: a replay can force an older version over newer data.")
 
 
 def ensure_a_super_admin_remains(target: User, *, role: UserRole, status: UserStatus) -> None:

@@ -35,6 +35,7 @@ from app.clerk.sync import (
 )
 from app.extensions import db
 from app.models import WebhookEvent, WebhookOutcome, utcnow
+from app.users.permissions import ensure_can_replay
 
 MAX_BODY_BYTES = 1024 * 1024  # Clerk's user objects are a few KiB; anything near this is not Clerk
 MAX_SVIX_ID_BYTES = MAX_ID_BYTES  # Svix's are about 30; the id is the primary key
@@ -118,7 +119,9 @@ def apply_clerk_event(event: ClerkEvent, *, actor: Actor, ignore_order: bool = F
     else:
         return Applied(WebhookOutcome.IGNORED, f"{event.type} is not an event this dashboard uses")
     outcome = SYNC_TO_WEBHOOK[result.outcome]
-    return Applied(outcome, None if outcome == WebhookOutcome.APPLIED else result.reason)
+    # An applied event's reason ("created", "updated") is noise, unless it tells of a refused claim.
+    keep_reason = outcome != WebhookOutcome.APPLIED or result.noteworthy
+    return Applied(outcome, result.reason if keep_reason else None)
 
 
 def _apply_session_created(event: ClerkEvent, *, actor: Actor) -> SyncResult:
@@ -127,10 +130,14 @@ def _apply_session_created(event: ClerkEvent, *, actor: Actor) -> SyncResult:
     if signed_in_at is None:
         raise MalformedClerkData("data.created_at is missing")
     embedded = event.data.get("user")
+    made = None
     if isinstance(embedded, Mapping) and embedded.get("id") == clerk_id:
         # Newer payloads carry the user: a sign-in that beats user.created still makes the user.
-        upsert_clerk_user(clerk_user_from_dict(embedded), actor=actor)
-    return record_sign_in(clerk_id, signed_in_at, actor=actor)
+        made = upsert_clerk_user(clerk_user_from_dict(embedded), actor=actor)
+    result = record_sign_in(clerk_id, signed_in_at, actor=actor)
+    if made is not None and made.noteworthy:  # a claim refused on the way: say so on this delivery
+        result.reason, result.noteworthy = made.reason, True
+    return result
 
 
 # --- The webhook_events row ---------------------------------------------------------------------
@@ -233,8 +240,10 @@ def replay_event(svix_id: str, *, actor: Actor) -> Delivery:
     """Re-apply a stored failed or stale event (no commit).
 
     A failed event runs through the usual rules again. A stale one is applied despite the ordering
-    guard: a person asked for exactly that. A deleted user stays deleted either way.
+    guard: a person asked for exactly that. A deleted user stays deleted either way. Only super
+    admins and the command line may (raises NotAllowed).
     """
+    ensure_can_replay(actor)
     row = _locked_event(svix_id)
     if row is None:
         raise LookupError(f"no webhook event with id {svix_id!r}")

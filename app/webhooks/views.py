@@ -27,6 +27,7 @@ from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachabl
 from app.extensions import csrf, db
 from app.models import WebhookEvent, utcnow
 from app.rendering import page_or_fragment
+from app.users.permissions import can_replay
 from app.webhooks.forms import WebhookFilterForm
 from app.webhooks.queries import find_clerk_users, list_webhook_events
 from app.webhooks.services import (
@@ -153,7 +154,8 @@ def index():
     )
     users = find_clerk_users({e.clerk_user_id for e in page.events if e.clerk_user_id})
     return page_or_fragment(
-        "webhooks/index.html", "webhooks/_results.html", form=form, filters=filters, page=page, users=users
+        "webhooks/index.html", "webhooks/_results.html", form=form, filters=filters, page=page, users=users,
+        may_replay=_may_replay(),
     )
 
 
@@ -161,11 +163,17 @@ def index():
 def detail(svix_id: str):
     event = db.get_or_404(WebhookEvent, svix_id)
     users = find_clerk_users({event.clerk_user_id} if event.clerk_user_id else set())
-    return render_template("webhooks/detail.html", event=event, users=users)
+    return render_template("webhooks/detail.html", event=event, users=users, may_replay=_may_replay())
+
+
+def _may_replay() -> bool:
+    # The pages offer Retry and "Apply anyway" only to those replay_event lets through.
+    return can_replay(Actor.staff(g.user))
 
 
 @bp.post("/webhooks/<svix_id>/replay")
 def replay(svix_id: str):
+    """Re-apply one event; NotAllowed (a 403, rolled back) unless a super admin asks."""
     db.get_or_404(WebhookEvent, svix_id)
     try:
         delivery = replay_event(svix_id, actor=Actor.staff(g.user, request.remote_addr))

@@ -71,3 +71,45 @@ def test_filter_with_htmx_and_retry_with_the_keyboard(browser, live_server, auth
     finally:
         context.close()
     assert not errors
+
+
+LONG_ID = "msg_" + "m" * 251  # 255 characters: the longest svix id the receiver takes
+LONG_TYPE = "t" * 255
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_long_ids_and_types_keep_the_table_on_the_screen(app, client, browser, live_server, auth, width):
+    # Issue 12.16: one malformed delivery with a long id pushed every row's Outcome off the page.
+    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+    sign(user_created(clerk_user(email="ada@example.com"))).post(client)
+    long = sign(envelope(LONG_TYPE, {"id": "user_" + "u" * 250}), msg_id=LONG_ID)
+    assert long.post(client).get_json()["outcome"] == "ignored"
+    staff = auth.make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN)
+    context = browser.new_context(base_url=live_server, viewport={"width": width, "height": 900})
+    page = context.new_page()
+    measure = """() => ({
+        screen: window.innerWidth,
+        page: document.documentElement.scrollWidth,
+        boxes: [...document.querySelectorAll('.overflow-auto')].map(box => box.scrollWidth - box.clientWidth),
+        outcomes: [...document.querySelectorAll('.badge')].map(badge => {
+            const r = badge.getBoundingClientRect(); return [r.left, r.right]; }),
+    })"""
+    try:
+        page.goto(auth.link_for(staff))
+        page.goto("/webhooks")
+        listed = page.evaluate(measure)
+        row = page.locator(f"#webhook-{LONG_ID}")
+        titles = [row.locator(f'[title="{value}"]').count() for value in (LONG_ID, LONG_TYPE, "user_" + "u" * 250)]
+        page.goto(f"/webhooks/{LONG_ID}")
+        detail = page.evaluate(measure)
+        shown = page.locator("main").inner_text()
+    finally:
+        context.close()
+
+    for widths in (listed, detail):
+        assert widths["page"] <= widths["screen"], widths
+        assert all(extra <= 0 for extra in widths["boxes"]), widths  # no sideways scrolling inside
+        assert widths["outcomes"] and all(0 <= left and right <= widths["screen"] for left, right in widths["outcomes"])
+    assert len(listed["outcomes"]) == 2
+    assert titles == [1, 1, 1]  # the whole value, on hover, where the list shortens it
+    assert LONG_ID in shown.replace("\n", "") and LONG_TYPE in shown.replace("\n", "")
