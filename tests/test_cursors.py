@@ -138,3 +138,16 @@ def test_rows_per_page_out_of_range_falls_back(client, staff, per_page):
 
     assert UserFilters.from_args(MultiDict({"per_page": per_page})).per_page is None
     assert client.get(f"/users?per_page={per_page}").status_code == 200
+
+
+@pytest.mark.parametrize("before", ["99999999999999999999999", "-99999999999999999999999", "-1", "abc"])
+def test_the_outbox_pager_survives_huge_numbers(client, staff, before):
+    assert client.get(f"/clerk?before={before}").status_code == 200
+
+
+def test_retrying_a_call_with_a_huge_id_is_404(client, staff):
+    from tests.conftest import csrf_token_from
+
+    token = csrf_token_from(client.get("/clerk").get_data(as_text=True))
+    response = client.post("/clerk/calls/99999999999999999999999/retry", data={"csrf_token": token})
+    assert response.status_code == 404
