@@ -37,7 +37,8 @@ def input_problem() -> str | None:
             if problem := text_problem(name):
                 return f"A {kind}’s name {problem}."
             if problem := text_problem(value):
-                return f"The {kind} “{name}” {problem}."
+                shown = name if len(name) <= 60 else name[:59] + "…"
+                return f"The {kind} “{shown}” {problem}."
     return None
 
 

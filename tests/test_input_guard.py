@@ -35,6 +35,7 @@ def staff(auth):
         ("/webhooks/a%00b", "The address contains a NUL character."),
         ("/webhooks?type=a%00b", "The query parameter “type” contains a NUL character."),
         ("/users?a%00b=1", "A query parameter’s name contains a NUL character."),
+        ("/audit?" + "n" * 100 + "=%00", "The query parameter “" + "n" * 59 + "…” contains a NUL character."),
     ],
 )
 def test_a_nul_byte_in_the_url_is_a_400_with_its_reason(client, staff, url, reason):
