@@ -215,7 +215,8 @@ def test_the_export_link_says_how_many_rows_it_holds(client, staff, people, monk
 def test_a_bulk_action_keeps_the_export_link_on_the_filters(client, staff, people):
     token = csrf_token_from(client.get("/users").get_data(as_text=True))
     html = client.post("/users/bulk?status=suspended&q=grace", headers=HX,
-                       data={"csrf_token": token, "action": "active", "ids": [people["grace"].id]}).get_data(as_text=True)
+                       data={"csrf_token": token, "action": "active", "confirm": "y",
+                             "ids": [people["grace"].id]}).get_data(as_text=True)
     assert export_link(html)[1] == {"q": ["grace"], "status": ["suspended"]}
 
 
