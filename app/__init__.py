@@ -73,6 +73,7 @@ def register_blueprints(app: Flask) -> None:
 
 def register_security(app: Flask) -> None:
     from app.auth.guard import init_guard
+    from app.input_guard import init_input_guard
     from app.security import init_security_headers
 
     if app.config["TRUSTED_PROXIES"]:
@@ -82,6 +83,8 @@ def register_security(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     init_guard(app)
+    # After the sign-in check: a signed-in admin's 400 page keeps its navigation.
+    init_input_guard(app)
     init_security_headers(app)
 
 

@@ -9,12 +9,45 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.input_guard import text_problem
+
+MAX_CURSOR_ID_LENGTH = 500
+
+
+def cursor_parts(cursor: str | None, max_length: int = 500) -> list | None:
+    """The JSON array inside a cursor, or None when it is missing, too long or not one."""
+    if not cursor or len(cursor) > max_length:
+        return None
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+        return None
+    return parts if isinstance(parts, list) else None
+
+
+def cursor_text(value: Any, max_length: int = MAX_CURSOR_ID_LENGTH) -> str | None:
+    """A text part of a cursor that a database can compare (no NUL, no lone surrogate), or None."""
+    if not isinstance(value, str) or len(value) > max_length or text_problem(value):
+        return None
+    return value
+
+
+def cursor_time(value: Any) -> datetime | None:
+    """A timestamp part of a cursor, in UTC, or None when it is not one or leaves the calendar in UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+        # Year 1 at +14:00 is a valid datetime whose UTC is not: convert here, not in the query.
+        return when.astimezone(UTC) if when.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def encode_cursor(when: datetime, row_id: str) -> str:
@@ -24,14 +57,11 @@ def encode_cursor(when: datetime, row_id: str) -> str:
 
 def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     """A cursor from the URL, or None when it is missing or malformed ("from the newest")."""
-    if not cursor or len(cursor) > 500:
+    parts = cursor_parts(cursor)
+    if parts is None or len(parts) != 2:
         return None
-    try:
-        when, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        when = datetime.fromisoformat(when)
-    except (ValueError, TypeError, UnicodeDecodeError):
-        return None
-    if when.tzinfo is None or not isinstance(row_id, str):
+    when, row_id = cursor_time(parts[0]), cursor_text(parts[1])
+    if when is None or row_id is None:
         return None
     return when, row_id
 

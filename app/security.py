@@ -1,8 +1,8 @@
-"""Security headers on every response."""
+"""Security headers on every response, and no caching of anything but static files."""
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -47,4 +47,7 @@ def init_security_headers(app: Flask) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.endpoint != "static":
+            # Pages, fragments, exports and error pages show user data: no copy in any cache.
+            response.headers["Cache-Control"] = "no-store"
         return response

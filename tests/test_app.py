@@ -28,6 +28,32 @@ def test_security_headers_on_every_response(client):
         assert headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_nothing_but_static_files_is_cached(auth, client, make_user):
+    user = make_user(email="cached@example.com")
+    static = client.get("/static/app.css")
+    static.close()
+    assert static.headers.get("Cache-Control") != "no-store"
+    assert client.get("/users").headers["Cache-Control"] == "no-store"  # the redirect to sign in
+    auth.sign_in()
+    hx = {"HX-Request": "true"}
+    responses = {
+        "page": client.get("/users"),
+        "fragment": client.get("/users?q=cached", headers=hx),
+        "count": client.get("/users/count", headers=hx),
+        "detail": client.get(f"/users/{user.id}"),
+        "export": client.get("/users/export.csv"),
+        "audit": client.get("/audit", headers=hx),
+        "webhooks": client.get("/webhooks"),
+        "404 page": client.get("/users/nobody"),
+        "404 fragment": client.get("/users/nobody", headers=hx),
+        "400": client.get("/users?q=%00"),
+        "health": client.get("/healthz"),
+    }
+    for name, response in responses.items():
+        response.get_data()  # read the export's stream to its end
+        assert response.headers["Cache-Control"] == "no-store", name
+
+
 def test_no_inline_script_in_pages(auth, client):
     auth.sign_in()
     html = client.get("/users").get_data(as_text=True)

@@ -15,7 +15,7 @@ def staff(auth):
 
 
 def read_csv(response) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    return list(csv.DictReader(io.StringIO(response.get_data().decode("utf-8-sig"))))
 
 
 def test_export_holds_exactly_the_filtered_users(client, staff, make_user):
@@ -42,10 +42,32 @@ def test_export_walks_every_batch(client, staff, make_user, monkeypatch):
     assert emails == [f"bulk{i:02d}@example.com" for i in range(23)]
 
 
-def test_export_neutralises_spreadsheet_formulas(client, staff, make_user):
-    make_user(email="f@example.com", first_name="=HYPERLINK(\"http://evil\")", last_name="+1", username="@cmd")
+def test_export_starts_with_a_byte_order_mark_so_excel_keeps_accents(client, staff, make_user):
+    make_user(email="zoe@example.com", first_name="Zoë", last_name="Brontë")
+    response = client.get("/users/export.csv?q=zoe")
+    body = response.get_data()
+    assert body.startswith(b"\xef\xbb\xbfid,email,")
+    assert response.mimetype == "text/csv" and response.mimetype_params["charset"] == "utf-8"
+    assert "Zoë" in body.decode("utf-8") and read_csv(response)[0]["last_name"] == "Brontë"
+
+
+@pytest.mark.parametrize(
+    ("stored", "exported"),
+    [
+        ('=HYPERLINK("http://evil")', '\'=HYPERLINK("http://evil")'),
+        ("+1", "'+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=cmd", "'\t=cmd"),
+        ("\r=cmd", "'\r=cmd"),
+        ("Ada", "Ada"),
+        ("a=b", "a=b"),  # only a leading character starts a formula
+    ],
+)
+def test_export_neutralises_spreadsheet_formulas(client, staff, make_user, stored, exported):
+    make_user(email="f@example.com", first_name=stored, username=stored, public_metadata=None)
     row = read_csv(client.get("/users/export.csv?q=f@example.com"))[0]
-    assert row["first_name"].startswith("'=") and row["last_name"] == "'+1" and row["username"] == "'@cmd"
+    assert row["first_name"] == exported and row["username"] == exported
 
 
 def test_export_requires_sign_in(client):

@@ -7,6 +7,7 @@ import pytest
 
 from app.models import UserRole, UserStatus, utcnow
 from app.users.queries import COUNT_CAP
+from tests.conftest import csrf_token_from
 
 HX = {"HX-Request": "true"}
 
@@ -161,18 +162,62 @@ def test_empty_results_say_so(client, staff, people):
     assert "No users match these filters" in html
 
 
+def count_text(client, query: str = "") -> str:
+    html = client.get(f"/users/count?{query}", headers=HX).get_data(as_text=True)
+    return re.search(r'<p class="result-count">([^<]*)</p>', html).group(1)
+
+
+def export_link(html: str) -> tuple[str, dict, str]:
+    """The export link's path, query and text (one per page)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    found = re.findall(r'<a href="([^"]*)" id="export-link"[^>]*>([^<]*)</a>', html)
+    assert len(found) == 1, found
+    href, text = found[0]
+    parts = urlsplit(href.replace("&amp;", "&"))
+    return parts.path, parse_qs(parts.query), text
+
+
 def test_the_count_is_lazy_and_capped(app, client, staff, people, monkeypatch):
     html = client.get("/users", headers=HX).get_data(as_text=True)
     assert 'hx-get="/users/count"' in html and "Counting" in html
-    assert client.get("/users/count").get_data(as_text=True).strip() == "6 users"
-    assert client.get("/users/count?status=suspended").get_data(as_text=True).strip() == "1 user"
+    assert count_text(client) == "6 users"
+    assert count_text(client, "status=suspended") == "1 user"
     from app.users import queries
 
     assert queries.count_users(queries.UserFilters(q="example"), cap=2) == queries.UserCount(2, "capped")
     assert queries.count_users(queries.UserFilters(q="example"), cap=3) == queries.UserCount(3, "exact")
     monkeypatch.setattr("app.users.queries.COUNT_CAP", 2)
-    assert client.get("/users/count?role=user").get_data(as_text=True).strip() == "More than 2 users"
+    assert count_text(client, "role=user") == "More than 2 users"
     assert COUNT_CAP >= 1000
+
+
+@pytest.mark.parametrize("headers", [HX, {}])
+def test_the_export_link_carries_the_filters_shown(client, staff, people, headers):
+    html = client.get("/users?q=example&status=invited&status=inactive&role=user&sort=email&per_page=10",
+                      headers=headers).get_data(as_text=True)
+    path, args, text = export_link(html)
+    assert path == "/users/export.csv" and text == "Export CSV"  # until the count answers
+    assert args == {"q": ["example"], "status": ["invited", "inactive"], "role": ["user"], "sort": ["email"]}
+    assert export_link(client.get("/users", headers=headers).get_data(as_text=True))[:2] == ("/users/export.csv", {})
+
+
+def test_the_export_link_says_how_many_rows_it_holds(client, staff, people, monkeypatch):
+    html = client.get("/users/count?status=invited&q=edsger", headers=HX).get_data(as_text=True)
+    assert export_link(html) == ("/users/export.csv", {"q": ["edsger"], "status": ["invited"]}, "Export 1 user (CSV)")
+    assert export_link(client.get("/users/count?q=example", headers=HX).get_data(as_text=True))[2] == (
+        "Export 3 users (CSV)")
+    monkeypatch.setattr("app.users.queries.COUNT_CAP", 2)
+    assert export_link(client.get("/users/count", headers=HX).get_data(as_text=True))[2] == (
+        "Export more than 2 users (CSV)")
+
+
+def test_a_bulk_action_keeps_the_export_link_on_the_filters(client, staff, people):
+    token = csrf_token_from(client.get("/users").get_data(as_text=True))
+    html = client.post("/users/bulk?status=suspended&q=grace", headers=HX,
+                       data={"csrf_token": token, "action": "active", "confirm": "y",
+                             "ids": [people["grace"].id]}).get_data(as_text=True)
+    assert export_link(html)[1] == {"q": ["grace"], "status": ["suspended"]}
 
 
 @pytest.mark.postgresql

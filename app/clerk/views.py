@@ -23,6 +23,7 @@ from app.users.permissions import ensure_can_manage
 
 bp = Blueprint("clerk", __name__)
 PAGE_SIZE = 50
+MAX_CALL_ID = 2**31 - 1  # the id column is an INTEGER: a larger number is no call, not a query error
 
 
 @bp.app_template_global()
@@ -53,6 +54,8 @@ def actor() -> Actor:
 def index():
     form = OutboxFilterForm(request.args)
     before = request.args.get("before", type=int)
+    if before is not None and not 0 < before <= MAX_CALL_ID:
+        before = None  # from the newest, as for any malformed parameter
     calls = list_calls(state=form.chosen_state, before=before, limit=PAGE_SIZE + 1)
     more = len(calls) > PAGE_SIZE
     calls = calls[:PAGE_SIZE]
@@ -61,7 +64,7 @@ def index():
                            next_url=next_url, action_form=ClerkActionForm(formdata=None))
 
 
-@bp.post("/clerk/calls/<int:call_id>/retry")
+@bp.post(f"/clerk/calls/<int(max={MAX_CALL_ID}):call_id>/retry")
 def retry(call_id: int):
     call = db.get_or_404(ClerkCall, call_id, description="There is no such call to Clerk.")
     if not ClerkActionForm().validate():

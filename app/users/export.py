@@ -15,6 +15,8 @@ COLUMNS = (
     "public_metadata", "private_metadata", "unsafe_metadata",
 )
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A byte order mark, so Excel reads the file as UTF-8 and keeps accents intact.
+BOM = "\ufeff"
 
 
 def filename() -> str:
@@ -48,7 +50,7 @@ def rows(filters: UserFilters) -> Iterator[str]:
         return text
 
     writer.writerow(COLUMNS)
-    yield flush()
+    yield BOM + flush()
     for n, user in enumerate(iter_users(filters), start=1):
         writer.writerow(row(user))
         if n % 500 == 0:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from app.extensions import db
 from app.models import NAME_SORT_KEY, PREFIX_SEARCHED, SEARCH_TEXT, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
+from app.pagination import cursor_parts, cursor_text, cursor_time
 
 COUNT_CAP = 10_000
 MAX_QUERY_LENGTH = 200
@@ -143,21 +144,19 @@ def encode_cursor(sort: Sort, row) -> str:
 
 
 def decode_cursor(sort: Sort, cursor: str | None):
-    """A cursor from the URL for this sort, or None when it is missing or malformed."""
-    if not cursor or len(cursor) > 2000:
+    """A cursor from the URL for this sort, or None when it is missing or malformed.
+
+    Only parts a query can bind are kept: a timestamp that converts to UTC, text without NUL
+    or lone surrogates. Anything else starts from the first page.
+    """
+    parts = cursor_parts(cursor, max_length=2000)
+    if parts is None or len(parts) != 3 or parts[0] != sort.name:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        name, value, user_id = json.loads(raw)
-        if name != sort.name or not isinstance(user_id, str) or not isinstance(value, str):
-            return None
-        if sort.kind == "datetime":
-            value = datetime.fromisoformat(value)
-            if value.tzinfo is None:
-                return None
-        return value, user_id
-    except (ValueError, TypeError, UnicodeDecodeError):
+    value = cursor_time(parts[1]) if sort.kind == "datetime" else cursor_text(parts[1], max_length=2000)
+    user_id = cursor_text(parts[2])
+    if value is None or user_id is None:
         return None
+    return value, user_id
 
 
 def _bind(sort: Sort, key) -> sa.Tuple:

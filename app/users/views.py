@@ -109,7 +109,7 @@ def index():
 @bp.get("/users/count")
 def count():
     filters = UserFilters.from_args(request.args)
-    return page_or_fragment("users/_count.html", "users/_count.html", count=count_users(filters))
+    return page_or_fragment("users/_count.html", "users/_count.html", count=count_users(filters), filters=filters)
 
 
 @bp.get("/users/export.csv")

@@ -200,3 +200,34 @@ def test_a_503_is_shown_above_the_page_and_keeps_what_was_there(app, people, sig
     page.get_by_label("Search users").fill("turing")
     expect(rows(page)).to_have_count(1)
     expect(alert).to_be_empty()
+
+
+def test_the_export_link_follows_the_list_and_downloads_exactly_its_rows(people, signed_in, make_user):
+    import csv
+    from urllib.parse import parse_qs, urlsplit
+
+    for email, status in [("s1@example.com", UserStatus.SUSPENDED), ("s2@example.com", UserStatus.SUSPENDED),
+                          ("s3@other.org", UserStatus.SUSPENDED)]:
+        make_user(email=email, status=status, first_name="Zoë", private_metadata='{"note": "secret"}')
+    page = signed_in
+    page.get_by_text("Filters and order").click()
+    page.get_by_role("group", name="Status").get_by_label("suspended", exact=True).check()
+    page.get_by_label("Search users").fill("example")
+    expect(rows(page)).to_have_count(2)
+    link = page.locator("#export-link")
+    expect(link).to_have_text("Export 2 users (CSV)")  # the count, before the download starts
+    href = link.get_attribute("href")
+    assert parse_qs(urlsplit(href).query) == {"q": ["example"], "status": ["suspended"]}
+
+    listed = sorted(rows(page).locator("td.user-cell > a").all_inner_texts())
+    with page.expect_download() as download:
+        link.click()
+    with open(download.value.path(), encoding="utf-8-sig", newline="") as file:
+        exported = list(csv.DictReader(file))
+    assert sorted(r["email"] for r in exported) == listed == ["s1@example.com", "s2@example.com"]
+    assert exported[0]["first_name"] == "Zoë"
+
+    page.get_by_label("Search users").fill("")  # an htmx swap brings the link along with the list
+    expect(rows(page)).to_have_count(3)
+    expect(link).to_have_text("Export 3 users (CSV)")
+    assert parse_qs(urlsplit(link.get_attribute("href")).query) == {"status": ["suspended"]}
