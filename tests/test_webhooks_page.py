@@ -305,6 +305,13 @@ def test_a_plain_admin_cannot_rewrite_a_super_admin_through_replay(client, db, m
     assert (row.outcome, row.attempts) == ("stale", 1)
 
 
+def test_replay_tells_a_plain_admin_nothing_about_which_ids_exist(client, db, auth):
+    auth.sign_in(role=UserRole.ADMIN)
+    page = client.get("/users/new").get_data(as_text=True)
+    token = csrf_token_from(page)
+    assert client.post("/webhooks/no-such-id/replay", data={"csrf_token": token}).status_code == 403
+
+
 @pytest.mark.parametrize("role", [UserRole.ADMIN, UserRole.USER])
 def test_the_replay_service_refuses_anyone_but_super_admins_and_the_cli(client, db, make_user, role):
     data = clerk_user(first_name="Newer", updated_at=BASE_MS + 10)

@@ -284,6 +284,18 @@ def test_an_unverified_email_does_not_take_over_a_super_admin_made_on_the_comman
         "user.create_admin"]
 
 
+def test_the_command_line_picks_the_staff_row_when_clerk_kept_a_user_apart(client, db, runner):
+    """Two live rows share the address: create-admin and sign-in-link must act on the staff account."""
+    assert runner.invoke(args=["users", "create-admin", "admin@example.com", "--role", "admin"]).exit_code == 0
+    deliver(client, user_created(clerk_user(email="admin@example.com", email_verified=False)))
+    assert count(db, User) == 2
+    for _ in range(3):  # whatever order the database returns rows in
+        assert runner.invoke(args=["users", "create-admin", "admin@example.com"]).exit_code == 0
+    roles = db.session.scalars(sa.select(User.role).order_by(User.created_at)).all()
+    assert roles == [UserRole.SUPER_ADMIN, UserRole.USER]
+    assert runner.invoke(args=["users", "sign-in-link", "admin@example.com"]).exit_code == 0
+
+
 @pytest.mark.parametrize("role", [UserRole.ADMIN, UserRole.SUPER_ADMIN])
 @pytest.mark.parametrize("status", [UserStatus.INVITED, UserStatus.ACTIVE])
 def test_a_staff_row_is_claimed_only_with_a_verified_email(client, db, make_user, role, status):

@@ -60,8 +60,17 @@ def live_users():
 
 
 def find_live_user_by_email(email: str) -> User | None:
+    """The live user with this address; a staff row first, then the oldest.
+
+    Two rows can share an address: Clerk's user with an unverified email is kept apart from a
+    staff account, and the command line must then promote or sign in the staff account.
+    """
+    staff_first = sa.case((User.role.in_([UserRole.SUPER_ADMIN, UserRole.ADMIN]), 0), else_=1)
     return db.session.scalars(
-        live_users().where(sa.func.lower(User.email).in_(email_spellings(email))).limit(1)
+        live_users()
+        .where(sa.func.lower(User.email).in_(email_spellings(email)))
+        .order_by(staff_first, User.created_at, User.id)
+        .limit(1)
     ).first()
 
 

@@ -27,7 +27,7 @@ from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachabl
 from app.extensions import csrf, db
 from app.models import WebhookEvent, utcnow
 from app.rendering import page_or_fragment
-from app.users.permissions import can_replay
+from app.users.permissions import can_replay, ensure_can_replay
 from app.webhooks.forms import WebhookFilterForm
 from app.webhooks.queries import find_clerk_users, list_webhook_events
 from app.webhooks.services import (
@@ -174,9 +174,11 @@ def _may_replay() -> bool:
 @bp.post("/webhooks/<svix_id>/replay")
 def replay(svix_id: str):
     """Re-apply one event; NotAllowed (a 403, rolled back) unless a super admin asks."""
+    actor = Actor.staff(g.user, request.remote_addr)
+    ensure_can_replay(actor)  # before the look-up, so a 404 does not tell others which ids exist
     db.get_or_404(WebhookEvent, svix_id)
     try:
-        delivery = replay_event(svix_id, actor=Actor.staff(g.user, request.remote_addr))
+        delivery = replay_event(svix_id, actor=actor)
     except ReplayRefused as refused:
         db.session.rollback()
         abort(409, str(refused))
