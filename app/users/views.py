@@ -284,10 +284,10 @@ def invitation(user_id: str, action: str):
 # --- key-value data ------------------------------------------------------------------------
 
 
-def render_data(user: User, form: UserDataForm | None = None, status: int = 200):
+def render_data(user: User, form: UserDataForm | None = None, status: int = 200, notice: str | None = None):
     form = form or UserDataForm(formdata=None)
     if wants_fragment():
-        return render_template("users/_data.html", user=user, data_form=form), status
+        return render_template("users/_data.html", user=user, data_form=form, notice=notice), status
     return render_template("users/detail.html", user=user, history=history_for(user), data_form=form), status
 
 
@@ -306,7 +306,7 @@ def add_data(user_id: str):
             if not wants_fragment():
                 flash(f"Added {form.key.data}.", "success")
                 return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
-            return render_data(user)
+            return render_data(user, notice=f"Added {form.key.data}.")
     return render_data(user, form, 422)
 
 
@@ -364,7 +364,8 @@ def row(user_id: str):
     user = get_user_or_404(user_id)
     if not wants_fragment():
         return redirect(url_for("users.detail", user_id=user.id))
-    return render_template("users/_row.html", user=user)
+    # After a Cancel, focus returns to the button that asked (`focus` is its target status).
+    return render_template("users/_row.html", user=user, focus=request.args.get("focus"))
 
 
 @bp.get("/users/<user_id>/status-panel")
@@ -372,7 +373,7 @@ def status_panel(user_id: str):
     user = get_user_or_404(user_id)
     if not wants_fragment():
         return redirect(url_for("users.detail", user_id=user.id))
-    return render_template("users/_status_panel.html", user=user)
+    return render_template("users/_status_panel.html", user=user, focus=request.args.get("focus"))
 
 
 @bp.get("/users/<user_id>/data/<data_id>")
