@@ -145,8 +145,11 @@ def invite_form() -> InviteForm:
     return form
 
 
-@bp.get("/users/new")
+@bp.route("/users/new", methods=["GET", "POST"])
 def new():
+    # The form posts here, so a refused submit (422) leaves /users/new in the address bar.
+    if request.method == "POST":
+        return create()
     return render_template("users/new.html", form=invite_form())
 
 
