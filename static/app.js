@@ -34,27 +34,76 @@
     if (box && event.detail.xhr && event.detail.xhr.status < 400 && box.firstChild) box.replaceChildren();
   });
 
+  // Focus never falls to <body> when htmx replaces what had it: new content may name what takes
+  // it ([data-focus]: a notice, the button that asked); a replaced table row offers its first
+  // control; anything else hands it to the message or the section the request came from.
+  var CONTROLS = "button:not([disabled]), a[href], input:not([type=hidden]):not([disabled]), select, textarea";
+  var askingRegion = null, stopgap = null;
+
+  function focusLost() {
+    var active = document.activeElement;
+    return !active || active === document.body;
+  }
+
+  function focusRegion(region) {
+    var target = region.querySelector(".flashes, .notice") || region;
+    if (!target.hasAttribute("tabindex")) target.setAttribute("tabindex", "-1");
+    target.focus();
+    stopgap = target;
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    askingRegion = elt && elt.closest ? elt.closest("section[id]") : null;
+    stopgap = null;
+  });
+
+  // Swapped by now (a deleted row leaves nothing behind); new content may still claim focus below.
+  document.addEventListener("htmx:afterRequest", function () {
+    if (focusLost() && askingRegion && askingRegion.isConnected) focusRegion(askingRegion);
+  });
+
   // New content that asks for focus gets it once htmx has made it live (processed its hx-
   // attributes). The autofocus attribute would let the browser focus it a moment earlier, when
   // pressing Enter would still submit the plain form.
   document.addEventListener("htmx:load", function (event) {
     var elt = event.detail.elt;
-    if (!elt || !elt.querySelector) return;
+    if (!elt || !elt.querySelector || elt === document.body) return;
     var wanted = elt.matches("[data-focus]") ? elt : elt.querySelector("[data-focus]");
+    var lost = focusLost() || document.activeElement === stopgap;
+    if (!wanted && lost && elt.matches("tr")) wanted = elt.querySelector(CONTROLS);
     if (wanted) wanted.focus();
   });
 
   // After an inline swap shows errors, put keyboard focus on the first field with one. (htmx
   // itself focuses [autofocus]; waiting for the settle means the new content is live by then.)
+  // The event comes from the new content: after an outerHTML swap, detail.target is the old one.
   document.addEventListener("htmx:afterSettle", function (event) {
-    var target = event.detail.target;
-    if (!target || !target.isConnected || !target.querySelector) return;
-    var invalid = target.querySelector("[aria-invalid=true]");
+    var root = event.target && event.target.isConnected ? event.target : event.detail.target;
+    if (!root || !root.isConnected || !root.querySelector) return;
+    var invalid = root.querySelector("[aria-invalid=true]");
     if (invalid) invalid.focus();
+  });
+
+  // Escape inside an inline confirmation or edit presses its Cancel.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || event.defaultPrevented || !event.target.closest) return;
+    var scope = event.target.closest("[data-cancel-on-escape]");
+    var cancel = scope && scope.querySelector("[data-cancel]");
+    if (!cancel) return;
+    event.preventDefault();
+    cancel.click();
+  });
+
+  // A link that looks and is announced as a button answers Space as a button does.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== " " || !event.target.matches || !event.target.matches("a[role=button][href]")) return;
+    event.preventDefault();
+    event.target.click();
   });
 })();
 
-// A bulk action's confirmation: Cancel (or Escape) takes it away and gives focus back to the bar.
+// A bulk action's confirmation: Cancel (Escape presses it) takes it away and gives focus back to the bar.
 (function () {
   "use strict";
   function dismiss(box) {
@@ -68,10 +117,5 @@
   document.addEventListener("click", function (event) {
     var cancel = event.target.closest && event.target.closest("#bulk-confirm [data-cancel]");
     if (cancel && dismiss(cancel)) event.preventDefault();
-  });
-  document.addEventListener("keydown", function (event) {
-    if (event.key !== "Escape" || !event.target.closest) return;
-    var box = event.target.closest("#bulk-confirm [data-cancel-on-escape]");
-    if (box && dismiss(box)) event.preventDefault();
   });
 })();

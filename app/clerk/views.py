@@ -19,6 +19,7 @@ from app.clerk.outbox import (
 )
 from app.extensions import db
 from app.models import ClerkCall
+from app.rendering import page_or_fragment
 from app.users.permissions import ensure_can_manage
 
 bp = Blueprint("clerk", __name__)
@@ -60,8 +61,8 @@ def index():
     more = len(calls) > PAGE_SIZE
     calls = calls[:PAGE_SIZE]
     next_url = (url_for("clerk.index", state=form.chosen_state, before=calls[-1].id) if more else None)
-    return render_template("clerk/index.html", calls=calls, form=form, health=outbox_health(),
-                           next_url=next_url, action_form=ClerkActionForm(formdata=None))
+    return page_or_fragment("clerk/index.html", "clerk/_results.html", calls=calls, form=form,
+                            health=outbox_health(), next_url=next_url, action_form=ClerkActionForm(formdata=None))
 
 
 @bp.post(f"/clerk/calls/<int(max={MAX_CALL_ID}):call_id>/retry")

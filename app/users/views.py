@@ -165,8 +165,11 @@ def invite_form() -> InviteForm:
     return form
 
 
-@bp.get("/users/new")
+@bp.route("/users/new", methods=["GET", "POST"])
 def new():
+    # The form posts here, so a refused submit (422) leaves /users/new in the address bar.
+    if request.method == "POST":
+        return create()
     return render_template("users/new.html", form=invite_form())
 
 
@@ -472,7 +475,8 @@ def row(user_id: str):
     user = get_user_or_404(user_id)
     if not wants_fragment():
         return redirect(url_for("users.detail", user_id=user.id))
-    return render_template("users/_row.html", user=user)
+    # After a Cancel, focus returns to the button that asked (`focus` is its target status).
+    return render_template("users/_row.html", user=user, focus=request.args.get("focus"))
 
 
 @bp.get("/users/<user_id>/status-panel")
@@ -480,7 +484,7 @@ def status_panel(user_id: str):
     user = get_user_or_404(user_id)
     if not wants_fragment():
         return redirect(url_for("users.detail", user_id=user.id))
-    return render_template("users/_status_panel.html", user=user)
+    return render_template("users/_status_panel.html", user=user, focus=request.args.get("focus"))
 
 
 @bp.get("/users/<user_id>/data/<data_id>")
