@@ -110,6 +110,8 @@ class User(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     clerk_updated_at: Mapped[int | None] = mapped_column(sa.BigInteger)
     version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+    # Dashboard sessions carry it; adding one ends every session this person has (app/auth/guard.py).
+    session_generation: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
     data: Mapped[list[UserData]] = relationship(
         back_populates="user", order_by="UserData.key", cascade="all, delete-orphan"
