@@ -147,6 +147,18 @@ class User(db.Model):
     def can_use_dashboard(self) -> bool:
         return self.is_staff and self.status == UserStatus.ACTIVE and self.deleted_at is None
 
+    # Flask-Login's user protocol (app/auth/guard.py). The session id names the person and the
+    # session generation it was issued under, so moving the generation on ends every copy of it.
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_active(self) -> bool:
+        return self.can_use_dashboard
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_generation}"
+
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
 

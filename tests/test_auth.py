@@ -4,7 +4,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from app.audit.services import Actor
 from app.models import AuditEvent, SignInLink, User, UserRole, UserStatus, utcnow
+from app.users.services import update_user_fields
 from tests.conftest import csrf_token_from
 
 
@@ -138,11 +140,50 @@ def test_session_ends_when_the_account_is_suspended(auth, client, db):
     assert client.get("/users").status_code == 302
 
 
-def test_a_signed_in_account_demoted_to_user_gets_403(auth, client, db):
+def test_a_signed_in_account_demoted_to_user_is_signed_out(auth, client, db):
     admin = auth.sign_in(role=UserRole.ADMIN)
     admin.role = UserRole.USER
     db.session.commit()
-    assert client.get("/users").status_code == 403
+    response = client.get("/users")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/auth/sign-in")
+
+
+def copy_of_the_session(app, client):
+    """Another browser holding a copy of this client's session cookie."""
+    other = app.test_client()
+    other.set_cookie("session", client.get_cookie("session").value)
+    return other
+
+
+def test_sign_out_ends_every_copy_of_the_session_cookie(app, auth, client, db):
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    page = client.get("/users").get_data(as_text=True)
+    copy = copy_of_the_session(app, client)
+    assert copy.get("/users").status_code == 200
+    version, updated_at = admin.version, admin.updated_at
+
+    assert client.post("/auth/sign-out", data={"csrf_token": csrf_token_from(page)}).status_code == 302
+    assert client.get("/users").status_code == 302
+    response = copy.get("/users")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/auth/sign-in")
+    db.session.expire_all()
+    admin = db.session.get(User, admin.id)
+    assert admin.session_generation == 1
+    # An edit form opened on this admin before the sign-out still saves: the optimistic lock did not move.
+    assert (admin.version, admin.updated_at) == (version, updated_at)
+    event = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "auth.signed_out")).one()
+    assert event.target_id == admin.id and event.actor_id == admin.id
+    # A new sign-in works, with the new generation.
+    auth.sign_in(admin)
+    assert client.get("/users").status_code == 200
+
+
+def test_changes_that_keep_the_dashboard_keep_the_session(auth, client, db):
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    update_user_fields(admin, {"role": UserRole.SUPER_ADMIN, "first_name": "Ada"}, actor=Actor.cli())
+    db.session.commit()
+    assert client.get("/users").status_code == 200
+    assert admin.session_generation == 0
 
 
 def test_sign_out_needs_csrf_and_ends_the_session(auth, client):
@@ -181,6 +222,18 @@ def test_sessions_end_after_the_idle_time(app, auth, client):
     response = client.get("/users")
     assert response.status_code == 302
     assert "without activity" in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_sessions_end_after_the_maximum_age_however_busy(app, auth, client):
+    import time as clock
+
+    auth.sign_in()
+    assert client.get("/users").status_code == 200
+    with client.session_transaction() as session:
+        session["started"] = int(clock.time()) - int(app.permanent_session_lifetime.total_seconds()) - 1
+    response = client.get("/users")
+    assert response.status_code == 302
+    assert "12 hours after signing in" in client.get(response.headers["Location"]).get_data(as_text=True)
 
 
 def test_repeated_refused_links_are_throttled(app, auth, client, make_user, db):
