@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from app.audit.services import Actor
@@ -176,6 +177,47 @@ def test_sign_out_ends_every_copy_of_the_session_cookie(app, auth, client, db):
     # A new sign-in works, with the new generation.
     auth.sign_in(admin)
     assert client.get("/users").status_code == 200
+
+
+LOSSES = {
+    "suspension": ({"status": UserStatus.SUSPENDED}, {"status": UserStatus.ACTIVE}),
+    "inactive": ({"status": UserStatus.INACTIVE}, {"status": UserStatus.ACTIVE}),
+    "demotion": ({"role": UserRole.USER}, {"role": UserRole.ADMIN}),
+    "deletion": ({"deleted_at": "now"}, {"deleted_at": None}),
+}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_losing_the_dashboard_ends_every_session_and_getting_it_back_revives_none(app, auth, client, db, loss):
+    taken, given_back = ({k: utcnow() if v == "now" else v for k, v in c.items()} for c in LOSSES[loss])
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    copy = copy_of_the_session(app, client)
+    assert copy.get("/users").status_code == 200
+
+    update_user_fields(admin, taken, actor=Actor.cli())
+    db.session.commit()
+    assert copy.get("/users").status_code == 302
+    update_user_fields(admin, given_back, actor=Actor.cli())
+    db.session.commit()
+    assert admin.can_use_dashboard
+    for browser in (client, copy):
+        response = browser.get("/users")
+        assert response.status_code == 302 and response.headers["Location"].startswith("/auth/sign-in")
+    auth.sign_in(admin)  # a new sign-in is the way back
+    assert client.get("/users").status_code == 200
+
+
+def test_a_suspension_from_the_dashboard_ends_the_admins_sessions(app, auth, client, make_user, db):
+    from app.users.services import set_status
+
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    copy = copy_of_the_session(app, client)
+    boss = make_user(role=UserRole.SUPER_ADMIN)
+    set_status(admin, UserStatus.SUSPENDED, actor=Actor.staff(boss))
+    db.session.commit()
+    set_status(admin, UserStatus.ACTIVE, actor=Actor.staff(boss))
+    db.session.commit()
+    assert copy.get("/users").status_code == 302
 
 
 def test_changes_that_keep_the_dashboard_keep_the_session(auth, client, db):
