@@ -1,6 +1,7 @@
 """One-time sign-in links, the session they start, and the guard in front of every page."""
 
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +22,43 @@ def test_htmx_request_without_session_is_sent_to_sign_in(client):
     response = client.get("/users", headers={"HX-Request": "true"})
     assert response.status_code == 401
     assert response.headers["HX-Redirect"].startswith("/auth/sign-in")
+
+
+def next_of(location: str) -> list[str]:
+    return parse_qs(urlsplit(location).query).get("next", [])
+
+
+def test_an_htmx_fragment_sends_sign_in_back_to_the_page_it_was_on(client):
+    response = client.get(
+        "/users/count?q=ada&status=active",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/users?q=ada&status=active"},
+    )
+    assert response.status_code == 401
+    assert next_of(response.headers["HX-Redirect"]) == ["/users?q=ada&status=active"]
+
+
+@pytest.mark.parametrize("current_url", [None, "https://evil.example/users", "//evil.example/x", "javascript:alert(1)",
+                                         "http://localhost/auth/sign-in?next=/users", "http://[localhost/users",
+                                         "http://localhost//evil.example/x"])
+def test_an_htmx_fragment_never_becomes_next(client, current_url):
+    headers = {"HX-Request": "true"} | ({"HX-Current-URL": current_url} if current_url else {})
+    response = client.get("/users/count?q=ada", headers=headers)
+    assert response.status_code == 401
+    location = response.headers["HX-Redirect"]
+    assert location.startswith("/auth/sign-in") and next_of(location) == []
+
+
+def test_a_page_request_keeps_its_next(client):
+    response = client.get("/users?q=ada")
+    assert response.status_code == 302
+    assert next_of(response.headers["Location"]) == ["/users?q=ada"]
+
+
+def test_a_boosted_htmx_navigation_keeps_the_page_it_goes_to(client):
+    headers = {"HX-Request": "true", "HX-Boosted": "true", "HX-Current-URL": "http://localhost/"}
+    response = client.get("/users?q=ada", headers=headers)
+    assert response.status_code == 401
+    assert next_of(response.headers["HX-Redirect"]) == ["/users?q=ada"]
 
 
 def test_public_endpoints_need_no_session(client):

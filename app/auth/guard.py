@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import flask_login
 from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
@@ -22,6 +23,8 @@ from app.audit.services import Actor, record
 from app.auth.clerk_session import ClerkTokenRefused, has_clerk_token, verify_clerk_request
 from app.extensions import db, login_manager
 from app.models import User
+from app.rendering import wants_fragment
+from app.urls import safe_next_url
 
 SESSION_SEEN_KEY = "seen"
 SESSION_STARTED_KEY = "started"
@@ -129,11 +132,30 @@ def _require_staff():
     return None
 
 
+def _page_the_htmx_request_came_from() -> str | None:
+    """The page (HX-Current-URL) an htmx request was made on, when it is a path on this site."""
+    try:
+        parts = urlsplit(request.headers.get("HX-Current-URL", ""))
+    except ValueError:  # e.g. a malformed IPv6 host
+        return None
+    if parts.scheme not in ("http", "https") or parts.netloc != request.host:
+        return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if path.startswith(url_for("auth.sign_in_page")):
+        return None
+    return safe_next_url(path)
+
+
 @login_manager.unauthorized_handler
 def _to_sign_in():
-    target = url_for("auth.sign_in_page", next=request.full_path if request.method == "GET" else None)
+    # A fragment's own URL is no page to come back to: an htmx swap returns to the page it was on.
+    if wants_fragment():
+        after = _page_the_htmx_request_came_from()
+    else:
+        after = request.full_path if request.method == "GET" else None
+    target = url_for("auth.sign_in_page", next=after)
     if request.htmx:
-        # A fragment swap cannot show a page: ask htmx to load the sign-in page instead.
+        # A swap cannot show a page: htmx loads the sign-in page instead.
         return make_response("", 401, redirect=target)
     return redirect(target)
 
