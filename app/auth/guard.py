@@ -30,7 +30,6 @@ SESSION_SEEN_KEY = "seen"
 SESSION_STARTED_KEY = "started"
 
 
-
 def public(view: Callable) -> Callable:
     """Mark a view as reachable without signing in."""
     view.is_public = True  # type: ignore[attr-defined]
