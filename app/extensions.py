@@ -1,5 +1,6 @@
 """Extensions, created unbound and initialised in the factory."""
 
+from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
@@ -24,3 +25,6 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 csrf = CSRFProtect()
 htmx = Htmx()
+login_manager = LoginManager()  # its loaders and the rule in front of every page: app/auth/guard.py
+# Sessions end by their generation (app/auth/guard.py); a new address or browser is no reason to.
+login_manager.session_protection = None

@@ -110,6 +110,8 @@ class User(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     clerk_updated_at: Mapped[int | None] = mapped_column(sa.BigInteger)
     version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+    # Dashboard sessions carry it; adding one ends every session this person has (app/auth/guard.py).
+    session_generation: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
     data: Mapped[list[UserData]] = relationship(
         back_populates="user", order_by="UserData.key", cascade="all, delete-orphan"
@@ -144,6 +146,18 @@ class User(db.Model):
     @property
     def can_use_dashboard(self) -> bool:
         return self.is_staff and self.status == UserStatus.ACTIVE and self.deleted_at is None
+
+    # Flask-Login's user protocol (app/auth/guard.py). The session id names the person and the
+    # session generation it was issued under, so moving the generation on ends every copy of it.
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_active(self) -> bool:
+        return self.can_use_dashboard
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_generation}"
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"

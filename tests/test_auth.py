@@ -1,10 +1,14 @@
 """One-time sign-in links, the session they start, and the guard in front of every page."""
 
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import sqlalchemy as sa
 
+from app.audit.services import Actor
 from app.models import AuditEvent, SignInLink, User, UserRole, UserStatus, utcnow
+from app.users.services import update_user_fields
 from tests.conftest import csrf_token_from
 
 
@@ -18,6 +22,43 @@ def test_htmx_request_without_session_is_sent_to_sign_in(client):
     response = client.get("/users", headers={"HX-Request": "true"})
     assert response.status_code == 401
     assert response.headers["HX-Redirect"].startswith("/auth/sign-in")
+
+
+def next_of(location: str) -> list[str]:
+    return parse_qs(urlsplit(location).query).get("next", [])
+
+
+def test_an_htmx_fragment_sends_sign_in_back_to_the_page_it_was_on(client):
+    response = client.get(
+        "/users/count?q=ada&status=active",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/users?q=ada&status=active"},
+    )
+    assert response.status_code == 401
+    assert next_of(response.headers["HX-Redirect"]) == ["/users?q=ada&status=active"]
+
+
+@pytest.mark.parametrize("current_url", [None, "https://evil.example/users", "//evil.example/x", "javascript:alert(1)",
+                                         "http://localhost/auth/sign-in?next=/users", "http://[localhost/users",
+                                         "http://localhost//evil.example/x"])
+def test_an_htmx_fragment_never_becomes_next(client, current_url):
+    headers = {"HX-Request": "true"} | ({"HX-Current-URL": current_url} if current_url else {})
+    response = client.get("/users/count?q=ada", headers=headers)
+    assert response.status_code == 401
+    location = response.headers["HX-Redirect"]
+    assert location.startswith("/auth/sign-in") and next_of(location) == []
+
+
+def test_a_page_request_keeps_its_next(client):
+    response = client.get("/users?q=ada")
+    assert response.status_code == 302
+    assert next_of(response.headers["Location"]) == ["/users?q=ada"]
+
+
+def test_a_boosted_htmx_navigation_keeps_the_page_it_goes_to(client):
+    headers = {"HX-Request": "true", "HX-Boosted": "true", "HX-Current-URL": "http://localhost/"}
+    response = client.get("/users?q=ada", headers=headers)
+    assert response.status_code == 401
+    assert next_of(response.headers["HX-Redirect"]) == ["/users?q=ada"]
 
 
 def test_public_endpoints_need_no_session(client):
@@ -138,11 +179,91 @@ def test_session_ends_when_the_account_is_suspended(auth, client, db):
     assert client.get("/users").status_code == 302
 
 
-def test_a_signed_in_account_demoted_to_user_gets_403(auth, client, db):
+def test_a_signed_in_account_demoted_to_user_is_signed_out(auth, client, db):
     admin = auth.sign_in(role=UserRole.ADMIN)
     admin.role = UserRole.USER
     db.session.commit()
-    assert client.get("/users").status_code == 403
+    response = client.get("/users")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/auth/sign-in")
+
+
+def copy_of_the_session(app, client):
+    """Another browser holding a copy of this client's session cookie."""
+    other = app.test_client()
+    other.set_cookie("session", client.get_cookie("session").value)
+    return other
+
+
+def test_sign_out_ends_every_copy_of_the_session_cookie(app, auth, client, db):
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    page = client.get("/users").get_data(as_text=True)
+    copy = copy_of_the_session(app, client)
+    assert copy.get("/users").status_code == 200
+    version, updated_at = admin.version, admin.updated_at
+
+    assert client.post("/auth/sign-out", data={"csrf_token": csrf_token_from(page)}).status_code == 302
+    assert client.get("/users").status_code == 302
+    response = copy.get("/users")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/auth/sign-in")
+    db.session.expire_all()
+    admin = db.session.get(User, admin.id)
+    assert admin.session_generation == 1
+    # An edit form opened on this admin before the sign-out still saves: the optimistic lock did not move.
+    assert (admin.version, admin.updated_at) == (version, updated_at)
+    event = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "auth.signed_out")).one()
+    assert event.target_id == admin.id and event.actor_id == admin.id
+    # A new sign-in works, with the new generation.
+    auth.sign_in(admin)
+    assert client.get("/users").status_code == 200
+
+
+LOSSES = {
+    "suspension": ({"status": UserStatus.SUSPENDED}, {"status": UserStatus.ACTIVE}),
+    "inactive": ({"status": UserStatus.INACTIVE}, {"status": UserStatus.ACTIVE}),
+    "demotion": ({"role": UserRole.USER}, {"role": UserRole.ADMIN}),
+    "deletion": ({"deleted_at": "now"}, {"deleted_at": None}),
+}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_losing_the_dashboard_ends_every_session_and_getting_it_back_revives_none(app, auth, client, db, loss):
+    taken, given_back = ({k: utcnow() if v == "now" else v for k, v in c.items()} for c in LOSSES[loss])
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    copy = copy_of_the_session(app, client)
+    assert copy.get("/users").status_code == 200
+
+    update_user_fields(admin, taken, actor=Actor.cli())
+    db.session.commit()
+    assert copy.get("/users").status_code == 302
+    update_user_fields(admin, given_back, actor=Actor.cli())
+    db.session.commit()
+    assert admin.can_use_dashboard
+    for browser in (client, copy):
+        response = browser.get("/users")
+        assert response.status_code == 302 and response.headers["Location"].startswith("/auth/sign-in")
+    auth.sign_in(admin)  # a new sign-in is the way back
+    assert client.get("/users").status_code == 200
+
+
+def test_a_suspension_from_the_dashboard_ends_the_admins_sessions(app, auth, client, make_user, db):
+    from app.users.services import set_status
+
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    copy = copy_of_the_session(app, client)
+    boss = make_user(role=UserRole.SUPER_ADMIN)
+    set_status(admin, UserStatus.SUSPENDED, actor=Actor.staff(boss))
+    db.session.commit()
+    set_status(admin, UserStatus.ACTIVE, actor=Actor.staff(boss))
+    db.session.commit()
+    assert copy.get("/users").status_code == 302
+
+
+def test_changes_that_keep_the_dashboard_keep_the_session(auth, client, db):
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    update_user_fields(admin, {"role": UserRole.SUPER_ADMIN, "first_name": "Ada"}, actor=Actor.cli())
+    db.session.commit()
+    assert client.get("/users").status_code == 200
+    assert admin.session_generation == 0
 
 
 def test_sign_out_needs_csrf_and_ends_the_session(auth, client):
@@ -181,6 +302,18 @@ def test_sessions_end_after_the_idle_time(app, auth, client):
     response = client.get("/users")
     assert response.status_code == 302
     assert "without activity" in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_sessions_end_after_the_maximum_age_however_busy(app, auth, client):
+    import time as clock
+
+    auth.sign_in()
+    assert client.get("/users").status_code == 200
+    with client.session_transaction() as session:
+        session["started"] = int(clock.time()) - int(app.permanent_session_lifetime.total_seconds()) - 1
+    response = client.get("/users")
+    assert response.status_code == 302
+    assert "12 hours after signing in" in client.get(response.headers["Location"]).get_data(as_text=True)
 
 
 def test_repeated_refused_links_are_throttled(app, auth, client, make_user, db):

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.models import AuditEvent, UserRole, UserStatus, utcnow
+from tests.conftest import csrf_token_from
 
 ORIGIN = "https://admin.example.com"
 
@@ -127,8 +128,6 @@ def test_without_a_jwt_key_clerk_tokens_are_ignored(app, client, keys, admin):
 
 
 def test_sign_out_drops_clerk_cookie_too(clerk_app, client, keys, admin):
-    from tests.conftest import csrf_token_from
-
     client.set_cookie("__session", token_for(keys[0], admin.clerk_id))
     token = csrf_token_from(client.get("/users").get_data(as_text=True))
     response = client.post("/auth/sign-out", data={"csrf_token": token})
@@ -177,3 +176,13 @@ def test_tokens_against_a_running_server(clerk_app, live_server, keys, admin, ma
         assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
         assert signed_in.headers["x-content-type-options"] == "nosniff"
         assert "script-src 'self'" in signed_in.headers["content-security-policy"]
+
+
+def test_sign_out_ends_a_session_a_clerk_token_started_for_every_copy(clerk_app, client, keys, admin):
+    client.set_cookie("__session", token_for(keys[0], admin.clerk_id))
+    page = client.get("/users").get_data(as_text=True)
+    copy = clerk_app.test_client()
+    copy.set_cookie("session", client.get_cookie("session").value)  # the dashboard's cookie, not Clerk's
+    assert copy.get("/users").status_code == 200
+    assert client.post("/auth/sign-out", data={"csrf_token": csrf_token_from(page)}).status_code == 302
+    assert copy.get("/users").status_code == 302

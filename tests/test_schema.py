@@ -9,7 +9,7 @@ SEED_USER_COLUMNS = {
     "public_metadata": True, "private_metadata": True, "unsafe_metadata": True,
     "last_sign_in_at": True, "clerk_id": False, "created_at": False, "updated_at": False,
 }
-ADDED_USER_COLUMNS = {"deleted_at": True, "clerk_updated_at": True, "version": False}
+ADDED_USER_COLUMNS = {"deleted_at": True, "clerk_updated_at": True, "version": False, "session_generation": False}
 
 
 def test_users_columns_and_nullability(db):

@@ -1,26 +1,33 @@
 """Who is signed in, and the rule that everything but a few public endpoints needs staff.
 
-A dashboard session is a signed cookie holding the user's id. It starts from a one-time link or
-from a verified Clerk session token, ends on sign-out or after SESSION_IDLE_MINUTES without a
-request, and is checked against the database on every request (a suspended or demoted admin is
-out at once).
+Flask-Login keeps the session. Its id for a person is "<user id>:<session generation>" (the
+alternative-id pattern, User.get_id): the signed cookie holds it, and the user loader accepts it
+only while the person's generation in the database is the same and they may still use the
+dashboard. Sign-out, suspension, deletion and loss of the staff role move the generation on, so
+every copy of an older cookie is refused, and reactivation does not bring it back. A session
+starts from a one-time link or from a verified Clerk session token (the request loader), and
+also ends after SESSION_IDLE_MINUTES without a request or SESSION_MAX_HOURS after it began.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+import flask_login
 from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
 from htmx_flask import make_response
 
 from app.audit.services import Actor, record
 from app.auth.clerk_session import ClerkTokenRefused, has_clerk_token, verify_clerk_request
-from app.extensions import db
+from app.extensions import db, login_manager
 from app.models import User
+from app.rendering import wants_fragment
+from app.urls import safe_next_url
 
-SESSION_USER_KEY = "user_id"
 SESSION_SEEN_KEY = "seen"
+SESSION_STARTED_KEY = "started"
 
 
 def public(view: Callable) -> Callable:
@@ -31,32 +38,48 @@ def public(view: Callable) -> Callable:
 
 def sign_in(user: User) -> None:
     session.clear()
-    session[SESSION_USER_KEY] = user.id
-    session[SESSION_SEEN_KEY] = int(time.time())
+    flask_login.login_user(user)
+    now = int(time.time())
+    session[SESSION_SEEN_KEY] = session[SESSION_STARTED_KEY] = now
     session.permanent = True
 
 
 def sign_out() -> None:
+    flask_login.logout_user()
     session.clear()
 
 
-def _session_user() -> User | None:
-    user_id = session.get(SESSION_USER_KEY)
-    if not isinstance(user_id, str):
-        return None
+def _session_expired() -> str | None:
+    """Why this session has run out (idle too long, or older than the maximum), if it has."""
     now = int(time.time())
-    seen = session.get(SESSION_SEEN_KEY)
-    idle_limit = current_app.config["SESSION_IDLE_MINUTES"] * 60
-    if not isinstance(seen, int) or now - seen > idle_limit:
-        sign_out()
-        flash("You were signed out after a while without activity. Sign in again.", "info")
-        return None
+    seen, started = session.get(SESSION_SEEN_KEY), session.get(SESSION_STARTED_KEY)
+    if not isinstance(seen, int) or now - seen > current_app.config["SESSION_IDLE_MINUTES"] * 60:
+        return "You were signed out after a while without activity. Sign in again."
+    max_age = current_app.permanent_session_lifetime.total_seconds()
+    if not isinstance(started, int) or now - started > max_age:
+        return f"You were signed out {max_age / 3600:g} hours after signing in. Sign in again."
     if now - seen >= 60:  # refresh the cookie at most once a minute
         session[SESSION_SEEN_KEY] = now
-    return db.session.get(User, user_id)
+    return None
 
 
-def _clerk_user() -> User | None:
+@login_manager.user_loader
+def _session_user(session_id: str) -> User | None:
+    user_id, _, generation = session_id.rpartition(":")
+    expired = _session_expired()
+    if expired:
+        session.clear()
+        flash(expired, "info")
+        return None
+    user = db.session.get(User, user_id) if user_id else None
+    if user is None or str(user.session_generation) != generation or not user.is_active:
+        session.clear()  # signed out, suspended, deleted or demoted since: this cookie is dead
+        return None
+    return user
+
+
+@login_manager.request_loader
+def _clerk_user(request) -> User | None:
     """The user a Clerk session token speaks for; a cookie token also starts a dashboard session."""
     config = current_app.config
     if not config["CLERK_JWT_KEY"] or not has_clerk_token(request):
@@ -82,9 +105,13 @@ def _clerk_user() -> User | None:
 def _load_current_user() -> None:
     g.user = None
     g.clerk_refusal = None
+    # Flask-Login keeps the user it loaded in g, which outlives a request under an app context
+    # pushed around several (the tests, the CLI): each request loads its own.
+    g.pop("_login_user", None)
     if request.endpoint == "static":
         return
-    g.user = _session_user() or _clerk_user()
+    user = flask_login.current_user
+    g.user = user._get_current_object() if user.is_authenticated else None
 
 
 def _require_staff():
@@ -95,24 +122,46 @@ def _require_staff():
         return None
     user = g.user
     if user is None:
-        return _to_sign_in()
-    if not user.can_use_dashboard:
+        return login_manager.unauthorized()
+    if not user.can_use_dashboard:  # only a Clerk token gets this far without the dashboard
         if user.deleted_at is None and user.status.value == "active":
             abort(403, description="The dashboard is for admins and super admins.")
         sign_out()
-        return _to_sign_in()
+        return login_manager.unauthorized()
     return None
 
 
+def _page_the_htmx_request_came_from() -> str | None:
+    """The page (HX-Current-URL) an htmx request was made on, when it is a path on this site."""
+    try:
+        parts = urlsplit(request.headers.get("HX-Current-URL", ""))
+    except ValueError:  # e.g. a malformed IPv6 host
+        return None
+    if parts.scheme not in ("http", "https") or parts.netloc != request.host:
+        return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if path.startswith(url_for("auth.sign_in_page")):
+        return None
+    return safe_next_url(path)
+
+
+@login_manager.unauthorized_handler
 def _to_sign_in():
-    target = url_for("auth.sign_in_page", next=request.full_path if request.method == "GET" else None)
+    # A fragment's own URL is no page to come back to: an htmx swap returns to the page it was on.
+    if wants_fragment():
+        after = _page_the_htmx_request_came_from()
+    else:
+        after = request.full_path if request.method == "GET" else None
+    target = url_for("auth.sign_in_page", next=after)
     if request.htmx:
-        # A fragment swap cannot show a page: ask htmx to load the sign-in page instead.
+        # A swap cannot show a page: htmx loads the sign-in page instead.
         return make_response("", 401, redirect=target)
     return redirect(target)
 
 
 def init_guard(app: Flask) -> None:
+    # The templates' current_user is g.user: None when signed out, and the error pages may drop it.
+    login_manager.init_app(app, add_context_processor=False)
     app.before_request(_load_current_user)
     app.before_request(_require_staff)
 

@@ -72,3 +72,14 @@ def redeem_sign_in_link(token: str, *, secret_key: str, max_age: int, remote_add
         raise SignInRefused("This sign-in link has already been used. Ask for a new one.")
     record("auth.signed_in", actor=Actor.staff(user, remote_addr), target=user)
     return user
+
+
+def end_sessions(user: User, *, actor: Actor) -> None:
+    """Sign a person out everywhere: every copy of every session cookie issued to them stops working."""
+    # A statement, not a flush: `version` (the edit forms' optimistic lock) and updated_at stay as they were.
+    db.session.execute(
+        sa.update(User)
+        .where(User.id == user.id)
+        .values(session_generation=User.session_generation + 1, updated_at=User.updated_at)
+    )
+    record("auth.signed_out", actor=actor, target=user)

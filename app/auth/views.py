@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 
 from app.audit.services import Actor, record
 from app.auth.guard import public, sign_in, sign_out
-from app.auth.services import SignInRefused, redeem_sign_in_link
+from app.auth.services import SignInRefused, end_sessions, redeem_sign_in_link
 from app.extensions import db
 from app.models import AuditEvent, utcnow
 from app.security import clerk_sign_in_policy
@@ -79,6 +79,10 @@ def redeem_link(token: str):
 @bp.post("/sign-out")
 @public
 def sign_out_view():
+    user = g.user
+    if user is not None and user.can_use_dashboard:
+        end_sessions(user, actor=Actor.staff(user, request.remote_addr))
+        db.session.commit()
     sign_out()
     flash("You have signed out.", "info")
     response = redirect(url_for("auth.sign_in_page", signed_out=1))

@@ -139,8 +139,11 @@ def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str =
     if not changed:
         return {}
     counted_before = user_counts.counted(user)
+    could_sign_in = user.can_use_dashboard
     for field in changed:
         setattr(user, field, changes[field])
+    if could_sign_in and not user.can_use_dashboard:  # suspended, deleted or no longer staff
+        user.session_generation = User.session_generation + 1  # ends all their sessions (app/auth/guard.py)
     db.session.flush()
     user_counts.note_change(counted_before, user)
     record(action, actor=actor, target=user, changes=changed)
