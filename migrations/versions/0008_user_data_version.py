@@ -1,7 +1,7 @@
 """Optimistic locking for key-value pairs: user_data.version, as users have.
 
 Revision ID: 0008_user_data_version
-Revises: 0006_user_counts
+Revises: 0007_session_generation
 Create Date: 2026-11-30
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_user_data_version"
-down_revision = "0006_user_counts"
+down_revision = "0007_session_generation"
 branch_labels = None
 depends_on = None
 
