@@ -122,7 +122,8 @@ def _json_text(value: Any) -> str | None:
 
 
 def bounded(name: str, value: str | None, limit: int = MAX_INDEXED_TEXT_BYTES) -> str | None:
-    if value is not None and len(value.encode("utf-8")) > limit:
+    # surrogatepass: a lone surrogate is measured here and replaced by clean_text, never a 500.
+    if value is not None and len(value.encode("utf-8", "surrogatepass")) > limit:
         raise MalformedClerkData(f"{name} is longer than {limit} bytes")
     return value
 

@@ -96,6 +96,8 @@ def receive_clerk():
     svix_id = request.headers.get("svix-id") or request.headers.get("webhook-id", "")
     if len(svix_id.encode("utf-8")) > MAX_SVIX_ID_BYTES:
         return _reply(400, ABORT_RETRIES, error=f"svix-id is longer than {MAX_SVIX_ID_BYTES} bytes")
+    if any(ord(char) < 32 or ord(char) == 127 for char in svix_id):  # the primary key: no NUL, no controls
+        return _reply(400, ABORT_RETRIES, error="svix-id holds control characters")
     text = body.decode("utf-8")  # verification has decoded it already
     try:
         payload = json.loads(text)
