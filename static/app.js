@@ -38,7 +38,7 @@
   // it ([data-focus]: a notice, the button that asked); a replaced table row offers its first
   // control; anything else hands it to the message or the section the request came from.
   var CONTROLS = "button:not([disabled]), a[href], input:not([type=hidden]):not([disabled]), select, textarea";
-  var askingRegion = null, stopgap = null;
+  var askingRegion = null, stopgap = null, regionHadFocus = false;
 
   function focusLost() {
     var active = document.activeElement;
@@ -55,12 +55,15 @@
   document.addEventListener("htmx:beforeRequest", function (event) {
     var elt = event.detail.elt;
     askingRegion = elt && elt.closest ? elt.closest("section[id]") : null;
+    // Only a request the person made from inside the region may move focus (a count that loads
+    // by itself after the page opens must not take it).
+    regionHadFocus = !!askingRegion && askingRegion.contains(document.activeElement);
     stopgap = null;
   });
 
   // Swapped by now (a deleted row leaves nothing behind); new content may still claim focus below.
   document.addEventListener("htmx:afterRequest", function () {
-    if (focusLost() && askingRegion && askingRegion.isConnected) focusRegion(askingRegion);
+    if (regionHadFocus && focusLost() && askingRegion && askingRegion.isConnected) focusRegion(askingRegion);
   });
 
   // New content that asks for focus gets it once htmx has made it live (processed its hx-

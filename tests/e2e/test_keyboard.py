@@ -141,3 +141,11 @@ def test_space_opens_a_link_that_looks_like_a_button(signed_in):
     tab_to(page, page.get_by_role("button", name="Invite user"))
     page.keyboard.press("Space")
     expect(page).to_have_url(re.compile(r"/users/new$"))
+
+
+def test_opening_a_list_leaves_focus_where_the_browser_put_it(signed_in):
+    """The count that loads by itself must not pull focus (and a focus ring) onto the results."""
+    page = signed_in
+    page.goto("/users")
+    expect(page.locator(".result-count")).not_to_contain_text("Counting")
+    assert page.evaluate("document.activeElement === document.body")
