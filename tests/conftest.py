@@ -184,6 +184,26 @@ def auth(app, client, make_user) -> AuthActions:
     return AuthActions(app, client, make_user)
 
 
+HX = {"HX-Request": "true"}  # what htmx sends with each of its requests
+
+
+@pytest.fixture
+def staff(auth) -> User:
+    """A super admin, signed in on `client`."""
+    return auth.sign_in(role=UserRole.SUPER_ADMIN)
+
+
+@pytest.fixture
+def token(client, staff) -> str:
+    """A CSRF token of `staff`'s session."""
+    return csrf_token_from(client.get("/users/new").get_data(as_text=True))
+
+
+@pytest.fixture
+def ada(make_user) -> User:
+    return make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace")
+
+
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 

@@ -17,10 +17,9 @@ import sqlalchemy as sa
 from app.clerk import outbox
 from app.models import AuditEvent, ClerkCall, User, UserRole, UserStatus, utcnow
 from tests.clerk_payloads import SECRET, sign, user_updated
-from tests.conftest import csrf_token_from
+from tests.conftest import HX, csrf_token_from
 from tests.fake_clerk import SECRET_KEY, FakeClerk, bapi_user, connected_fake_clerk
 
-HX = {"HX-Request": "true"}
 BEARER = f"Bearer {SECRET_KEY}"
 
 
@@ -37,19 +36,9 @@ def fake(app, member_in_clerk):
 
 
 @pytest.fixture
-def staff(auth):
-    return auth.sign_in(role=UserRole.SUPER_ADMIN)
-
-
-@pytest.fixture
 def member(make_user, member_in_clerk) -> User:
     return make_user(email="grace@example.com", first_name="Grace", last_name="Hopper",
                      clerk_id=member_in_clerk["id"])
-
-
-@pytest.fixture
-def token(client, staff) -> str:
-    return csrf_token_from(client.get("/users/new").get_data(as_text=True))
 
 
 def calls(db, **where) -> list[ClerkCall]:

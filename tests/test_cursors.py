@@ -16,8 +16,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.models import AuditEvent, UserRole, WebhookEvent, utcnow
 from app.users.queries import SORTS
-
-HX = {"HX-Request": "true"}
+from tests.conftest import HX
 
 
 @pytest.fixture

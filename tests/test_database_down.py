@@ -21,9 +21,7 @@ from app.database import UNREACHABLE_AFTER_SAVE_MESSAGE, UNREACHABLE_MESSAGE, is
 from app.extensions import db as _db
 from app.models import User, UserData, UserRole, WebhookEvent
 from tests.clerk_payloads import SECRET, clerk_user, sign, user_created
-from tests.conftest import csrf_token_from, make_app
-
-HX = {"HX-Request": "true"}
+from tests.conftest import HX, csrf_token_from, make_app
 
 
 def closed_port() -> int:
@@ -45,16 +43,6 @@ def dead_app(dead_url: str) -> Flask:
     yield app
     with app.app_context():
         _db.engine.dispose()
-
-
-@pytest.fixture
-def staff(auth) -> User:
-    return auth.sign_in(role=UserRole.SUPER_ADMIN)
-
-
-@pytest.fixture
-def ada(make_user) -> User:
-    return make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace")
 
 
 def same_browser(client: FlaskClient, app: Flask) -> FlaskClient:

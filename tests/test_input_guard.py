@@ -10,9 +10,7 @@ from datetime import timedelta
 import pytest
 
 from app.models import UserRole, utcnow
-from tests.conftest import csrf_token_from
-
-HX = {"HX-Request": "true"}
+from tests.conftest import HX, csrf_token_from
 
 
 @pytest.fixture

@@ -4,20 +4,8 @@ the invite form posts to its own address (a refused submit stays on /users/new).
 import pytest
 import sqlalchemy as sa
 
-from app.models import ClerkCall, User, UserRole, UserStatus
-from tests.conftest import csrf_token_from
-
-HX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def staff(auth):
-    return auth.sign_in(role=UserRole.SUPER_ADMIN)
-
-
-@pytest.fixture
-def token(client, staff):
-    return csrf_token_from(client.get("/users/new").get_data(as_text=True))
+from app.models import ClerkCall, User, UserStatus
+from tests.conftest import HX
 
 
 @pytest.mark.parametrize("path, fragment_marker", [

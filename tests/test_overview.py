@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from app.audit.services import Actor
 from app.models import ClerkCall, User, UserRole, UserStatus, WebhookEvent, utcnow
 from app.users.services import bulk_set_status, invite_user
+from tests.conftest import HX
 
-HX = {"HX-Request": "true"}
 CLI = Actor.cli()
 
 

@@ -26,9 +26,8 @@ from tests.clerk_payloads import (
     user_deleted,
     user_updated,
 )
-from tests.conftest import csrf_token_from
+from tests.conftest import HX, csrf_token_from
 
-HX = {"HX-Request": "true"}
 CLI = Actor.cli()
 
 

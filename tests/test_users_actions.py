@@ -11,24 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import AuditEvent, User, UserData, UserRole, UserStatus
-from tests.conftest import csrf_token_from, form_values
-
-HX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def staff(auth):
-    return auth.sign_in(role=UserRole.SUPER_ADMIN)
-
-
-@pytest.fixture
-def token(client, staff):
-    return csrf_token_from(client.get("/users/new").get_data(as_text=True))
-
-
-@pytest.fixture
-def ada(make_user):
-    return make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace")
+from tests.conftest import HX, form_values
 
 
 def table_state(db) -> tuple:

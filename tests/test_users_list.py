@@ -7,9 +7,7 @@ import pytest
 
 from app.models import UserRole, UserStatus, utcnow
 from app.users.queries import COUNT_CAP
-from tests.conftest import csrf_token_from
-
-HX = {"HX-Request": "true"}
+from tests.conftest import HX, csrf_token_from
 
 
 @pytest.fixture

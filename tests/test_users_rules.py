@@ -27,26 +27,10 @@ from app.users.services import (
     set_status,
     update_user_data,
 )
-from tests.conftest import csrf_token_from, form_values
+from tests.conftest import HX, form_values
 from tests.test_users_actions import table_state
 
-HX = {"HX-Request": "true"}
 CLI = Actor.cli()
-
-
-@pytest.fixture
-def staff(auth):
-    return auth.sign_in(role=UserRole.SUPER_ADMIN)
-
-
-@pytest.fixture
-def token(client, staff):
-    return csrf_token_from(client.get("/users/new").get_data(as_text=True))
-
-
-@pytest.fixture
-def ada(make_user):
-    return make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace")
 
 
 @pytest.fixture
