@@ -36,7 +36,7 @@ from app.audit.services import Actor  # noqa: E402
 from app.auth.services import issue_sign_in_link  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import User, UserRole, UserStatus  # noqa: E402
-from app.users.queries import SORTS, encode_cursor  # noqa: E402
+from app.users.queries import SORTS, keyset  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_list"
 SECRET = "bench-secret"
@@ -90,7 +90,7 @@ def prepare(url: str, n_users: int) -> dict:
                 sa.select(User, sort.key).where(User.deleted_at.is_(None)).order_by(*order)
                 .offset(999 * per_page - 10).limit(20)
             ).all()
-            cursors[sort_name, per_page] = [encode_cursor(sort, row) for row in rows]
+            cursors[sort_name, per_page] = [keyset(sort).cursor((key, user.id)) for user, key in rows]
 
         admin = db.session.scalars(sa.select(User).where(User.email == "bench-admin@example.com")).first()
         if admin is None:

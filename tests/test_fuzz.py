@@ -44,7 +44,7 @@ from wtforms.fields.core import UnboundField
 
 from app.audit.services import Actor, Source
 from app.auth.services import issue_sign_in_link
-from app.clerk.forms import ClerkActionForm, OutboxFilterForm
+from app.clerk.forms import ClerkActionForm
 from app.models import (
     ClerkCall,
     ClerkCallState,
@@ -57,9 +57,10 @@ from app.models import (
     utcnow,
 )
 from app.overview.queries import RANGES
+from app.pagination import ListFilters
 from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.queries import PER_PAGE_CHOICES, SORTS
-from app.webhooks.forms import WITHIN, WebhookFilterForm
+from app.webhooks.forms import WITHIN
 from app.webhooks.services import HANDLED_TYPES
 from tests.clerk_payloads import SECRET, clerk_user, envelope, session_created, sign, user_deleted
 from tests.conftest import _empty_tables, csrf_token_from, make_app
@@ -116,7 +117,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("webhooks.detail", "GET"): Route(),
     ("webhooks.replay", "POST"): Route(),
     ("audit.index", "GET"): Route(query=("actor", "target", "action", "source", "after")),
-    ("clerk.index", "GET"): Route(query=("state", "before")),
+    ("clerk.index", "GET"): Route(query=("state", "after", "before")),
     ("clerk.retry", "POST"): Route(forms=(ClerkActionForm,), form=("back",)),
     ("clerk.push", "POST"): Route(forms=(ClerkActionForm,)),
 }
@@ -237,6 +238,7 @@ CRAFTED_CURSORS = [
     cursor("2020-01-01T00:00:00+00:00", "\ud800"), cursor("2020-01-01T00:00:00+00:00", "a\x00b"),
     cursor("2020-01-01T00:00:00+00:00", 1e309), cursor(None, None), cursor(),
     b64(b"\xff\xfe\x00"), b64(b"[" * 400 + b"]" * 400), "A" * 3000, "!!!",
+    cursor(2**31), cursor(-(2**31) - 1), cursor(10**400), cursor(True),
 ]
 
 # Valid values, so that requests also get past validation into the code behind it.
@@ -761,15 +763,17 @@ def test_every_route_is_fuzzed():
 
 
 def test_every_name_the_app_reads_is_fuzzed():
-    """A parameter read with request.args/.form, or a field of any form, is in some route's list."""
+    """A parameter read with request.args/.form, a field of any form or a list's filter, is in some route's list."""
     read = set()
     for path in APP_DIR.rglob("*.py"):
         read |= set(re.findall(r"(?:args|form)\.(?:get|getlist)\(\s*[\"'](\w+)[\"']", path.read_text()))
-    forms = [OutboxFilterForm, WebhookFilterForm, *(f for r in ROUTES.values() for f in r.forms)]
+    forms = [f for r in ROUTES.values() for f in r.forms]
     for subclass in _subclasses(Form):
         if subclass.__module__.startswith("app."):
             assert subclass in forms, f"{subclass.__qualname__} is not posted or queried by any route in ROUTES"
             read |= set(field_names(subclass))
+    for filters in _subclasses(ListFilters):
+        read |= set(filters.arg_names())
     known = set(ALL_QUERY_NAMES) | set(ALL_FORM_NAMES)
     assert read - known == set(), f"read by the app but fuzzed nowhere: {sorted(read - known)}"
 

@@ -8,25 +8,18 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEvent
-from app.pagination import newest_first
+from app.pagination import Keyset, KeysetPage, ListFilters, select_page, text_arg
 
 
 @dataclass(frozen=True)
-class AuditFilters:
-    actor: str = ""
-    target: str = ""
-    action: str = ""
-    source: str = ""
+class AuditFilters(ListFilters):
+    actor: str = text_arg()
+    target: str = text_arg()
+    action: str = text_arg()
+    source: str = text_arg()
 
-    @classmethod
-    def from_args(cls, args) -> AuditFilters:
-        def text(name: str) -> str:
-            return " ".join(args.get(name, "").split())[:200]
 
-        return cls(actor=text("actor"), target=text("target"), action=text("action"), source=text("source"))
-
-    def to_args(self) -> dict:
-        return {k: v for k, v in vars(self).items() if v}
+NEWEST_FIRST = Keyset((AuditEvent.occurred_at, AuditEvent.id), ("datetime", "text"))
 
 
 def known_actions() -> list[str]:
@@ -52,13 +45,5 @@ def filtered(filters: AuditFilters) -> sa.Select:
     return query
 
 
-@dataclass
-class AuditPage:
-    events: list[AuditEvent]
-    next_cursor: str | None
-    is_first: bool
-
-
-def list_events(filters: AuditFilters, *, after: str | None = None, per_page: int = 50) -> AuditPage:
-    page = newest_first(filtered(filters), AuditEvent.occurred_at, AuditEvent.id, after=after, per_page=per_page)
-    return AuditPage(events=page.rows, next_cursor=page.next_cursor, is_first=page.is_first)
+def list_events(filters: AuditFilters, *, after: str | None = None, per_page: int = 50) -> KeysetPage:
+    return select_page(filtered(filters), NEWEST_FIRST, after=after, per_page=per_page)

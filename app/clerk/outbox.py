@@ -43,6 +43,7 @@ from app.audit.services import Actor, record
 from app.clerk.client import clerk_client, clerk_connected, quiet_sdk_deprecations
 from app.extensions import db
 from app.models import ClerkCall, ClerkCallState, User, UserStatus, UTCDateTime, utcnow
+from app.pagination import Keyset, KeysetPage, select_page
 
 BAN, UNBAN, METADATA = "ban", "unban", "update_metadata"
 CREATE_INVITATION, REVOKE_INVITATION = "create_invitation", "revoke_invitation"
@@ -186,14 +187,15 @@ def open_calls_for(user: User) -> list[ClerkCall]:
     ))
 
 
-def list_calls(*, state: str | None = None, before: int | None = None, limit: int = 50) -> list[ClerkCall]:
+NEWEST_FIRST = Keyset((ClerkCall.id,), ("int",))
+
+
+def list_calls(*, state: str | None = None, after: str | None = None, per_page: int = 50) -> KeysetPage:
     """The outbox, newest first, keyset-paged on id (optionally one state)."""
-    query = sa.select(ClerkCall).order_by(ClerkCall.id.desc()).limit(limit)
+    query = sa.select(ClerkCall).options(sa.orm.selectinload(ClerkCall.user))
     if state:
         query = query.where(ClerkCall.state == state)
-    if before is not None:
-        query = query.where(ClerkCall.id < before)
-    return list(db.session.scalars(query.options(sa.orm.selectinload(ClerkCall.user))))
+    return select_page(query, NEWEST_FIRST, after=after, per_page=per_page)
 
 
 def describe(call: ClerkCall) -> str:

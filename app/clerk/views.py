@@ -6,7 +6,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 
 from app.audit.services import Actor
 from app.clerk.client import clerk_connected
-from app.clerk.forms import ClerkActionForm, OutboxFilterForm
+from app.clerk.forms import ClerkActionForm, OutboxFilters
 from app.clerk.outbox import (
     RetryRefused,
     deliver_after_request,
@@ -18,13 +18,14 @@ from app.clerk.outbox import (
     retry_call,
 )
 from app.extensions import db
-from app.models import ClerkCall
+from app.pagination import MAX_INT
+from app.models import ClerkCall, ClerkCallState
 from app.rendering import page_or_fragment
 from app.users.permissions import ensure_can_manage
 
 bp = Blueprint("clerk", __name__)
 PAGE_SIZE = 50
-MAX_CALL_ID = 2**31 - 1  # the id column is an INTEGER: a larger number is no call, not a query error
+MAX_CALL_ID = MAX_INT  # the id column is an INTEGER: a larger number is no call, not a query error
 
 
 @bp.app_template_global()
@@ -53,16 +54,11 @@ def actor() -> Actor:
 
 @bp.get("/clerk")
 def index():
-    form = OutboxFilterForm(request.args)
-    before = request.args.get("before", type=int)
-    if before is not None and not 0 < before <= MAX_CALL_ID:
-        before = None  # from the newest, as for any malformed parameter
-    calls = list_calls(state=form.chosen_state, before=before, limit=PAGE_SIZE + 1)
-    more = len(calls) > PAGE_SIZE
-    calls = calls[:PAGE_SIZE]
-    next_url = (url_for("clerk.index", state=form.chosen_state, before=calls[-1].id) if more else None)
-    return page_or_fragment("clerk/index.html", "clerk/_results.html", calls=calls, form=form,
-                            health=outbox_health(), next_url=next_url, action_form=ClerkActionForm(formdata=None))
+    filters = OutboxFilters.from_args(request.args)
+    page = list_calls(state=filters.state, after=request.args.get("after"), per_page=PAGE_SIZE)
+    return page_or_fragment("clerk/index.html", "clerk/_results.html", page=page, filters=filters,
+                            states=[s.value for s in ClerkCallState], health=outbox_health(),
+                            action_form=ClerkActionForm(formdata=None))
 
 
 @bp.post(f"/clerk/calls/<int(max={MAX_CALL_ID}):call_id>/retry")

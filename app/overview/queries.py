@@ -14,12 +14,13 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
-from app.audit.queries import AuditFilters, AuditPage, list_events
+from app.audit.queries import AuditFilters, list_events
 from app.clerk.client import clerk_connected
 from app.clerk.outbox import outbox_health
 from app.extensions import db
 from app.models import UserRole, UserStatus, WebhookEvent, WebhookOutcome
 from app.overview import stats
+from app.pagination import KeysetPage
 from app.webhooks.forms import WITHIN
 
 RANGES = (7, 30, 90)
@@ -244,10 +245,10 @@ def webhook_health(now: datetime | None = None) -> WebhookHealth:
                          latest_failure=latest_failure)
 
 
-def recent_changes() -> AuditPage:
+def recent_changes() -> KeysetPage:
     page = list_events(AuditFilters(), per_page=RECENT_EVENTS)
     # The overview shows the newest events only; the audit page pages through the rest.
-    return AuditPage(events=page.events, next_cursor=None, is_first=True)
+    return KeysetPage(rows=page.rows, per_page=RECENT_EVENTS)
 
 
 def overview(days: int) -> dict:

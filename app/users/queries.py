@@ -7,18 +7,25 @@ cursors over (sort key, id), never OFFSET, and nothing counts more than `COUNT_C
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
 from app.models import NAME_SORT_KEY, PREFIX_SEARCHED, SEARCH_TEXT, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
-from app.pagination import cursor_parts, cursor_text, cursor_time
+from app.pagination import (
+    Keyset,
+    KeysetPage,
+    ListFilters,
+    choice_arg,
+    flag_arg,
+    int_arg,
+    keyset_page,
+    many_arg,
+    text_arg,
+)
 
 COUNT_CAP = 10_000
 MAX_QUERY_LENGTH = 200
@@ -54,54 +61,15 @@ DEFAULT_SORT = "-created_at"
 
 
 @dataclass(frozen=True)
-class UserFilters:
+class UserFilters(ListFilters):
     """What the list shows; every field has a safe default, so a bad URL just shows more."""
 
-    q: str = ""
-    roles: tuple[UserRole, ...] = ()
-    statuses: tuple[UserStatus, ...] = ()
-    sort: str = DEFAULT_SORT
-    include_deleted: bool = False
-    per_page: int | None = None  # None: the configured default
-
-    @classmethod
-    def from_args(cls, args) -> UserFilters:
-        roles = tuple(UserRole(v) for v in dict.fromkeys(args.getlist("role")) if v in UserRole._value2member_map_)
-        statuses = tuple(
-            UserStatus(v) for v in dict.fromkeys(args.getlist("status")) if v in UserStatus._value2member_map_
-        )
-        sort = args.get("sort", DEFAULT_SORT)
-        per_page = args.get("per_page", type=int)
-        return cls(
-            q=" ".join(args.get("q", "").split())[:MAX_QUERY_LENGTH],
-            roles=roles,
-            statuses=statuses,
-            sort=sort if sort in SORTS else DEFAULT_SORT,
-            include_deleted=args.get("deleted") in {"1", "on", "true", "y"},
-            per_page=per_page if per_page in PER_PAGE_CHOICES else None,
-        )
-
-    def to_args(self, **overrides) -> dict:
-        """Query-string arguments that reproduce this view (for links, forms and the URL bar)."""
-        current = replace(self, **overrides) if overrides else self
-        args: dict = {}
-        if current.q:
-            args["q"] = current.q
-        if current.roles:
-            args["role"] = [r.value for r in current.roles]
-        if current.statuses:
-            args["status"] = [s.value for s in current.statuses]
-        if current.sort != DEFAULT_SORT:
-            args["sort"] = current.sort
-        if current.include_deleted:
-            args["deleted"] = "1"
-        if current.per_page:
-            args["per_page"] = current.per_page
-        return args
-
-    @property
-    def is_filtered(self) -> bool:
-        return bool(self.q or self.roles or self.statuses or self.include_deleted)
+    q: str = text_arg(MAX_QUERY_LENGTH)
+    roles: tuple[UserRole, ...] = many_arg(UserRole, name="role")
+    statuses: tuple[UserStatus, ...] = many_arg(UserStatus, name="status")
+    sort: str = choice_arg(SORTS, DEFAULT_SORT, narrows=False)
+    include_deleted: bool = flag_arg(name="deleted")
+    per_page: int | None = int_arg(PER_PAGE_CHOICES, narrows=False)  # None: the configured default
 
 
 def filtered(filters: UserFilters) -> sa.Select:
@@ -133,49 +101,12 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-# --- cursors -------------------------------------------------------------------------------
-
-
-def encode_cursor(sort: Sort, row) -> str:
-    """A cursor after (or before) a row of (user, sort key value) as the database computed it."""
-    user, value = row
-    raw = json.dumps([sort.name, value.isoformat() if isinstance(value, datetime) else value, user.id])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(sort: Sort, cursor: str | None):
-    """A cursor from the URL for this sort, or None when it is missing or malformed.
-
-    Only parts a query can bind are kept: a timestamp that converts to UTC, text without NUL
-    or lone surrogates. Anything else starts from the first page.
-    """
-    parts = cursor_parts(cursor, max_length=2000)
-    if parts is None or len(parts) != 3 or parts[0] != sort.name:
-        return None
-    value = cursor_time(parts[1]) if sort.kind == "datetime" else cursor_text(parts[1], max_length=2000)
-    user_id = cursor_text(parts[2])
-    if value is None or user_id is None:
-        return None
-    return value, user_id
-
-
-def _bind(sort: Sort, key) -> sa.Tuple:
-    value, user_id = key
-    return sa.tuple_(sa.literal(value, sort.key.type), sa.literal(user_id, sa.Text))
-
-
 # --- pages ---------------------------------------------------------------------------------
 
 
-@dataclass
-class UserPage:
-    users: list[User]
-    filters: UserFilters
-    next_cursor: str | None = None
-    prev_cursor: str | None = None
-    is_first: bool = True
-    per_page: int = 50
-    extra: dict = field(default_factory=dict)
+def keyset(sort: Sort) -> Keyset:
+    """The order of a sort: (sort key, id), the sort's name first in its cursors."""
+    return Keyset((sort.key, User.id), (sort.kind, "text"), descending=sort.descending, tag=sort.name)
 
 
 def list_users(
@@ -185,47 +116,22 @@ def list_users(
     before: str | None = None,
     per_page: int = 50,
     windowed: bool = True,
-) -> UserPage:
+) -> KeysetPage:
     """One page of users in the chosen order; `after`/`before` are cursors from a neighbouring page.
 
     `windowed=False` leaves a search's plan to PostgreSQL: right for reading every match in
     batches (the export), where one page's worth of latency matters less than the total.
     """
     sort = SORTS[filters.sort]
-    row_key = sa.tuple_(sort.key, User.id)
-    after_key, before_key = decode_cursor(sort, after), decode_cursor(sort, before)
+
+    def fetch(condition, backwards: bool, limit: int) -> list:
+        return _rows(filters, sort, condition, descending=sort.descending != backwards, limit=limit, windowed=windowed)
+
     # The key comes back with each row, so cursors hold exactly what the database compares.
-
-    if before_key is not None and after_key is None:
-        # Walk back from the cursor, then put the page in display order.
-        bound = _bind(sort, before_key)
-        condition = row_key > bound if sort.descending else row_key < bound
-        rows = _rows(filters, sort, condition, descending=not sort.descending, limit=per_page + 1, windowed=windowed)
-        more_before = len(rows) > per_page
-        rows = list(reversed(rows[:per_page]))
-        return UserPage(
-            users=[user for user, _ in rows],
-            filters=filters,
-            next_cursor=encode_cursor(sort, rows[-1]) if rows else None,
-            prev_cursor=encode_cursor(sort, rows[0]) if rows and more_before else None,
-            is_first=not more_before,
-            per_page=per_page,
-        )
-
-    condition = None
-    if after_key is not None:
-        bound = _bind(sort, after_key)
-        condition = row_key < bound if sort.descending else row_key > bound
-    rows = _rows(filters, sort, condition, descending=sort.descending, limit=per_page + 1, windowed=windowed)
-    page = rows[:per_page]
-    return UserPage(
-        users=[user for user, _ in page],
-        filters=filters,
-        next_cursor=encode_cursor(sort, page[-1]) if len(rows) > per_page else None,
-        prev_cursor=encode_cursor(sort, page[0]) if after_key is not None and page else None,
-        is_first=after_key is None,
-        per_page=per_page,
-    )
+    page = keyset_page(keyset(sort), fetch, lambda row: (row[1], row[0].id), after=after, before=before,
+                       per_page=per_page)
+    page.rows = [user for user, _ in page.rows]
+    return page
 
 
 def _ordered(key, user_id, descending: bool) -> tuple:
@@ -310,8 +216,8 @@ def iter_users(filters: UserFilters, batch: int = 1000) -> Iterator[User]:
     after = None
     while True:
         page = list_users(filters, after=after, per_page=batch, windowed=False)
-        yield from page.users
-        for user in page.users:
+        yield from page.rows
+        for user in page.rows:
             db.session.expunge(user)  # forget the batch already written out: memory stays flat
         if not page.next_cursor:
             return

@@ -94,7 +94,7 @@ def results_context() -> dict:
         "page": page, "filters": filters, "sorts": SORTS, "bulk_form": BulkForm(), "bulk_url": bulk_url,
         "per_page_choices": PER_PAGE_CHOICES,
         # One query for the whole page: which of its users have a change not yet in Clerk.
-        "clerk_pending": pending_user_ids(user.id for user in page.users),
+        "clerk_pending": pending_user_ids(user.id for user in page.rows),
     }
 
 

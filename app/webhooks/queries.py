@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -10,35 +9,25 @@ from sqlalchemy.orm import defer
 
 from app.extensions import db
 from app.models import User, WebhookEvent
-from app.pagination import newest_first
+from app.pagination import Keyset, KeysetPage, select_page
+from app.webhooks.forms import WebhookFilters
 
 
-@dataclass
-class EventPage:
-    events: list[WebhookEvent]
-    next_cursor: str | None
-    is_first: bool
+NEWEST_FIRST = Keyset((WebhookEvent.received_at, WebhookEvent.id), ("datetime", "text"))
 
 
-def list_webhook_events(
-    *,
-    outcome: str | None = None,
-    event_type: str | None = None,
-    received_since: datetime | None = None,
-    after: str | None = None,
-    per_page: int = 50,
-) -> EventPage:
+def list_webhook_events(filters: WebhookFilters, *, now: datetime, after: str | None = None,
+                        per_page: int = 50) -> KeysetPage:
     """One page of deliveries, newest first; `after` is the cursor of the previous page's last row."""
     # The payload can be up to 1 MiB: the list never loads it.
     query = sa.select(WebhookEvent).options(defer(WebhookEvent.payload))
-    if outcome:
-        query = query.where(WebhookEvent.outcome == outcome)
-    if event_type:
-        query = query.where(WebhookEvent.type == event_type)
-    if received_since is not None:
-        query = query.where(WebhookEvent.received_at >= received_since)
-    page = newest_first(query, WebhookEvent.received_at, WebhookEvent.id, after=after, per_page=per_page)
-    return EventPage(events=page.rows, next_cursor=page.next_cursor, is_first=page.is_first)
+    if filters.outcome:
+        query = query.where(WebhookEvent.outcome == filters.outcome)
+    if filters.event_type:
+        query = query.where(WebhookEvent.type == filters.event_type)
+    if filters.within:
+        query = query.where(WebhookEvent.received_at >= filters.received_since(now))
+    return select_page(query, NEWEST_FIRST, after=after, per_page=per_page)
 
 
 def find_clerk_users(clerk_ids: set[str]) -> dict[str, User]:

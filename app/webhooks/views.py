@@ -25,10 +25,10 @@ from app.audit.services import Actor
 from app.auth.guard import public
 from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachable, rollback_quietly
 from app.extensions import csrf, db
-from app.models import WebhookEvent, utcnow
+from app.models import WebhookEvent, WebhookOutcome, utcnow
 from app.rendering import page_or_fragment
 from app.users.permissions import can_replay, ensure_can_replay
-from app.webhooks.forms import WebhookFilterForm
+from app.webhooks.forms import WITHIN_LABELS, WebhookFilters
 from app.webhooks.queries import find_clerk_users, list_webhook_events
 from app.webhooks.services import (
     MAX_BODY_BYTES,
@@ -145,19 +145,13 @@ def _failed(svix_id: str, text: str, payload: Any, error: Exception) -> Response
 
 @bp.get("/webhooks")
 def index():
-    form = WebhookFilterForm(request.args)
-    filters = form.filters()
-    page = list_webhook_events(
-        outcome=filters.outcome,
-        event_type=filters.event_type,
-        received_since=filters.received_since(utcnow()),
-        after=request.args.get("after"),
-        per_page=current_app.config.get("WEBHOOKS_PER_PAGE", 50),
-    )
-    users = find_clerk_users({e.clerk_user_id for e in page.events if e.clerk_user_id})
+    filters = WebhookFilters.from_args(request.args)
+    page = list_webhook_events(filters, now=utcnow(), after=request.args.get("after"),
+                               per_page=current_app.config.get("WEBHOOKS_PER_PAGE", 50))
+    users = find_clerk_users({e.clerk_user_id for e in page.rows if e.clerk_user_id})
     return page_or_fragment(
-        "webhooks/index.html", "webhooks/_results.html", form=form, filters=filters, page=page, users=users,
-        may_replay=_may_replay(),
+        "webhooks/index.html", "webhooks/_results.html", filters=filters, page=page, users=users,
+        outcomes=[o.value for o in WebhookOutcome], within=WITHIN_LABELS, may_replay=_may_replay(),
     )
 
 
