@@ -11,7 +11,7 @@ PORT    ?= 5000
 BASE_URL ?= http://$(HOST):$(PORT)
 export BASE_URL
 
-.PHONY: install run test test-sqlite test-postgresql vendor clean
+.PHONY: install run lint test test-sqlite test-postgresql vendor clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,15 @@ run: install
 	@echo
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
-# SQLite always; PostgreSQL too when TEST_DATABASE_URL is set (.ci/run sets it).
-test: install
+# The layers contract (pyproject.toml: a module imports only from below, so no cycles) and ruff.
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+# enabled after the formatting commit:
+#	$(VENV)/bin/ruff format --check .
+
+# Lint first; then SQLite always, PostgreSQL too when TEST_DATABASE_URL is set (.ci/run sets it).
+test: lint
 	$(MAKE) test-sqlite
 	@if [ -n "$$TEST_DATABASE_URL" ]; then $(MAKE) test-postgresql; \
 	else echo "TEST_DATABASE_URL is not set: the PostgreSQL pass was not run"; fi

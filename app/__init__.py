@@ -41,11 +41,13 @@ def register_config(app: Flask, test_config: dict | None) -> None:
 
 def register_extensions(app: Flask) -> None:
     from app.extensions import csrf, db, htmx, migrate
+    from app.users.counts import register_listeners as register_counter_listeners
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     htmx.init_app(app)
+    register_counter_listeners(db.session)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         from app.database import enable_sqlite_foreign_keys
 

@@ -49,7 +49,7 @@ def create_admin_command(email: str, role: str) -> None:
 def sign_in_link_command(email: str) -> None:
     """Print a one-time sign-in link for an active admin or super admin."""
     from app.auth.services import SignInRefused, issue_sign_in_link
-    from app.users.services import find_live_user_by_email
+    from app.users.records import find_live_user_by_email
 
     user = find_live_user_by_email(email)
     if user is None:

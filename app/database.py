@@ -1,5 +1,7 @@
 """Engine-level details that differ between PostgreSQL and SQLite, and how a lost database looks."""
 
+import re
+
 from flask import has_request_context, request
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
@@ -102,3 +104,16 @@ def release_sessions_safely(app) -> None:
                 db.session.registry().invalidate()
             finally:
                 db.session.registry.clear()
+
+
+# PostgreSQL text holds no NUL, and no driver encodes a lone surrogate.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why this text cannot be taken, or None when it can."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    if _SURROGATE.search(text):
+        return "is not valid text"
+    return None

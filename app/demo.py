@@ -33,7 +33,7 @@ from psycopg import sql as psycopg_sql
 from app.audit.services import Actor, record
 from app.extensions import db
 from app.models import User, UserData
-from app.overview.stats import rebuild as rebuild_user_counts
+from app.users.counts import rebuild as rebuild_user_counts
 
 SEED = 20261126
 CLERK_ID_PREFIX = "user_demo_"

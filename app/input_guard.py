@@ -7,24 +7,13 @@ stream half sent). One check before every view answers 400 instead, with the rea
 
 from __future__ import annotations
 
-import re
-
 from flask import Flask, request
 from werkzeug.exceptions import BadRequest
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from app.database import text_problem
 
 # The Clerk webhook reads its raw body and answers Svix in its own terms.
 EXEMPT_ENDPOINTS = frozenset({"webhooks.receive_clerk", "static"})
-
-
-def text_problem(text: str) -> str | None:
-    """Why this text cannot be taken, or None when it can."""
-    if "\x00" in text:
-        return "contains a NUL character"
-    if _SURROGATE.search(text):
-        return "is not valid text"
-    return None
 
 
 def input_problem() -> str | None:

@@ -1,4 +1,4 @@
-"""The schema: the seed's `users` and `user_data`, plus the audit trail and sign-in links."""
+"""The schema: the seed's `users` and `user_data`, plus the audit trail, sign-in links, the outbox and the counters."""
 
 from __future__ import annotations
 
@@ -361,3 +361,21 @@ class ClerkCall(db.Model):
     @property
     def is_pending(self) -> bool:
         return self.state == ClerkCallState.PENDING
+
+
+class UserCount(db.Model):
+    """How many users fall in one bucket: live users by status, role, sign-up day and sign-in day,
+    and the number of deleted users (dimension `deleted`, bucket `all`); kept by app/users/counts.py.
+
+    Days are UTC dates as text (YYYY-MM-DD), so they sort and range-scan in order. A missing row
+    means zero; a row may hold zero after its last user left the bucket.
+    """
+
+    __tablename__ = "user_counts"
+
+    dimension: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    bucket: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    n: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+
+    def __repr__(self) -> str:
+        return f"<UserCount {self.dimension}:{self.bucket} = {self.n}>"

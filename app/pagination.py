@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.database import text_problem
 from app.extensions import db
-from app.input_guard import text_problem
 
 MAX_CURSOR_LENGTH = 2000
 MAX_INT = 2**31 - 1  # an INTEGER column: a larger number is no row, not a query error

@@ -46,7 +46,7 @@ from app import create_app  # noqa: E402
 from app.audit.services import Actor  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import User, UserStatus  # noqa: E402
-from app.overview import stats  # noqa: E402
+from app.users import counts  # noqa: E402
 from tests.clerk_payloads import clerk_user, sign, user_created, user_deleted, user_updated  # noqa: E402
 
 WEBHOOK_SECRET = "whsec_" + "YmVuY2gtb3ZlcnZpZXctc2lnbmluZy1zZWNyZXQ="
@@ -97,8 +97,8 @@ def check_counters(url: str) -> tuple[dict, float]:
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "APP_ENV": "production"})
     with app.app_context():
         started = time.perf_counter()
-        stats.snapshot_isolation()
-        found = stats.differences(stats.read_counts(), stats.recount())
+        counts.snapshot_isolation()
+        found = counts.differences(counts.read_counts(), counts.recount())
         elapsed = time.perf_counter() - started
         db.session.rollback()
         db.engine.dispose()

@@ -14,8 +14,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.clerk import outbox
+from app.audit.services import Actor
+from app.clerk.outbox import BAN, METADATA, delivery
+from app.clerk.outbox.enqueue import enqueue, retry_call
 from app.models import AuditEvent, ClerkCall, User, UserRole, UserStatus, utcnow
+from app.users.permissions import NotAllowed
 from tests.clerk_payloads import SECRET, sign, user_updated
 from tests.conftest import HX, csrf_token_from
 from tests.fake_clerk import SECRET_KEY, FakeClerk, bapi_user, connected_fake_clerk
@@ -231,7 +234,7 @@ def test_a_500_is_retried_with_backoff(client, token, member, fake, db, runner, 
     assert ban.state == "pending" and "500" in ban.last_error
     delay = (ban.next_attempt_at - utcnow()).total_seconds()
     assert 5 < delay <= 10  # the first backoff step
-    assert outbox.backoff_seconds(1) == 10 and outbox.backoff_seconds(4) == 80 and outbox.backoff_seconds(30) == 3600
+    assert delivery.backoff_seconds(1) == 10 and delivery.backoff_seconds(4) == 80 and delivery.backoff_seconds(30) == 3600
 
     make_due(db)
     assert "2 delivered" in push(runner).output
@@ -346,11 +349,11 @@ def test_a_newer_change_supersedes_older_pending_ones_and_order_is_kept(
 def test_a_later_call_waits_for_an_earlier_pending_one_of_the_same_user(app, member, db, fake):
     from app.audit.services import Actor
 
-    ban = outbox.enqueue(member, outbox.BAN, {"user_id": member.clerk_id})
-    meta = outbox.enqueue(member, outbox.METADATA, {"user_id": member.clerk_id, "public_metadata": {"status": "x"}})
+    ban = enqueue(member, BAN, {"user_id": member.clerk_id})
+    meta = enqueue(member, METADATA, {"user_id": member.clerk_id, "public_metadata": {"status": "x"}})
     ban.next_attempt_at = utcnow() + timedelta(hours=1)  # the ban is backing off
     db.session.commit()
-    report = outbox.deliver_due(deadline=time.monotonic() + 5, actor=Actor.cli())
+    report = delivery.deliver_due(deadline=time.monotonic() + 5, actor=Actor.cli())
     assert report.attempted == 0
     assert [c.state for c in calls(db)] == ["pending", "pending"] and meta.id > ban.id
 
@@ -359,9 +362,9 @@ def test_a_later_call_waits_for_an_earlier_pending_one_of_the_same_user(app, mem
 def test_two_workers_never_take_the_same_call_or_a_users_later_call(app, db, make_user, fake):
     first = make_user(email="a@example.com", clerk_id="user_a")
     second = make_user(email="b@example.com", clerk_id="user_b")
-    a1 = outbox.enqueue(first, outbox.BAN, {"user_id": "user_a"})
-    outbox.enqueue(first, outbox.METADATA, {"user_id": "user_a", "public_metadata": {}})
-    b1 = outbox.enqueue(second, outbox.BAN, {"user_id": "user_b"})
+    a1 = enqueue(first, BAN, {"user_id": "user_a"})
+    enqueue(first, METADATA, {"user_id": "user_a", "public_metadata": {}})
+    b1 = enqueue(second, BAN, {"user_id": "user_b"})
     db.session.commit()
 
     worker = sa.orm.Session(db.engine)
@@ -370,7 +373,7 @@ def test_two_workers_never_take_the_same_call_or_a_users_later_call(app, db, mak
             sa.select(ClerkCall).where(ClerkCall.id == a1.id).with_for_update(skip_locked=True)).one()
         assert claimed.id == a1.id  # worker one is sending a1 now
         # Worker two skips the locked row, and user a's later call waits for it: user b's is next.
-        assert outbox._claim_next(None).id == b1.id
+        assert delivery._claim_next(None).id == b1.id
         db.session.rollback()
     finally:
         worker.rollback()
@@ -445,7 +448,7 @@ def test_send_due_calls_now_from_the_outbox_page(client, token, member, fake, db
 
 def test_an_admin_cannot_retry_a_call_for_a_super_admin(client, auth, make_user, fake, db):
     boss = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN, clerk_id="user_boss_gone")
-    outbox.enqueue(boss, outbox.BAN, {"user_id": "user_boss_gone"})
+    enqueue(boss, BAN, {"user_id": "user_boss_gone"})
     db.session.commit()
     call = calls(db)[0]
     call.state = "failed"
@@ -456,6 +459,17 @@ def test_an_admin_cannot_retry_a_call_for_a_super_admin(client, auth, make_user,
     assert calls(db)[0].state == "failed"
 
 
+
+def test_the_retry_service_refuses_an_admin_for_a_super_admins_call(make_user, fake, db):
+    boss = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN, clerk_id="user_boss_gone")
+    admin = make_user(email="admin@example.com", role=UserRole.ADMIN)
+    call = enqueue(boss, BAN, {"user_id": "user_boss_gone"})
+    call.state = "failed"
+    db.session.commit()
+    with pytest.raises(NotAllowed):
+        retry_call(call, actor=Actor.staff(admin))
+    assert call.state == "failed"
+
 def test_the_list_asks_for_pending_calls_once_per_page(app, client, staff, make_user, db, fake):
     statements: list[str] = []
 
@@ -463,7 +477,7 @@ def test_the_list_asks_for_pending_calls_once_per_page(app, client, staff, make_
         statements.append(statement)
 
     people = [make_user(email=f"p{i}@example.com") for i in range(30)]
-    outbox.enqueue(people[0], outbox.BAN, {"user_id": people[0].clerk_id})
+    enqueue(people[0], BAN, {"user_id": people[0].clerk_id})
     db.session.commit()
     sa.event.listen(db.engine, "before_cursor_execute", count)
     try:

@@ -83,6 +83,6 @@ def test_the_clerk_webhook_keeps_its_own_rules(client, app):
     ],
 )
 def test_what_the_guard_refuses(text, problem):
-    from app.input_guard import text_problem
+    from app.database import text_problem
 
     assert text_problem(text) == problem

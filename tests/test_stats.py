@@ -11,11 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from app.audit.services import Actor
-from app.clerk.sync import delete_clerk_user, record_sign_in, upsert_clerk_user, clerk_user_from_dict
-from app.models import User, UserRole, UserStatus
-from app.overview import stats
-from app.overview.models import UserCount
-from app.users.services import add_user_data, invite_user, revoke_invitation, set_status, DuplicateKey
+from app.clerk.sync import clerk_user_from_dict, delete_clerk_user, record_sign_in, upsert_clerk_user
+from app.models import User, UserCount, UserStatus
+from app.users import counts as user_counts
+from app.users.services import DuplicateKey, add_user_data, invite_user, revoke_invitation, set_status
 from tests.clerk_payloads import (
     BASE_MS,
     SECRET,
@@ -33,13 +32,13 @@ CLI = Actor.cli()
 
 def stored(db) -> Counter:
     db.session.rollback()
-    return stats.read_counts()
+    return user_counts.read_counts()
 
 
 def assert_exact(db, context: str = "") -> None:
     db.session.rollback()  # a fresh transaction: see what the others committed
-    stats.snapshot_isolation()
-    found = stats.differences(stats.read_counts(), stats.recount())
+    user_counts.snapshot_isolation()
+    found = user_counts.differences(user_counts.read_counts(), user_counts.recount())
     db.session.rollback()
     assert found == {}, f"counters differ from a recount {context}: {found}"
 
@@ -57,20 +56,20 @@ def ms(when: datetime) -> int:
 
 def test_a_live_user_counts_by_status_role_and_days_a_deleted_one_once():
     created, signed_in = datetime(2026, 3, 1, 23, 30, tzinfo=UTC), datetime(2026, 3, 2, 0, 15, tzinfo=UTC)
-    live = stats.Counted("active", "admin", created, signed_in, None)
-    assert stats.buckets(live) == Counter({("status", "active"): 1, ("role", "admin"): 1,
+    live = user_counts.Counted("active", "admin", created, signed_in, None)
+    assert user_counts.buckets(live) == Counter({("status", "active"): 1, ("role", "admin"): 1,
                                            ("signup", "2026-03-01"): 1, ("signin", "2026-03-02"): 1})
-    never = stats.Counted("invited", "user", created, None, None)
-    assert ("signin", "2026-03-02") not in stats.buckets(never)
-    gone = stats.Counted("active", "admin", created, signed_in, created)
-    assert stats.buckets(gone) == Counter({("deleted", "all"): 1})
+    never = user_counts.Counted("invited", "user", created, None, None)
+    assert ("signin", "2026-03-02") not in user_counts.buckets(never)
+    gone = user_counts.Counted("active", "admin", created, signed_in, created)
+    assert user_counts.buckets(gone) == Counter({("deleted", "all"): 1})
 
 
 def test_days_are_utc_dates():
     from zoneinfo import ZoneInfo
 
     late_in_new_york = datetime(2026, 3, 1, 21, 0, tzinfo=ZoneInfo("America/New_York"))
-    assert stats.day(late_in_new_york) == "2026-03-02"
+    assert user_counts.day(late_in_new_york) == "2026-03-02"
 
 
 # --- Deltas ride the transaction ------------------------------------------------------------------
@@ -80,13 +79,13 @@ def test_an_invite_adds_its_buckets_at_commit_and_a_rollback_adds_nothing(app, d
     invite_user("one@example.com", actor=CLI)
     today = datetime.now(UTC).date().isoformat()
     expected = Counter({("status", "invited"): 1, ("role", "user"): 1, ("signup", today): 1})
-    assert stats.pending() == expected
+    assert user_counts.pending() == expected
     db.session.rollback()
-    assert stats.pending() == Counter() and stored(db) == Counter()
+    assert user_counts.pending() == Counter() and stored(db) == Counter()
 
     invite_user("two@example.com", actor=CLI)
     db.session.commit()
-    assert stats.pending() == Counter() and stored(db) == expected
+    assert user_counts.pending() == Counter() and stored(db) == expected
 
 
 def test_a_change_moves_the_user_between_buckets(app, db):
@@ -202,8 +201,8 @@ def test_the_migration_fills_the_counters_from_existing_rows(database_url, tmp_p
             with _db.engine.begin() as connection:
                 connection.execute(users.insert(), rows)
             upgrade()
-            assert stats.differences(stats.read_counts(), stats.recount()) == {}
-            assert stats.read_counts()[("deleted", "all")] == 5
+            assert user_counts.differences(user_counts.read_counts(), user_counts.recount()) == {}
+            assert user_counts.read_counts()[("deleted", "all")] == 5
             _db.session.rollback()  # its read of user_counts would hold off the DROP TABLE
             downgrade(revision="0005_short_search_indexes")
             assert not sa.inspect(_db.engine).has_table("user_counts")

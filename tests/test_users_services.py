@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from app.audit.services import Actor
 from app.models import AuditEvent, UserStatus
-from app.users.services import update_user_fields
+from app.users.records import update_user_fields
 
 
 def test_update_user_fields_audits_only_real_changes(make_user, db):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
+from app.audit.labels import action_label, parse_changes
 from app.audit.queries import AuditFilters, known_actions, list_events
 from app.audit.services import Source
 from app.rendering import page_or_fragment
-from app.users.history import action_label, parse_changes
 
 bp = Blueprint("audit", __name__)
 

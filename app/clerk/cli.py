@@ -77,7 +77,7 @@ def push_command(loop: bool, interval: float, limit: int, max_seconds: float) ->
     import time
 
     from app.clerk.client import clerk_connected
-    from app.clerk.outbox import deliver_due
+    from app.clerk.outbox.delivery import deliver_due
 
     if not clerk_connected():
         raise click.ClickException("CLERK_SECRET_KEY is not set: there is no Clerk to push to")

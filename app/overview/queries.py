@@ -16,11 +16,11 @@ from sqlalchemy.orm import defer
 
 from app.audit.queries import AuditFilters, list_events
 from app.clerk.client import clerk_connected
-from app.clerk.outbox import outbox_health
+from app.clerk.outbox.queries import outbox_health
 from app.extensions import db
 from app.models import UserRole, UserStatus, WebhookEvent, WebhookOutcome
-from app.overview import stats
 from app.pagination import KeysetPage
+from app.users import counts as user_counts
 from app.webhooks.forms import WITHIN
 
 RANGES = (7, 30, 90)
@@ -192,20 +192,20 @@ def user_figures_and_activity(days: int, *, with_figures: bool = True) -> tuple[
     """One read of `user_counts`: the status, role and deleted rows, and the days of the range."""
     end = today()
     start = end - timedelta(days=days - 1)
-    dimensions = stats.DIMENSIONS if with_figures else (stats.SIGNUP, stats.SIGNIN)
-    counts = stats.read_counts(dimensions, since=start.isoformat())
+    dimensions = user_counts.DIMENSIONS if with_figures else (user_counts.SIGNUP, user_counts.SIGNIN)
+    counts = user_counts.read_counts(dimensions, since=start.isoformat())
     activity = Activity(
         days=days, start=start, end=end,
-        signups=day_chart("signups", "Sign-ups per day", "sign-ups", day_series(counts, stats.SIGNUP, start, days)),
+        signups=day_chart("signups", "Sign-ups per day", "sign-ups", day_series(counts, user_counts.SIGNUP, start, days)),
         signins=day_chart("signins", "Latest sign-ins per day", "users whose latest sign-in fell in this range",
-                          day_series(counts, stats.SIGNIN, start, days)),
+                          day_series(counts, user_counts.SIGNIN, start, days)),
     )
     if not with_figures:
         return None, activity
     figures = UserFigures(
-        by_status=breakdown(counts, stats.STATUS, UserStatus),
-        by_role=breakdown(counts, stats.ROLE, UserRole),
-        deleted=counts.get((stats.DELETED, stats.ALL), 0),
+        by_status=breakdown(counts, user_counts.STATUS, UserStatus),
+        by_role=breakdown(counts, user_counts.ROLE, UserRole),
+        deleted=counts.get((user_counts.DELETED, user_counts.ALL), 0),
     )
     return figures, activity
 

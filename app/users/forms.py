@@ -11,6 +11,7 @@ from wtforms import BooleanField, HiddenField, SelectChoice, SelectField, String
 from wtforms.validators import URL, DataRequired, Email, Length, Optional, Regexp, ValidationError
 
 from app.models import UserRole, UserStatus
+from app.users.records import normalise_email
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
 ROLE_CHOICES = [SelectChoice(r.value, r.label) for r in UserRole]
@@ -75,8 +76,6 @@ class NormalisedEmail:
     """Store one spelling per address: an IDNA domain in Unicode, lower case (user@bücher.de)."""
 
     def __call__(self, form, field):
-        from app.users.services import normalise_email
-
         if field.data and not field.errors:
             field.data = normalise_email(field.data)
 

@@ -1,20 +1,23 @@
-"""Operations on users, shared by the dashboard, the command line and the webhook."""
+"""The dashboard's operations on users (invite, edit, status, bulk, key-value data), with their rules.
+
+They check permissions, write through app/users/records.py, enqueue calls to Clerk, and never commit."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.audit.services import Actor, diff, record
-from app.clerk import outbox
+from app.audit.services import Actor, record
+from app.clerk.client import clerk_connected
+from app.clerk.outbox import waits_for_clerk_user
+from app.clerk.outbox.enqueue import enqueue_invitation, enqueue_revocation, enqueue_role_and_status
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
-from app.overview import stats as user_counts
-from app.users.permissions import (  # noqa: F401  (NotAllowed is part of this module's API)
+from app.users.permissions import (
     NotAllowed,
     ensure_a_super_admin_remains,
     ensure_can_change_role,
@@ -22,56 +25,11 @@ from app.users.permissions import (  # noqa: F401  (NotAllowed is part of this m
     ensure_can_manage,
     ensure_not_self,
 )
+from app.users.records import find_live_user_by_email, new_user, normalise_email, update_user_fields
 
 
 class UserError(ValueError):
     """A rule refused the operation; the message is fit to show to the person who asked."""
-
-
-def normalise_email(email: str) -> str:
-    """One spelling per address: trimmed, lower case, an IDNA domain in Unicode (bücher.de, not xn--)."""
-    email = email.strip()
-    try:
-        return validate_email(email, check_deliverability=False).normalized.lower()
-    except (EmailNotValidError, UnicodeError, ValueError):
-        return email.lower()
-
-
-def email_spellings(email: str) -> set[str]:
-    """Every lower-case spelling of an address that names the same mailbox (Unicode or ASCII domain)."""
-    spellings = {email.strip().lower(), normalise_email(email)}
-    try:
-        ascii_email = validate_email(email.strip(), check_deliverability=False).ascii_email
-    except (EmailNotValidError, UnicodeError, ValueError):
-        ascii_email = None
-    if ascii_email:
-        spellings.add(ascii_email.lower())
-    return spellings
-
-
-def placeholder_clerk_id() -> str:
-    """A unique stand-in until a Clerk user (or invitation) claims the row."""
-    return f"local_{uuid.uuid4().hex}"
-
-
-def live_users():
-    """Users that have not been deleted (soft delete keeps the row as a tombstone)."""
-    return sa.select(User).where(User.deleted_at.is_(None))
-
-
-def find_live_user_by_email(email: str) -> User | None:
-    """The live user with this address; a staff row first, then the oldest.
-
-    Two rows can share an address: Clerk's user with an unverified email is kept apart from a
-    staff account, and the command line must then promote or sign in the staff account.
-    """
-    staff_first = sa.case((User.role.in_([UserRole.SUPER_ADMIN, UserRole.ADMIN]), 0), else_=1)
-    return db.session.scalars(
-        live_users()
-        .where(sa.func.lower(User.email).in_(email_spellings(email)))
-        .order_by(staff_first, User.created_at, User.id)
-        .limit(1)
-    ).first()
 
 
 def create_admin(email: str, *, role: UserRole = UserRole.SUPER_ADMIN, actor: Actor) -> User:
@@ -85,7 +43,7 @@ def create_admin(email: str, *, role: UserRole = UserRole.SUPER_ADMIN, actor: Ac
 
     user = find_live_user_by_email(email)
     if user is None:
-        return _new_user(email, role=role, status=UserStatus.ACTIVE, action="user.create_admin", actor=actor)
+        return new_user(email, role=role, status=UserStatus.ACTIVE, action="user.create_admin", actor=actor)
     if user.status == UserStatus.INVITED:
         raise UserError(
             f"{user.email} is invited and waits for Clerk: revoke the invitation first, or let it be accepted"
@@ -93,64 +51,8 @@ def create_admin(email: str, *, role: UserRole = UserRole.SUPER_ADMIN, actor: Ac
     ensure_a_super_admin_remains(user, role=role, status=UserStatus.ACTIVE)  # `--role admin` on the last one
     role_before, status_before = user.role, user.status
     update_user_fields(user, {"role": role, "status": UserStatus.ACTIVE}, actor=actor)
-    outbox.enqueue_role_and_status(user, role_before=role_before, status_before=status_before)
+    enqueue_role_and_status(user, role_before=role_before, status_before=status_before)
     return user
-
-
-def _new_user(
-    email: str,
-    *,
-    role: UserRole,
-    status: UserStatus,
-    action: str,
-    actor: Actor,
-    first_name: str | None = None,
-    last_name: str | None = None,
-) -> User:
-    """A local row, with a placeholder Clerk id until Clerk's user.created claims it; audited."""
-    user = User(
-        email=normalise_email(email),
-        first_name=first_name or None,
-        last_name=last_name or None,
-        role=role,
-        status=status,
-        clerk_id=placeholder_clerk_id(),
-    )
-    db.session.add(user)
-    db.session.flush()
-    user_counts.note_insert(user)
-    fields = ("email", "first_name", "last_name", "role", "status")
-    record(action, actor=actor, target=user, changes=diff(dict.fromkeys(fields), snapshot(user, fields)))
-    return user
-
-
-def snapshot(user: User, fields) -> dict:
-    return {field: getattr(user, field) for field in fields}
-
-
-def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str = "user.update") -> dict:
-    """Set the given columns, and audit the ones whose value really changed.
-
-    The one code path for field edits, whoever makes them (dashboard form, Clerk webhook, CLI).
-    Returns the audited diff, {field: [before, after]}; an empty dict means nothing changed.
-    """
-    before = snapshot(user, changes)
-    changed = diff(before, changes)
-    if not changed:
-        return {}
-    counted_before = user_counts.counted(user)
-    could_sign_in = user.can_use_dashboard
-    for field in changed:
-        setattr(user, field, changes[field])
-    if could_sign_in and not user.can_use_dashboard:  # suspended, deleted or no longer staff
-        user.session_generation = User.session_generation + 1  # ends all their sessions (app/auth/guard.py)
-    db.session.flush()
-    user_counts.note_change(counted_before, user)
-    record(action, actor=actor, target=user, changes=changed)
-    return changed
-
-
-# --- Dashboard operations --------------------------------------------------------------------
 
 
 class DuplicateEmail(UserError):
@@ -235,11 +137,11 @@ def invite_user(
     ensure_can_give_role(actor, role)
     email = normalise_email(email)
     _ensure_email_free(email)
-    user = _new_user(
+    user = new_user(
         email, role=role, status=UserStatus.INVITED, action="user.invite", actor=actor,
         first_name=first_name, last_name=last_name,
     )
-    outbox.enqueue_invitation(user)  # a Clerk invitation carrying the role, when Clerk is connected
+    enqueue_invitation(user)  # a Clerk invitation carrying the role, when Clerk is connected
     return user
 
 
@@ -266,7 +168,7 @@ def edit_user(user: User, changes: dict, *, expected_version: int | None, actor:
             _ensure_email_free(changes["email"], except_user=user)
     role_before, status_before = user.role, user.status
     changed = update_user_fields(user, changes, actor=actor)
-    outbox.enqueue_role_and_status(user, role_before=role_before, status_before=status_before)
+    enqueue_role_and_status(user, role_before=role_before, status_before=status_before)
     return changed
 
 
@@ -277,18 +179,18 @@ def set_status(user: User, status: UserStatus, *, actor: Actor) -> dict:
     ensure_status_change(user, status, actor=actor)
     status_before = user.status
     changed = update_user_fields(user, {"status": status}, actor=actor, action=STATUS_ACTIONS[status])
-    outbox.enqueue_role_and_status(user, role_before=user.role, status_before=status_before)
+    enqueue_role_and_status(user, role_before=user.role, status_before=status_before)
     return changed
 
 
 def has_open_invitation(user: User) -> bool:
     """An invited row still waiting for its Clerk user (its invitation can be revoked or resent)."""
-    return user.deleted_at is None and user.status == UserStatus.INVITED and outbox.waits_for_clerk_user(user)
+    return user.deleted_at is None and user.status == UserStatus.INVITED and waits_for_clerk_user(user)
 
 
 def can_invite_again(user: User) -> bool:
     """A row whose invitation was revoked (now inactive, still without a Clerk user)."""
-    return user.deleted_at is None and user.status == UserStatus.INACTIVE and outbox.waits_for_clerk_user(user)
+    return user.deleted_at is None and user.status == UserStatus.INACTIVE and waits_for_clerk_user(user)
 
 
 def revoke_invitation(user: User, *, actor: Actor) -> dict:
@@ -298,7 +200,7 @@ def revoke_invitation(user: User, *, actor: Actor) -> dict:
     if not has_open_invitation(user):
         raise UserError("Only a user who is still invited has an invitation to revoke.")
     changed = update_user_fields(user, {"status": UserStatus.INACTIVE}, actor=actor, action="user.invitation_revoke")
-    outbox.enqueue_revocation(user)
+    enqueue_revocation(user)
     return changed
 
 
@@ -308,14 +210,14 @@ def resend_invitation(user: User, *, actor: Actor) -> None:
     ensure_can_manage(actor, user)
     if not (has_open_invitation(user) or can_invite_again(user)):
         raise UserError("Only an invited user, or one whose invitation was revoked, can be invited again.")
-    if not outbox.clerk_connected():
+    if not clerk_connected():
         raise UserError("Clerk is not connected (CLERK_SECRET_KEY is not set): there is no invitation to send.")
     if user.status == UserStatus.INVITED:
-        outbox.enqueue_revocation(user)  # Clerk refuses a second pending invitation for one email
+        enqueue_revocation(user)  # Clerk refuses a second pending invitation for one email
         record("user.invitation_resend", actor=actor, target=user, changes={})
     else:
         update_user_fields(user, {"status": UserStatus.INVITED}, actor=actor, action="user.invitation_resend")
-    outbox.enqueue_invitation(user)
+    enqueue_invitation(user)
 
 
 MAX_BULK = 1000
@@ -372,8 +274,6 @@ def _ensure_data_current(item: UserData, expected_version: int | None) -> None:
 
 
 def add_user_data(user: User, key: str, value: str, *, actor: Actor) -> UserData:
-    from sqlalchemy.exc import IntegrityError
-
     ensure_editable(user)
     ensure_can_manage(actor, user)
     _ensure_key_free(user, key)
@@ -392,8 +292,6 @@ def update_user_data(
     item: UserData, key: str, value: str, *, actor: Actor, expected_version: int | None = None
 ) -> dict:
     """Save a pair, unless someone changed it since the form was opened (the same check users have)."""
-    from sqlalchemy.exc import IntegrityError
-
     ensure_editable(item.user)
     ensure_can_manage(actor, item.user)
     _ensure_data_current(item, expected_version)

@@ -20,7 +20,8 @@ from wtforms import SelectChoice
 
 from app.audit.services import Actor
 from app.clerk.forms import ClerkActionForm
-from app.clerk.outbox import PushReport, deliver_after_request, pending_user_ids
+from app.clerk.outbox.delivery import PushReport, deliver_after_request
+from app.clerk.outbox.queries import pending_user_ids
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
 from app.rendering import page_or_fragment, wants_fragment

@@ -12,7 +12,6 @@ from app.models import User, WebhookEvent
 from app.pagination import Keyset, KeysetPage, select_page
 from app.webhooks.forms import WebhookFilters
 
-
 NEWEST_FIRST = Keyset((WebhookEvent.received_at, WebhookEvent.id), ("datetime", "text"))
 
 

@@ -63,11 +63,12 @@ def test_a_suspension_while_clerk_is_down_is_pending_then_pushed(page, auth, mak
 @pytest.mark.parametrize("width", list(VIEWPORTS))
 def test_the_clerk_pages_have_no_serious_violations(browser, live_server, auth, make_user, grace, fake, db, app,
                                                     scheme, width):
-    from app.clerk import outbox
+    from app.clerk.outbox import BAN, METADATA
+    from app.clerk.outbox.enqueue import enqueue
 
     fake.stop()
-    outbox.enqueue(grace, outbox.BAN, {"user_id": grace.clerk_id})
-    failed = outbox.enqueue(grace, outbox.METADATA, {"user_id": grace.clerk_id, "public_metadata": {"role": "user"}})
+    enqueue(grace, BAN, {"user_id": grace.clerk_id})
+    failed = enqueue(grace, METADATA, {"user_id": grace.clerk_id, "public_metadata": {"role": "user"}})
     failed.state, failed.last_error = "failed", "Clerk answered 404: User not found"
     db.session.commit()
     invited = make_user(email="new@example.com", status="invited", clerk_id="inv_e2e")

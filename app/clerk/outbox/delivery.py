@@ -1,36 +1,22 @@
-"""Calls to Clerk's Backend API through an outbox (DESIGN §8).
+"""Delivering the outbox's calls to Clerk: the worker (`flask clerk push`, and right after a request).
 
-A dashboard change and the `clerk_outbox` row that mirrors it in Clerk commit together, so a
-Clerk outage loses nothing. The row is attempted right after the request (a short, bounded
-wait) and otherwise by `flask clerk push`, with exponential backoff.
-
-- What is sent: suspend → ban, leaving `suspended` → unban (Clerk bans exactly the suspended
-  users), role and status → `public_metadata` {role, status} (a deep merge: other keys stay),
-  invite → an invitation carrying the role, whose id becomes the invited row's `clerk_id`,
-  revoke → revoke that invitation, resend → revoke + create (Clerk has no resend endpoint).
-- Only users that exist in Clerk (`user_...` ids) get ban/unban/metadata calls; nothing is
-  enqueued without CLERK_SECRET_KEY.
-- Order: a user's calls are delivered in creation order (a later call waits while an earlier
-  one is pending). A newer ban/unban, metadata or invitation call supersedes the user's older
-  pending or failed ones of the same kind, because it alone says what Clerk should hold.
-- Many workers: each claims one due row with `FOR UPDATE SKIP LOCKED` on PostgreSQL, holds it
-  during the call and commits the outcome. Every call is idempotent against Clerk: a second ban
-  bans a banned user, metadata merges the same values, revoking a gone invitation is done, and a
-  repeated invitation adopts the pending one Clerk already holds.
-- Answers that mean "never" (404 gone, 400/422 invalid, other 4xx) mark the row `failed` with
-  Clerk's message, shown on the user's page with a Retry button. Everything else (connection
-  refused, timeouts, 5xx, 401/403, 429 with Retry-After) is retried later.
+`deliver_due` commits each outcome, so every row lock is released and no outcome is lost: it is
+the one place outside the views and the CLI that commits. Each worker claims one due row with
+`FOR UPDATE SKIP LOCKED`, and every call is idempotent against Clerk (docs/clerk-outbound.md).
+Answers that mean "never" (404, 400/422, other 4xx) mark the row `failed`; everything else is
+retried later with exponential backoff.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import enum
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 import httpx
@@ -39,21 +25,20 @@ from clerk_backend_api import Clerk, models
 from flask import current_app
 from sqlalchemy.orm import aliased
 
-from app.audit.services import Actor, record
+from app.audit.services import Actor
 from app.clerk.client import clerk_client, clerk_connected, quiet_sdk_deprecations
+from app.clerk.outbox import (
+    BAN,
+    CREATE_INVITATION,
+    METADATA,
+    REVOKE_INVITATION,
+    TOUCHED,
+    UNBAN,
+    waits_for_clerk_user,
+)
 from app.extensions import db
-from app.models import ClerkCall, ClerkCallState, User, UserStatus, UTCDateTime, utcnow
-from app.pagination import Keyset, KeysetPage, select_page
-
-BAN, UNBAN, METADATA = "ban", "unban", "update_metadata"
-CREATE_INVITATION, REVOKE_INVITATION = "create_invitation", "revoke_invitation"
-OPERATIONS: Final = (BAN, UNBAN, METADATA, CREATE_INVITATION, REVOKE_INVITATION)
-# Calls of one kind: the newest says what Clerk should hold, so it supersedes older ones.
-KINDS: Final = {BAN: "ban", UNBAN: "ban", METADATA: "metadata", CREATE_INVITATION: "invitation"}
-LABELS: Final = {
-    BAN: "Ban in Clerk", UNBAN: "Unban in Clerk", METADATA: "Update public metadata",
-    CREATE_INVITATION: "Send a Clerk invitation", REVOKE_INVITATION: "Revoke the Clerk invitation",
-}
+from app.models import ClerkCall, ClerkCallState, utcnow
+from app.users.records import update_user_fields
 
 BACKOFF_BASE_S: Final = 10
 BACKOFF_MAX_S: Final = 3600
@@ -61,155 +46,12 @@ REQUEST_BUDGET_MS: Final = 3_000  # right after a request: the page must answer 
 CLI_TIMEOUT_MS: Final = 10_000
 # Answers worth trying again: auth (an operator fixes the key), timeouts, conflicts, rate limits.
 TRANSIENT_4XX: Final = frozenset({401, 403, 408, 409, 423, 425, 429})
-_TOUCHED: Final = "clerk_outbox_touched_users"
 
 
 class Outcome(enum.StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"  # still pending: tried again after a backoff
     FAILED = "failed"  # Clerk refused it for good
-
-
-class RetryRefused(ValueError):
-    """Only a failed call can be tried again; the message says why."""
-
-
-def is_clerk_user(user: User) -> bool:
-    """Whether the row is a user in Clerk (invited rows hold `local_...` or `inv_...`)."""
-    return user.clerk_id.startswith("user_") and user.deleted_at is None
-
-
-def waits_for_clerk_user(user: User) -> bool:
-    return not user.clerk_id.startswith("user_")
-
-
-# --- Enqueueing (services call these; nothing commits) -----------------------------------------
-
-
-def enqueue(user: User | None, operation: str, payload: dict[str, Any]) -> ClerkCall:
-    """Add a call to the outbox in the caller's transaction; older calls of its kind are superseded."""
-    if operation not in OPERATIONS:
-        raise ValueError(f"unknown Clerk operation {operation!r}")
-    call = ClerkCall(user_id=user.id if user else None, operation=operation,
-                     payload=json.dumps(payload, sort_keys=True), state=ClerkCallState.PENDING.value,
-                     attempts=0, next_attempt_at=utcnow())
-    db.session.add(call)
-    db.session.flush()
-    if user is not None:
-        _supersede_older(call, user)
-        db.session.info.setdefault(_TOUCHED, set()).add(user.id)
-    return call
-
-
-def _supersede_older(call: ClerkCall, user: User) -> None:
-    kind = KINDS.get(call.operation)
-    if kind is None:
-        return
-    same_kind = [op for op, k in KINDS.items() if k == kind]
-    # SKIP LOCKED: a row a worker is sending right now finishes on its own; this one follows it.
-    older = db.session.scalars(
-        sa.select(ClerkCall)
-        .where(ClerkCall.user_id == user.id, ClerkCall.id < call.id, ClerkCall.operation.in_(same_kind),
-               ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
-        .with_for_update(skip_locked=True)
-    ).all()
-    for row in older:
-        row.state = ClerkCallState.SUPERSEDED.value
-        row.last_error = f"superseded by call #{call.id}" + (f" (was: {row.last_error})" if row.last_error else "")
-    db.session.flush()
-
-
-def enqueue_role_and_status(user: User, *, role_before: Any, status_before: Any) -> list[ClerkCall]:
-    """After a role or status change: ban/unban when `suspended` is entered or left, then metadata."""
-    if not clerk_connected() or not is_clerk_user(user):
-        return []
-    calls = []
-    was_banned, banned = status_before == UserStatus.SUSPENDED, user.status == UserStatus.SUSPENDED
-    if was_banned != banned:
-        calls.append(enqueue(user, BAN if banned else UNBAN, {"user_id": user.clerk_id}))
-    if (role_before, status_before) != (user.role, user.status):
-        metadata = {"role": user.role.value, "status": user.status.value}
-        calls.append(enqueue(user, METADATA, {"user_id": user.clerk_id, "public_metadata": metadata}))
-    return calls
-
-
-def enqueue_invitation(user: User) -> ClerkCall | None:
-    """Ask Clerk to invite this row's email with its role; the answer's id becomes its clerk_id."""
-    if not clerk_connected() or not waits_for_clerk_user(user):
-        return None
-    payload = {"email_address": user.email, "public_metadata": {"role": user.role.value}, "notify": True}
-    return enqueue(user, CREATE_INVITATION, payload)
-
-
-def enqueue_revocation(user: User) -> ClerkCall | None:
-    """Revoke the user's invitation; its id is read at delivery when the invitation is still being made."""
-    if not clerk_connected() or not waits_for_clerk_user(user):
-        return None
-    invitation_id = user.clerk_id if user.clerk_id.startswith("inv_") else None
-    return enqueue(user, REVOKE_INVITATION, {"invitation_id": invitation_id})
-
-
-def retry_call(call: ClerkCall, *, actor: Actor) -> None:
-    """A person asks for a failed call to be sent again (it is the newest of its kind: see supersede)."""
-    if call.state != ClerkCallState.FAILED.value:
-        raise RetryRefused(f"Call #{call.id} is {call.state}; only a failed call can be retried.")
-    call.state = ClerkCallState.PENDING.value
-    call.next_attempt_at = utcnow()
-    db.session.flush()
-    if call.user is not None:
-        db.session.info.setdefault(_TOUCHED, set()).add(call.user.id)
-        record("clerk.retry", actor=actor, target=call.user,
-               changes={f"clerk_call.{call.id}": [ClerkCallState.FAILED.value, ClerkCallState.PENDING.value]})
-
-
-# --- Reading, for the pages ----------------------------------------------------------------------
-
-
-def pending_user_ids(user_ids: Iterable[str]) -> set[str]:
-    """Which of these users have a call not yet in Clerk (pending or failed): one query per page."""
-    ids = list(user_ids)
-    if not ids:
-        return set()
-    return set(db.session.scalars(
-        sa.select(ClerkCall.user_id).distinct()
-        .where(ClerkCall.user_id.in_(ids),
-               ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
-    ))
-
-
-def open_calls_for(user: User) -> list[ClerkCall]:
-    """The user's calls that have not reached Clerk: pending ones and failed ones, oldest first."""
-    return list(db.session.scalars(
-        sa.select(ClerkCall)
-        .where(ClerkCall.user_id == user.id,
-               ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
-        .order_by(ClerkCall.id)
-    ))
-
-
-NEWEST_FIRST = Keyset((ClerkCall.id,), ("int",))
-
-
-def list_calls(*, state: str | None = None, after: str | None = None, per_page: int = 50) -> KeysetPage:
-    """The outbox, newest first, keyset-paged on id (optionally one state)."""
-    query = sa.select(ClerkCall).options(sa.orm.selectinload(ClerkCall.user))
-    if state:
-        query = query.where(ClerkCall.state == state)
-    return select_page(query, NEWEST_FIRST, after=after, per_page=per_page)
-
-
-def describe(call: ClerkCall) -> str:
-    payload = json.loads(call.payload)
-    label = LABELS.get(call.operation, call.operation)
-    if call.operation == METADATA:
-        values = ", ".join(f"{k}={v}" for k, v in sorted(payload.get("public_metadata", {}).items()))
-        return f"{label}: {values}"
-    if call.operation == CREATE_INVITATION:
-        return f"{label} to {payload.get('email_address')} (role {payload.get('public_metadata', {}).get('role')})"
-    return label
-
-
-# --- Delivery --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -337,8 +179,6 @@ def _pending_invitation_id(clerk: Clerk, email_address: str, timeout_ms: int) ->
 
 def _adopt_invitation(call: ClerkCall, invitation_id: str | None, *, actor: Actor) -> None:
     """The invited row takes the invitation's id as its clerk_id, until user.created claims it."""
-    from app.users.services import update_user_fields  # the users module imports this one
-
     user = call.user
     if invitation_id is None or user is None or user.deleted_at is not None or not waits_for_clerk_user(user):
         return
@@ -363,18 +203,17 @@ def attempt_call(clerk: Clerk, call: ClerkCall, *, timeout_ms: int, actor: Actor
 def _delivered(call: ClerkCall, answer: Any, *, actor: Actor) -> Result:
     if call.operation == CREATE_INVITATION:
         _adopt_invitation(call, getattr(answer, "id", None), actor=actor)
-    note = "nothing to revoke: no invitation was made" if call.operation == REVOKE_INVITATION and answer is None else None
-    return Result(Outcome.DELIVERED, note)
+    if call.operation == REVOKE_INVITATION and answer is None:
+        return Result(Outcome.DELIVERED, "nothing to revoke: no invitation was made")
+    return Result(Outcome.DELIVERED)
 
 
 def _refused(clerk: Clerk, call: ClerkCall, error: models.ClerkBaseError, *, timeout_ms: int, actor: Actor) -> Result:
     status, message = error.status_code, clerk_message(error)
     if status < 300:  # Clerk did it; only its answer did not match the SDK's model
         if call.operation == CREATE_INVITATION:
-            try:
+            with contextlib.suppress(ValueError, AttributeError):
                 _adopt_invitation(call, json.loads(error.body).get("id"), actor=actor)
-            except (ValueError, AttributeError):
-                pass
         return Result(Outcome.DELIVERED, message)
     if status == 429:
         return Result(Outcome.RETRY, message, retry_after_seconds(error.headers))
@@ -444,7 +283,7 @@ def deliver_due(
 
 def deliver_after_request(*, actor: Actor) -> PushReport:
     """After a view committed: try the calls it enqueued, within a short budget; never raises."""
-    touched = sorted(db.session.info.pop(_TOUCHED, set()))
+    touched = sorted(db.session.info.pop(TOUCHED, set()))
     if not touched or not clerk_connected():
         return PushReport()
     budget_ms = int(current_app.config.get("CLERK_OUTBOX_REQUEST_BUDGET_MS", REQUEST_BUDGET_MS))
@@ -455,16 +294,3 @@ def deliver_after_request(*, actor: Actor) -> PushReport:
         db.session.rollback()
         current_app.logger.exception("delivering Clerk calls after the request failed")
         return PushReport(stopped=f"{type(error).__name__}: {error}")
-
-
-def outbox_health() -> dict[str, Any]:
-    """Counts for the outbox page: pending, failed and the oldest pending call's age."""
-    counts = dict(db.session.execute(
-        sa.select(ClerkCall.state, sa.func.count())
-        .where(ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
-        .group_by(ClerkCall.state)
-    ).all())
-    oldest: datetime | None = db.session.scalar(
-        sa.select(sa.func.min(ClerkCall.created_at, type_=UTCDateTime)).where(ClerkCall.state == ClerkCallState.PENDING.value)
-    )
-    return {"pending": counts.get("pending", 0), "failed": counts.get("failed", 0), "oldest_pending": oldest}

@@ -1,30 +1,9 @@
 """Exact user counts without counting users: the `user_counts` table and the one way to keep it.
 
-Every write to the columns the counters depend on (status, role, created_at, last_sign_in_at,
-deleted_at) goes through three choke points, and each tells this module what it did:
-
-- `_new_user` (app/users/services.py): invites and new admins, `note_insert(user)`;
-- `_insert_user_if_absent` (app/clerk/sync.py): users and tombstones made by Clerk events,
-  `note_insert(user)` when the row was really inserted;
-- `update_user_fields` (app/users/services.py): every change, whoever makes it (dashboard form,
-  status and bulk actions, webhook sync, claims, deletions, sign-ins, the CLI),
-  `note_change(before, user)` with the state read before the change.
-
-A user counts +1 in each of its buckets (see `buckets`); a change adds the buckets after and
-subtracts the buckets before. Row updates are guarded by the version column (optimistic locking)
-or made under FOR UPDATE, so "before" is what the database held when the change was written.
-
-The deltas are not written at once. They are summed in the session, per transaction (a rolled-back
-savepoint takes its own deltas with it), and written in one statement just before the outermost
-commit: `INSERT ... ON CONFLICT DO UPDATE SET n = n + delta`, rows in sorted key order. So the
-counters commit or roll back with the change itself, hot rows (today's sign-ins, `active`) are
-locked only for the instant of the commit, and two transactions always lock counter rows in the
-same order, after every other lock they take: no deadlock can involve them.
-
-`rebuild()` recounts everything (for `flask stats rebuild`, the demo seeder and the migration's
-initial fill). On PostgreSQL it first takes an EXCLUSIVE lock on `user_counts`, so a writer that
-is about to apply its deltas waits, and one that already did has committed before the recount
-reads the users table.
+The choke points that write users (`new_user` and `update_user_fields` in app/users/records.py,
+`_insert_user_if_absent` in app/clerk/sync.py) report each change here; the deltas are summed per
+transaction and written just before the outermost commit by the listeners `register_listeners`
+installs. Why this is exact and deadlock-free: docs/overview.md.
 """
 
 from __future__ import annotations
@@ -40,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.extensions import db
-from app.overview.models import UserCount
+from app.models import UserCount
 
 STATUS, ROLE, SIGNUP, SIGNIN, DELETED = "status", "role", "signup", "signin", "deleted"
 DIMENSIONS = (STATUS, ROLE, SIGNUP, SIGNIN, DELETED)
@@ -175,15 +154,12 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         frames.pop(transaction, None)  # still here only when the savepoint was rolled back
 
 
-def _listen() -> None:
-    target = db.session
+def register_listeners(session: Any) -> None:
+    """Write the deltas with each commit of `session` (the factory passes `db.session`); idempotent."""
     for name, handler in (("before_commit", _before_commit), ("after_commit", _after_commit),
                           ("after_transaction_end", _after_transaction_end)):
-        if not sa.event.contains(target, name, handler):
-            sa.event.listen(target, name, handler)
-
-
-_listen()
+        if not sa.event.contains(session, name, handler):
+            sa.event.listen(session, name, handler)
 
 
 # --- Reading and recounting ----------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""How audit events read on the pages: a label per action, and the stored changes as a dict."""
+
+from __future__ import annotations
+
+import json
+
+ACTION_LABELS = {
+    "user.update": "Edited",
+    "user.invite": "Invited",
+    "user.create_admin": "Made an administrator",
+    "user.suspend": "Suspended",
+    "user.reactivate": "Reactivated",
+    "user.deactivate": "Marked inactive",
+    "user_data.add": "Key-value added",
+    "user_data.update": "Key-value edited",
+    "user_data.delete": "Key-value deleted",
+    "auth.sign_in_link_issued": "Sign-in link issued",
+    "auth.signed_in": "Signed in to the dashboard",
+    "demo.seed": "Demo data seeded",
+    "user.claimed": "Joined through Clerk (invitation claimed)",
+    "user.invitation_sent": "Invitation sent by Clerk",
+    "user.invitation_revoke": "Invitation revoked",
+    "user.invitation_resend": "Invitation sent again",
+    "clerk.retry": "Call to Clerk retried",
+    "auth.sign_in_refused": "Sign-in link refused",
+}
+
+
+def action_label(action: str) -> str:
+    return ACTION_LABELS.get(action, action.replace("_", " ").replace(".", ": "))
+
+
+def parse_changes(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
