@@ -6,7 +6,7 @@ from flask import Blueprint, request
 
 from app.audit.queries import AuditFilters, known_actions, list_events
 from app.audit.services import Source
-from app.rendering import page_or_fragment
+from app.pages import page_or_fragment
 from app.users.history import action_label, parse_changes
 
 bp = Blueprint("audit", __name__)

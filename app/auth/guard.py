@@ -23,8 +23,7 @@ from app.audit.services import Actor, record
 from app.auth.clerk_session import ClerkTokenRefused, has_clerk_token, verify_clerk_request
 from app.extensions import db, login_manager
 from app.models import User
-from app.rendering import wants_fragment
-from app.urls import safe_next_url
+from app.pages import wants_fragment
 
 SESSION_SEEN_KEY = "seen"
 SESSION_STARTED_KEY = "started"
@@ -129,6 +128,18 @@ def _require_staff():
         sign_out()
         return login_manager.unauthorized()
     return None
+
+
+def safe_next_url(target: str | None) -> str | None:
+    """Only a path on this site may follow a sign-in; anything else is dropped."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target:
+        return None
+    return target
 
 
 def _page_the_htmx_request_came_from() -> str | None:

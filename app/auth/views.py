@@ -8,12 +8,11 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from app.audit.services import Actor, record
-from app.auth.guard import public, sign_in, sign_out
+from app.auth.guard import public, safe_next_url, sign_in, sign_out
 from app.auth.services import SignInRefused, end_sessions, redeem_sign_in_link
 from app.extensions import db
 from app.models import AuditEvent, utcnow
 from app.security import clerk_sign_in_policy
-from app.urls import safe_next_url
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 

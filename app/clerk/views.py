@@ -19,7 +19,7 @@ from app.clerk.outbox import (
 )
 from app.extensions import db
 from app.models import ClerkCall
-from app.rendering import page_or_fragment
+from app.pages import page_or_fragment
 from app.users.permissions import ensure_can_manage
 
 bp = Blueprint("clerk", __name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from app.overview.queries import RANGES, overview, parse_range, user_figures_and_activity
-from app.rendering import page_or_fragment, wants_fragment
+from app.pages import page_or_fragment, wants_fragment
 from app.users.history import action_label, parse_changes
 
 bp = Blueprint("overview", __name__)

@@ -23,7 +23,7 @@ from app.clerk.forms import ClerkActionForm
 from app.clerk.outbox import PushReport, deliver_after_request, pending_user_ids
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
-from app.rendering import page_or_fragment, wants_fragment
+from app.pages import page_or_fragment, wants_fragment
 from app.users import export
 from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.history import history_for

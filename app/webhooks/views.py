@@ -26,7 +26,7 @@ from app.auth.guard import public
 from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachable, rollback_quietly
 from app.extensions import csrf, db
 from app.models import WebhookEvent, utcnow
-from app.rendering import page_or_fragment
+from app.pages import page_or_fragment
 from app.users.permissions import can_replay, ensure_can_replay
 from app.webhooks.forms import WebhookFilterForm
 from app.webhooks.queries import find_clerk_users, list_webhook_events

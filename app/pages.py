@@ -1,16 +1,27 @@
-"""Jinja filters and globals shared by every template."""
+"""What pages are made of: the page-or-fragment answer, and the filters and globals every template shares."""
 
 from __future__ import annotations
 
 import json
 import re
 from datetime import datetime
-
 from urllib.parse import quote
 
-from flask import Flask, g, url_for
+from flask import Flask, g, make_response, render_template, request, url_for
 
 from app.models import UserRole, UserStatus
+
+
+def wants_fragment() -> bool:
+    htmx = request.htmx
+    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+
+
+def page_or_fragment(page_template: str, fragment_template: str, **context):
+    template = fragment_template if wants_fragment() else page_template
+    response = make_response(render_template(template, **context))
+    response.vary.add("HX-Request")
+    return response
 
 
 def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -84,11 +95,9 @@ def may_change_roles() -> bool:
     return user is not None and can_change_roles(Actor.staff(user))
 
 
-def init_templating(app: Flask) -> None:
+def init_template_helpers(app: Flask) -> None:
     app.jinja_env.filters["datetime"] = format_datetime
     app.jinja_env.filters["pretty_json"] = pretty_json
-    from app.rendering import wants_fragment
-
     app.jinja_env.globals.update(
         UserRole=UserRole, UserStatus=UserStatus, wants_fragment=wants_fragment, row_url=row_url,
         may_manage=may_manage, may_change_roles=may_change_roles, status_targets=status_targets,
