@@ -4,24 +4,50 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import quote
 
-from flask import Flask, g, make_response, render_template, request, url_for
+from flask import Flask, Response, flash, g, make_response, redirect, render_template, request, url_for
 
 from app.models import UserRole, UserStatus
 
 
 def wants_fragment() -> bool:
+    """An htmx swap wants a fragment; a boosted link or a history restore wants the whole page."""
     htmx = request.htmx
     return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
 
 
-def page_or_fragment(page_template: str, fragment_template: str, **context):
-    template = fragment_template if wants_fragment() else page_template
-    response = make_response(render_template(template, **context))
+def is_htmx_request() -> bool:
+    """Any htmx request, boosted ones too: its answer is swapped in, so a redirect must be HX-Redirect."""
+    return bool(request.htmx)
+
+
+def vary_on_htmx(response: Response) -> Response:
+    # The same URL answers two ways: caches (and the browser's back button) must keep them apart.
     response.vary.add("HX-Request")
     return response
+
+
+def answer(page: str, fragment: str, /, *, status: int = 200,
+           page_extras: Callable[[], dict] | None = None, **context) -> Response:
+    """The page for a full request, the fragment for htmx; `page_extras` builds what only the page shows."""
+    if wants_fragment():
+        body = render_template(fragment, **context)
+    else:
+        body = render_template(page, **{**context, **(page_extras() if page_extras else {})})
+    return vary_on_htmx(make_response(body, status))
+
+
+def fragment_or_redirect(fragment: str | None, url: str, /, *, status: int = 200, flashed: str | None = None,
+                         **context) -> Response:
+    """For htmx, the fragment (None: an empty answer); a full request goes to `url`, where `flashed` shows."""
+    if wants_fragment():
+        return vary_on_htmx(make_response(render_template(fragment, **context) if fragment else "", status))
+    if flashed:
+        flash(flashed, "success")
+    return vary_on_htmx(redirect(url))
 
 
 def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, request, url_for
 
-from app.audit.services import Actor
+from app.auth.guard import current_actor
 from app.clerk.client import clerk_connected
 from app.clerk.forms import ClerkActionForm, OutboxFilterForm
 from app.clerk.outbox import (
@@ -17,9 +17,10 @@ from app.clerk.outbox import (
     pending_user_ids,
     retry_call,
 )
+from app.errors import ensure_form_accepted
 from app.extensions import db
 from app.models import ClerkCall
-from app.pages import page_or_fragment
+from app.pages import answer
 from app.users.permissions import ensure_can_manage
 
 bp = Blueprint("clerk", __name__)
@@ -47,10 +48,6 @@ def clerk_call_label(call: ClerkCall) -> str:
     return describe(call)
 
 
-def actor() -> Actor:
-    return Actor.staff(g.user, request.remote_addr)
-
-
 @bp.get("/clerk")
 def index():
     form = OutboxFilterForm(request.args)
@@ -61,23 +58,22 @@ def index():
     more = len(calls) > PAGE_SIZE
     calls = calls[:PAGE_SIZE]
     next_url = (url_for("clerk.index", state=form.chosen_state, before=calls[-1].id) if more else None)
-    return page_or_fragment("clerk/index.html", "clerk/_results.html", calls=calls, form=form,
-                            health=outbox_health(), next_url=next_url, action_form=ClerkActionForm(formdata=None))
+    return answer("clerk/index.html", "clerk/_results.html", calls=calls, form=form,
+                  health=outbox_health(), next_url=next_url, action_form=ClerkActionForm(formdata=None))
 
 
 @bp.post(f"/clerk/calls/<int(max={MAX_CALL_ID}):call_id>/retry")
 def retry(call_id: int):
     call = db.get_or_404(ClerkCall, call_id, description="There is no such call to Clerk.")
-    if not ClerkActionForm().validate():
-        abort(400, description="The form has expired; reload the page and try again.")
+    ensure_form_accepted(ClerkActionForm())
     if call.user is not None:
-        ensure_can_manage(actor(), call.user)
+        ensure_can_manage(current_actor(), call.user)
     try:
-        retry_call(call, actor=actor())
+        retry_call(call, actor=current_actor())
     except RetryRefused as refused:
         abort(409, description=str(refused))
     db.session.commit()
-    report = deliver_after_request(actor=actor())
+    report = deliver_after_request(actor=current_actor())
     db.session.refresh(call)
     if call.state == "delivered":
         flash(f"Call #{call.id} reached Clerk.", "success")
@@ -96,12 +92,11 @@ def push():
 
     from app.clerk.outbox import REQUEST_BUDGET_MS, deliver_due
 
-    if not ClerkActionForm().validate():
-        abort(400, description="The form has expired; reload the page and try again.")
+    ensure_form_accepted(ClerkActionForm())
     if not clerk_connected():
         abort(409, description="Clerk is not connected: set CLERK_SECRET_KEY.")
     report = deliver_due(50, deadline=time.monotonic() + REQUEST_BUDGET_MS / 1000, timeout_ms=REQUEST_BUDGET_MS,
-                         actor=actor())
+                         actor=current_actor())
     stopped = f" Stopped: {report.stopped}." if report.stopped and report.stopped != "out of time" else ""
     flash(f"Clerk push: {report.summary()}.{stopped}", "warning" if report.stopped else "success")
     return redirect(url_for("clerk.index"))
