@@ -11,6 +11,7 @@ from urllib.parse import quote
 from flask import Flask, Response, flash, g, make_response, redirect, render_template, request, url_for
 
 from app.models import UserRole, UserStatus
+from app.users.forms import BULK_ACTIONS as STATUS_VERBS
 
 
 def wants_fragment() -> bool:
@@ -94,38 +95,11 @@ def row_url(endpoint: str, row_id: str, **values) -> str:
     return pattern.replace(_PLACEHOLDER, quote(row_id, safe=""))
 
 
-def may_manage(target) -> bool:
-    """Whether the signed-in staff member may change `target`: pages offer only what they may do."""
-    from app.audit.services import Actor
-    from app.users.permissions import can_manage
-
-    user = g.get("user")
-    return user is not None and target.deleted_at is None and can_manage(Actor.staff(user), target)
-
-
-def status_targets(target) -> list[str]:
-    """The statuses the signed-in person may set `target` to from a page (never themselves away from active)."""
-    from app.users.services import next_statuses
-
-    user = g.get("user")
-    if not may_manage(target):
-        return []
-    return [s.value for s in next_statuses(target) if s.value == "active" or user.id != target.id]
-
-
-def may_change_roles() -> bool:
-    from app.audit.services import Actor
-    from app.users.permissions import can_change_roles
-
-    user = g.get("user")
-    return user is not None and can_change_roles(Actor.staff(user))
-
-
 def init_template_helpers(app: Flask) -> None:
     app.jinja_env.filters["datetime"] = format_datetime
     app.jinja_env.filters["pretty_json"] = pretty_json
+    # Constants and pure helpers only: what depends on the database or on who asks comes from the view.
     app.jinja_env.globals.update(
-        UserRole=UserRole, UserStatus=UserStatus, wants_fragment=wants_fragment, row_url=row_url,
-        may_manage=may_manage, may_change_roles=may_change_roles, status_targets=status_targets,
-        STATUS_VERBS={"suspended": "Suspend", "active": "Reactivate", "inactive": "Mark inactive"},
+        UserRole=UserRole, UserStatus=UserStatus, STATUS_VERBS=STATUS_VERBS, wants_fragment=wants_fragment,
+        row_url=row_url,
     )

@@ -75,11 +75,11 @@ class RetryRefused(ValueError):
 
 def is_clerk_user(user: User) -> bool:
     """Whether the row is a user in Clerk (invited rows hold `local_...` or `inv_...`)."""
-    return user.clerk_id.startswith("user_") and user.deleted_at is None
+    return not user.waits_for_clerk_user and user.deleted_at is None
 
 
 def waits_for_clerk_user(user: User) -> bool:
-    return not user.clerk_id.startswith("user_")
+    return user.waits_for_clerk_user
 
 
 # --- Enqueueing (services call these; nothing commits) -----------------------------------------
@@ -144,7 +144,7 @@ def enqueue_revocation(user: User) -> ClerkCall | None:
     """Revoke the user's invitation; its id is read at delivery when the invitation is still being made."""
     if not clerk_connected() or not waits_for_clerk_user(user):
         return None
-    invitation_id = user.clerk_id if user.clerk_id.startswith("inv_") else None
+    invitation_id = user.invitation_id
     return enqueue(user, REVOKE_INVITATION, {"invitation_id": invitation_id})
 
 
@@ -316,7 +316,7 @@ def _send(clerk: Clerk, call: ClerkCall, timeout_ms: int) -> Any:
 
 def _current_invitation_id(call: ClerkCall) -> str | None:
     user = call.user
-    return user.clerk_id if user is not None and user.clerk_id.startswith("inv_") else None
+    return user.invitation_id if user is not None else None
 
 
 def _pending_invitation_id(clerk: Clerk, email_address: str, timeout_ms: int) -> str | None:

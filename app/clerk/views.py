@@ -12,16 +12,14 @@ from app.clerk.outbox import (
     deliver_after_request,
     describe,
     list_calls,
-    open_calls_for,
     outbox_health,
-    pending_user_ids,
     retry_call,
 )
 from app.errors import ensure_form_accepted
 from app.extensions import db
 from app.models import ClerkCall
 from app.pages import answer
-from app.users.permissions import ensure_can_manage
+from app.users.permissions import can_act_on, ensure_can_manage
 
 bp = Blueprint("clerk", __name__)
 PAGE_SIZE = 50
@@ -31,16 +29,6 @@ MAX_CALL_ID = 2**31 - 1  # the id column is an INTEGER: a larger number is no ca
 @bp.app_template_global()
 def clerk_is_connected() -> bool:
     return clerk_connected()
-
-
-@bp.app_template_global()
-def clerk_open_calls(user) -> list[ClerkCall]:
-    return open_calls_for(user)
-
-
-@bp.app_template_global()
-def clerk_pending_ids(user_ids) -> set[str]:
-    return pending_user_ids(user_ids)
 
 
 @bp.app_template_global()
@@ -58,8 +46,11 @@ def index():
     more = len(calls) > PAGE_SIZE
     calls = calls[:PAGE_SIZE]
     next_url = (url_for("clerk.index", state=form.chosen_state, before=calls[-1].id) if more else None)
+    actor = current_actor()
+    manageable_ids = {call.user.id for call in calls if call.user is not None and can_act_on(actor, call.user)}
     return answer("clerk/index.html", "clerk/_results.html", calls=calls, form=form,
-                  health=outbox_health(), next_url=next_url, action_form=ClerkActionForm(formdata=None))
+                  health=outbox_health(), next_url=next_url, action_form=ClerkActionForm(formdata=None),
+                  manageable_ids=manageable_ids)
 
 
 @bp.post(f"/clerk/calls/<int(max={MAX_CALL_ID}):call_id>/retry")

@@ -16,11 +16,13 @@ from app.models import User, UserData, UserRole, UserStatus
 from app.overview import stats as user_counts
 from app.users.permissions import (  # noqa: F401  (NotAllowed is part of this module's API)
     NotAllowed,
+    can_act_on,
     ensure_a_super_admin_remains,
     ensure_can_change_role,
     ensure_can_give_role,
     ensure_can_manage,
     ensure_not_self,
+    is_self,
 )
 
 
@@ -193,6 +195,13 @@ def next_statuses(user: User) -> tuple[UserStatus, ...]:
     if user.deleted_at is not None:
         return ()
     return NEXT_STATUSES[user.status]
+
+
+def statuses_offered(user: User, *, actor: Actor) -> tuple[UserStatus, ...]:
+    """What a page offers `actor` to set `user` to: nothing unless they may act on them, never themselves away from active."""
+    if not can_act_on(actor, user):
+        return ()
+    return tuple(s for s in next_statuses(user) if s == UserStatus.ACTIVE or not is_self(actor, user))
 
 
 def ensure_editable(user: User) -> None:

@@ -19,7 +19,7 @@ from wtforms import SelectChoice
 
 from app.clerk.forms import ClerkActionForm
 from app.auth.guard import current_actor
-from app.clerk.outbox import PushReport, deliver_after_request, pending_user_ids
+from app.clerk.outbox import PushReport, deliver_after_request, open_calls_for, pending_user_ids
 from app.errors import ensure_form_accepted, error_page
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
@@ -27,7 +27,7 @@ from app.pages import answer, fragment_or_redirect, wants_fragment
 from app.users import export
 from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.history import history_for
-from app.users.permissions import can_change_roles, ensure_can_manage
+from app.users.permissions import can_act_on, can_change_roles, ensure_can_manage
 from app.users.queries import PER_PAGE_CHOICES, SORTS, UserFilters, count_users, list_users
 from app.users.services import (
     DuplicateEmail,
@@ -39,8 +39,10 @@ from app.users.services import (
     UserError,
     add_user_data,
     bulk_set_status,
+    can_invite_again,
     delete_user_data,
     edit_user,
+    has_open_invitation,
     invite_user,
     resend_invitation,
     revoke_invitation,
@@ -48,6 +50,7 @@ from app.users.services import (
     next_statuses,
     preview_bulk_status,
     set_status,
+    statuses_offered,
     update_user_data,
 )
 
@@ -79,6 +82,20 @@ def deliver_to_clerk(*, announce: bool = True) -> PushReport:
     return report
 
 
+def offers_for(*users: User) -> dict:
+    """What the signed-in person may do to each user shown: whom they manage, which statuses they may set."""
+    actor = current_actor()
+    return {
+        "manageable_ids": {user.id for user in users if can_act_on(actor, user)},
+        "status_targets": {user.id: [s.value for s in statuses_offered(user, actor=actor)] for user in users},
+    }
+
+
+def row_context(user: User) -> dict:
+    """What users/_row.html needs to draw one user's row alone."""
+    return {**offers_for(user), "clerk_pending": pending_user_ids([user.id])}
+
+
 def results_context() -> dict:
     filters = UserFilters.from_args(request.args)
     per_page = filters.per_page or current_app.config["USERS_PER_PAGE"]
@@ -91,6 +108,7 @@ def results_context() -> dict:
         "per_page_choices": PER_PAGE_CHOICES,
         # One query for the whole page: which of its users have a change not yet in Clerk.
         "clerk_pending": pending_user_ids(user.id for user in page.users),
+        **offers_for(*page.users),
     }
 
 
@@ -195,12 +213,15 @@ def create():
 @bp.get("/users/<user_id>")
 def detail(user_id: str):
     user = get_user_or_404(user_id)
-    return render_template("users/detail.html", user=user, data_form=UserDataForm(formdata=None), **detail_extras(user))
+    return render_template("users/detail.html", user=user, data_form=UserDataForm(formdata=None),
+                           **offers_for(user), **detail_extras(user))
 
 
 def detail_extras(user: User) -> dict:
-    """What the user's page shows besides the section a fragment refreshes."""
-    return {"history": history_for(user)}
+    """What the user's page shows besides the sections a fragment refreshes."""
+    may_act = can_act_on(current_actor(), user)
+    return {"history": history_for(user), "open_calls": open_calls_for(user),
+            "open_invitation": may_act and has_open_invitation(user), "invite_again": may_act and can_invite_again(user)}
 
 
 def edit_form(user: User) -> UserEditForm:
@@ -296,9 +317,12 @@ def change_status(user_id: str):
         message += " Pending in Clerk."
     elif report.failed:
         message += f" Refused by Clerk: {report.errors[-1]}"
-    fragment = "users/_row.html" if request.form.get("view", "detail") == "row" else "users/_status_panel.html"
+    if request.form.get("view", "detail") == "row":
+        fragment, context = "users/_row.html", row_context(user)
+    else:
+        fragment, context = "users/_status_panel.html", offers_for(user)
     return fragment_or_redirect(fragment, url_for("users.detail", user_id=user.id), flashed=message,
-                                user=user, notice=message)
+                                user=user, notice=message, **context)
 
 
 # --- invitations -----------------------------------------------------------------------------
@@ -331,7 +355,8 @@ def invitation(user_id: str, action: str):
 def render_data(user: User, notice: str | None = None):
     """The key-value section for htmx; a full request goes back to it on the user's page, `notice` flashed."""
     return fragment_or_redirect("users/_data.html", url_for("users.detail", user_id=user.id, _anchor="data"),
-                                flashed=notice, user=user, data_form=UserDataForm(formdata=None), notice=notice)
+                                flashed=notice, user=user, data_form=UserDataForm(formdata=None), notice=notice,
+                                **offers_for(user))
 
 
 def find_item(user: User, data_id: str) -> UserData | None:
@@ -376,7 +401,7 @@ def add_data(user_id: str):
         else:
             return render_data(user, notice=f"Added {item.key}.")
     return answer("users/detail.html", "users/_data.html", status=422, page_extras=lambda: detail_extras(user),
-                  user=user, data_form=form)
+                  user=user, data_form=form, **offers_for(user))
 
 
 @bp.get("/users/<user_id>/data/<data_id>/edit")
@@ -410,7 +435,7 @@ def update_data(user_id: str, data_id: str):
         else:
             saved = f"Saved {item.key}."
             return fragment_or_redirect("users/_data_row.html", url_for("users.detail", user_id=user.id, _anchor="data"),
-                                        flashed=saved, user=user, item=item, row_notice=saved)
+                                        flashed=saved, user=user, item=item, row_notice=saved, **offers_for(user))
     item = find_item(user, data_id)
     if item is None:
         return data_gone(user, data_id, form)
@@ -445,14 +470,14 @@ def row(user_id: str):
     user = get_user_or_404(user_id)
     # After a Cancel, focus returns to the button that asked (`focus` is its target status).
     return fragment_or_redirect("users/_row.html", url_for("users.detail", user_id=user.id),
-                                user=user, focus=request.args.get("focus"))
+                                user=user, focus=request.args.get("focus"), **row_context(user))
 
 
 @bp.get("/users/<user_id>/status-panel")
 def status_panel(user_id: str):
     user = get_user_or_404(user_id)
     return fragment_or_redirect("users/_status_panel.html", url_for("users.detail", user_id=user.id),
-                                user=user, focus=request.args.get("focus"))
+                                user=user, focus=request.args.get("focus"), **offers_for(user))
 
 
 @bp.get("/users/<user_id>/data/<data_id>")
@@ -460,4 +485,4 @@ def data_row(user_id: str, data_id: str):
     user = get_user_or_404(user_id)
     item = get_item_or_404(user, data_id)
     return fragment_or_redirect("users/_data_row.html", url_for("users.detail", user_id=user.id, _anchor="data"),
-                                user=user, item=item)
+                                user=user, item=item, **offers_for(user))
