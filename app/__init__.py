@@ -97,9 +97,9 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
-    from app.templating import init_templating
+    from app.pages import init_template_helpers
 
-    init_templating(app)
+    init_template_helpers(app)
 
 
 def register_commands(app: Flask) -> None:

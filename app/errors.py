@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Flask, current_app, g, render_template, request
+from flask import Flask, abort, current_app, g, request
+from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -19,6 +20,7 @@ from app.database import (
     rollback_quietly,
 )
 from app.extensions import db
+from app.pages import answer
 from app.users.permissions import NotAllowed
 
 TITLES = {
@@ -36,10 +38,23 @@ TITLES = {
 _NAV_FIELDS = frozenset({"email", "role", "status", "deleted_at"})
 
 
+def error_page(code: int, description: str) -> dict:
+    """What errors/error.html (and its fragment) show."""
+    return {"code": code, "title": TITLES.get(code, "Error"), "description": description}
+
+
 def render_error(code: int, description: str):
-    template = "errors/_error.html" if request.htmx else "errors/error.html"
-    title = TITLES.get(code, "Error")
-    return render_template(template, code=code, title=title, description=description), code
+    return answer("errors/error.html", "errors/_error.html", status=code, **error_page(code, description))
+
+
+def expired_form_message(reason: str = "The form has expired.") -> str:
+    return f"The form could not be accepted: {reason} Reload the page and try again."
+
+
+def ensure_form_accepted(form: FlaskForm) -> None:
+    """A form that carries only its CSRF token (Retry, Revoke, ...): 400, the expired-form answer, unless valid."""
+    if not form.validate():
+        abort(400, description=expired_form_message())
 
 
 def _keep_user_for_the_page() -> None:
@@ -66,8 +81,9 @@ def database_unreachable(error: BaseException):
     _keep_user_for_the_page()
     rollback_quietly()
     saved = committed_in_this_request()
-    body, code = render_error(503, UNREACHABLE_AFTER_SAVE_MESSAGE if saved else UNREACHABLE_MESSAGE)
-    return body, code, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    response = render_error(503, UNREACHABLE_AFTER_SAVE_MESSAGE if saved else UNREACHABLE_MESSAGE)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def init_error_handlers(app: Flask) -> None:
@@ -77,7 +93,7 @@ def init_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf(error: CSRFError):
         db.session.rollback()
-        return render_error(400, f"The form could not be accepted: {error.description} Reload the page and try again.")
+        return render_error(400, expired_form_message(error.description))
 
     @app.errorhandler(NotAllowed)
     def _not_allowed(error: NotAllowed):

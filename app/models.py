@@ -61,6 +61,18 @@ class UserStatus(enum.StrEnum):
         return self.value
 
 
+class ClerkIdKind(enum.StrEnum):
+    """What a row's clerk_id is, told by its prefix."""
+
+    USER = "user_"  # a user in Clerk
+    INVITATION = "inv_"  # Clerk's invitation, until its user signs up
+    PLACEHOLDER = "local_"  # made here, before Clerk has heard of the row
+
+    @classmethod
+    def of(cls, clerk_id: str) -> ClerkIdKind | None:
+        return next((kind for kind in cls if clerk_id.startswith(kind.value)), None)
+
+
 def _enum(cls: type[enum.Enum], name: str) -> sa.Enum:
     # Native enum types on PostgreSQL; a named CHECK constraint on SQLite.
     return sa.Enum(
@@ -138,6 +150,19 @@ class User(db.Model):
     def label(self) -> str:
         """What names the account in lists: its email, or its Clerk id when Clerk sent none."""
         return self.email or self.clerk_id
+
+    @property
+    def clerk_id_kind(self) -> ClerkIdKind | None:
+        return ClerkIdKind.of(self.clerk_id)
+
+    @property
+    def waits_for_clerk_user(self) -> bool:
+        """No user in Clerk yet: the row holds a placeholder or an invitation's id until one claims it."""
+        return self.clerk_id_kind is not ClerkIdKind.USER
+
+    @property
+    def invitation_id(self) -> str | None:
+        return self.clerk_id if self.clerk_id_kind is ClerkIdKind.INVITATION else None
 
     @property
     def is_staff(self) -> bool:

@@ -7,7 +7,7 @@ from flask import Blueprint, request
 from app.audit.labels import action_label, parse_changes
 from app.audit.queries import AuditFilters, known_actions, list_events
 from app.audit.services import Source
-from app.rendering import page_or_fragment
+from app.pages import answer
 
 bp = Blueprint("audit", __name__)
 
@@ -16,7 +16,7 @@ bp = Blueprint("audit", __name__)
 def index():
     filters = AuditFilters.from_args(request.args)
     page = list_events(filters, after=request.args.get("after"))
-    return page_or_fragment(
+    return answer(
         "audit/index.html",
         "audit/_results.html",
         page=page,

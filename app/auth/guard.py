@@ -23,8 +23,7 @@ from app.audit.services import Actor, record
 from app.auth.clerk_session import ClerkTokenRefused, has_clerk_token, verify_clerk_request
 from app.extensions import db, login_manager
 from app.models import User
-from app.rendering import wants_fragment
-from app.urls import safe_next_url
+from app.pages import is_htmx_request, vary_on_htmx, wants_fragment
 
 SESSION_SEEN_KEY = "seen"
 SESSION_STARTED_KEY = "started"
@@ -34,6 +33,11 @@ def public(view: Callable) -> Callable:
     """Mark a view as reachable without signing in."""
     view.is_public = True  # type: ignore[attr-defined]
     return view
+
+
+def current_actor() -> Actor:
+    """The signed-in staff member, as the actor of what this request does (with their address)."""
+    return Actor.staff(g.user, request.remote_addr)
 
 
 def sign_in(user: User) -> None:
@@ -131,6 +135,18 @@ def _require_staff():
     return None
 
 
+def safe_next_url(target: str | None) -> str | None:
+    """Only a path on this site may follow a sign-in; anything else is dropped."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target:
+        return None
+    return target
+
+
 def _page_the_htmx_request_came_from() -> str | None:
     """The page (HX-Current-URL) an htmx request was made on, when it is a path on this site."""
     try:
@@ -153,10 +169,10 @@ def _to_sign_in():
     else:
         after = request.full_path if request.method == "GET" else None
     target = url_for("auth.sign_in_page", next=after)
-    if request.htmx:
+    if is_htmx_request():
         # A swap cannot show a page: htmx loads the sign-in page instead.
-        return make_response("", 401, redirect=target)
-    return redirect(target)
+        return vary_on_htmx(make_response("", 401, redirect=target))
+    return vary_on_htmx(redirect(target))
 
 
 def init_guard(app: Flask) -> None:

@@ -8,12 +8,11 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from app.audit.services import Actor, record
-from app.auth.guard import public, sign_in, sign_out
+from app.auth.guard import current_actor, public, safe_next_url, sign_in, sign_out
 from app.auth.services import SignInRefused, end_sessions, redeem_sign_in_link
 from app.extensions import db
 from app.models import AuditEvent, utcnow
 from app.security import clerk_sign_in_policy
-from app.urls import safe_next_url
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -81,7 +80,7 @@ def redeem_link(token: str):
 def sign_out_view():
     user = g.user
     if user is not None and user.can_use_dashboard:
-        end_sessions(user, actor=Actor.staff(user, request.remote_addr))
+        end_sessions(user, actor=current_actor())
         db.session.commit()
     sign_out()
     flash("You have signed out.", "info")

@@ -31,12 +31,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.audit.services import Actor, diff, record
 from app.extensions import db
-from app.models import User, UserRole, UserStatus, utcnow
+from app.models import ClerkIdKind, User, UserRole, UserStatus, utcnow
 from app.users import counts
 from app.users.records import normalise_email, update_user_fields
 
 # Ids a row holds while it waits for its Clerk user: placeholder_clerk_id() and invitations.
-CLAIMABLE_ID_PREFIXES = ("local_", "inv_")
+CLAIMABLE_ID_PREFIXES = (ClerkIdKind.PLACEHOLDER.value, ClerkIdKind.INVITATION.value)
 TEXT_FIELDS = ("first_name", "last_name", "username", "external_id")
 METADATA_FIELDS = ("public_metadata", "private_metadata", "unsafe_metadata")
 # Far above anything Clerk allows, and below what a PostgreSQL b-tree index entry can hold

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, abort, flash, g, redirect, request, url_for
+from flask import Blueprint, abort, flash, redirect, request, url_for
 
-from app.audit.services import Actor
+from app.auth.guard import current_actor
 from app.clerk.client import clerk_connected
 from app.clerk.forms import ClerkActionForm, OutboxFilters
 from app.clerk.outbox.delivery import REQUEST_BUDGET_MS, deliver_after_request, deliver_due
 from app.clerk.outbox.enqueue import RetryRefused, retry_call
-from app.clerk.outbox.queries import describe, list_calls, open_calls_for, outbox_health, pending_user_ids
+from app.clerk.outbox.queries import describe, list_calls, outbox_health
+from app.errors import ensure_form_accepted
 from app.extensions import db
 from app.models import ClerkCall, ClerkCallState
+from app.pages import answer
 from app.pagination import MAX_INT
-from app.rendering import page_or_fragment
+from app.users.permissions import can_act_on
 
 bp = Blueprint("clerk", __name__)
 PAGE_SIZE = 50
@@ -28,44 +30,31 @@ def clerk_is_connected() -> bool:
 
 
 @bp.app_template_global()
-def clerk_open_calls(user) -> list[ClerkCall]:
-    return open_calls_for(user)
-
-
-@bp.app_template_global()
-def clerk_pending_ids(user_ids) -> set[str]:
-    return pending_user_ids(user_ids)
-
-
-@bp.app_template_global()
 def clerk_call_label(call: ClerkCall) -> str:
     return describe(call)
-
-
-def actor() -> Actor:
-    return Actor.staff(g.user, request.remote_addr)
 
 
 @bp.get("/clerk")
 def index():
     filters = OutboxFilters.from_args(request.args)
     page = list_calls(state=filters.state, after=request.args.get("after"), per_page=PAGE_SIZE)
-    return page_or_fragment("clerk/index.html", "clerk/_results.html", page=page, filters=filters,
-                            states=[s.value for s in ClerkCallState], health=outbox_health(),
-                            action_form=ClerkActionForm(formdata=None))
+    actor = current_actor()
+    manageable_ids = {call.user.id for call in page.rows if call.user is not None and can_act_on(actor, call.user)}
+    return answer("clerk/index.html", "clerk/_results.html", page=page, filters=filters,
+                  states=[s.value for s in ClerkCallState], health=outbox_health(),
+                  action_form=ClerkActionForm(formdata=None), manageable_ids=manageable_ids)
 
 
 @bp.post(f"/clerk/calls/<int(max={MAX_CALL_ID}):call_id>/retry")
 def retry(call_id: int):
     call = db.get_or_404(ClerkCall, call_id, description="There is no such call to Clerk.")
-    if not ClerkActionForm().validate():
-        abort(400, description="The form has expired; reload the page and try again.")
+    ensure_form_accepted(ClerkActionForm())
     try:
-        retry_call(call, actor=actor())
+        retry_call(call, actor=current_actor())
     except RetryRefused as refused:
         abort(409, description=str(refused))
     db.session.commit()
-    report = deliver_after_request(actor=actor())
+    report = deliver_after_request(actor=current_actor())
     db.session.refresh(call)
     if call.state == "delivered":
         flash(f"Call #{call.id} reached Clerk.", "success")
@@ -80,12 +69,11 @@ def retry(call_id: int):
 @bp.post("/clerk/push")
 def push():
     """Send the due calls now (what `flask clerk push` does), within the request's short budget."""
-    if not ClerkActionForm().validate():
-        abort(400, description="The form has expired; reload the page and try again.")
+    ensure_form_accepted(ClerkActionForm())
     if not clerk_connected():
         abort(409, description="Clerk is not connected: set CLERK_SECRET_KEY.")
     report = deliver_due(50, deadline=time.monotonic() + REQUEST_BUDGET_MS / 1000, timeout_ms=REQUEST_BUDGET_MS,
-                         actor=actor())
+                         actor=current_actor())
     stopped = f" Stopped: {report.stopped}." if report.stopped and report.stopped != "out of time" else ""
     flash(f"Clerk push: {report.summary()}.{stopped}", "warning" if report.stopped else "success")
     return redirect(url_for("clerk.index"))

@@ -6,7 +6,7 @@ from flask import Blueprint, request
 
 from app.audit.labels import action_label, parse_changes
 from app.overview.queries import RANGES, overview, parse_range, user_figures_and_activity
-from app.rendering import page_or_fragment, wants_fragment
+from app.pages import answer, wants_fragment
 
 bp = Blueprint("overview", __name__)
 
@@ -20,5 +20,5 @@ def index():
         context = {"activity": activity}
     else:
         context = overview(days)
-    return page_or_fragment("overview/index.html", "overview/_activity.html", ranges=RANGES,
-                            action_label=action_label, parse_changes=parse_changes, **context)
+    return answer("overview/index.html", "overview/_activity.html", ranges=RANGES,
+                  action_label=action_label, parse_changes=parse_changes, **context)

@@ -33,6 +33,11 @@ def can_manage(actor: Actor, target: User) -> bool:
     return staff.role == UserRole.ADMIN and target.role == UserRole.USER
 
 
+def can_act_on(actor: Actor, target: User) -> bool:
+    """Whether pages offer `actor` changes to `target`: someone they manage, not deleted in Clerk."""
+    return target.deleted_at is None and can_manage(actor, target)
+
+
 def can_change_roles(actor: Actor) -> bool:
     return actor.user is None or actor.user.role == UserRole.SUPER_ADMIN
 

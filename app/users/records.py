@@ -15,7 +15,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from app.audit.services import Actor, diff, record
 from app.extensions import db
-from app.models import User, UserRole, UserStatus
+from app.models import ClerkIdKind, User, UserRole, UserStatus
 from app.users import counts
 
 
@@ -42,7 +42,7 @@ def email_spellings(email: str) -> set[str]:
 
 def placeholder_clerk_id() -> str:
     """A unique stand-in until a Clerk user (or invitation) claims the row."""
-    return f"local_{uuid.uuid4().hex}"
+    return f"{ClerkIdKind.PLACEHOLDER.value}{uuid.uuid4().hex}"
 
 
 def live_users() -> sa.Select:

@@ -19,11 +19,13 @@ from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
 from app.users.permissions import (
     NotAllowed,
+    can_act_on,
     ensure_a_super_admin_remains,
     ensure_can_change_role,
     ensure_can_give_role,
     ensure_can_manage,
     ensure_not_self,
+    is_self,
 )
 from app.users.records import find_live_user_by_email, new_user, normalise_email, update_user_fields
 
@@ -95,6 +97,13 @@ def next_statuses(user: User) -> tuple[UserStatus, ...]:
     if user.deleted_at is not None:
         return ()
     return NEXT_STATUSES[user.status]
+
+
+def statuses_offered(user: User, *, actor: Actor) -> tuple[UserStatus, ...]:
+    """What a page offers `actor` to set `user` to: nothing unless they may act on them, never themselves away from active."""
+    if not can_act_on(actor, user):
+        return ()
+    return tuple(s for s in next_statuses(user) if s == UserStatus.ACTIVE or not is_self(actor, user))
 
 
 def ensure_editable(user: User) -> None:

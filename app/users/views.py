@@ -8,7 +8,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     redirect,
     render_template,
     request,
@@ -18,17 +17,18 @@ from flask import (
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import SelectChoice
 
-from app.audit.services import Actor
 from app.clerk.forms import ClerkActionForm
+from app.auth.guard import current_actor
 from app.clerk.outbox.delivery import PushReport, deliver_after_request
-from app.clerk.outbox.queries import pending_user_ids
+from app.clerk.outbox.queries import open_calls_for, pending_user_ids
+from app.errors import ensure_form_accepted, error_page
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
-from app.rendering import page_or_fragment, wants_fragment
+from app.pages import answer, fragment_or_redirect, wants_fragment
 from app.users import export
 from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.history import history_for
-from app.users.permissions import can_change_roles, ensure_can_manage
+from app.users.permissions import can_act_on, can_change_roles, ensure_can_manage
 from app.users.queries import PER_PAGE_CHOICES, SORTS, UserFilters, count_users, list_users
 from app.users.services import (
     DuplicateEmail,
@@ -40,8 +40,10 @@ from app.users.services import (
     UserError,
     add_user_data,
     bulk_set_status,
+    can_invite_again,
     delete_user_data,
     edit_user,
+    has_open_invitation,
     invite_user,
     resend_invitation,
     revoke_invitation,
@@ -49,16 +51,13 @@ from app.users.services import (
     next_statuses,
     preview_bulk_status,
     set_status,
+    statuses_offered,
     update_user_data,
 )
 
 bp = Blueprint("users", __name__)
 
 STATUS_VERBS = BULK_ACTIONS
-
-
-def actor() -> Actor:
-    return Actor.staff(g.user, request.remote_addr)
 
 
 def get_user_or_404(user_id: str) -> User:
@@ -74,7 +73,7 @@ def get_item_or_404(user: User, data_id: str) -> UserData:
 
 def deliver_to_clerk(*, announce: bool = True) -> PushReport:
     """After a commit: try this request's Clerk calls briefly; what does not get through stays pending."""
-    report = deliver_after_request(actor=actor())
+    report = deliver_after_request(actor=current_actor())
     if not announce:
         return report
     if report.stopped:
@@ -82,6 +81,20 @@ def deliver_to_clerk(*, announce: bool = True) -> PushReport:
     elif report.failed:
         flash(f"Saved here, but Clerk refused it: {report.errors[-1]}", "error")
     return report
+
+
+def offers_for(*users: User) -> dict:
+    """What the signed-in person may do to each user shown: whom they manage, which statuses they may set."""
+    actor = current_actor()
+    return {
+        "manageable_ids": {user.id for user in users if can_act_on(actor, user)},
+        "status_targets": {user.id: [s.value for s in statuses_offered(user, actor=actor)] for user in users},
+    }
+
+
+def row_context(user: User) -> dict:
+    """What users/_row.html needs to draw one user's row alone."""
+    return {**offers_for(user), "clerk_pending": pending_user_ids([user.id])}
 
 
 def results_context() -> dict:
@@ -96,6 +109,7 @@ def results_context() -> dict:
         "per_page_choices": PER_PAGE_CHOICES,
         # One query for the whole page: which of its users have a change not yet in Clerk.
         "clerk_pending": pending_user_ids(user.id for user in page.rows),
+        **offers_for(*page.rows),
     }
 
 
@@ -104,13 +118,13 @@ def results_context() -> dict:
 
 @bp.get("/users")
 def index():
-    return page_or_fragment("users/index.html", "users/_results.html", **results_context())
+    return answer("users/index.html", "users/_results.html", **results_context())
 
 
 @bp.get("/users/count")
 def count():
     filters = UserFilters.from_args(request.args)
-    return page_or_fragment("users/_count.html", "users/_count.html", count=count_users(filters), filters=filters)
+    return answer("users/_count.html", "users/_count.html", count=count_users(filters), filters=filters)
 
 
 @bp.get("/users/export.csv")
@@ -126,34 +140,32 @@ def bulk():
     """Two steps: the selection and action answer a confirmation with the count; `confirm` applies it."""
     form = BulkForm()
     ids = [i for i in request.form.getlist("ids") if i][:MAX_BULK]
+    list_url = url_for("users.index", **request.args.to_dict(flat=False))
     if not form.validate():
         flash("Choose an action for the selected users.", "error")
     elif not ids:
         flash("Select at least one user first.", "error")
-    if (form.errors or not ids) and wants_fragment() and not form.confirm.data:
-        return render_template("_flashes.html"), 422  # into the confirmation's place, by the bar
+    if (form.errors or not ids) and not form.confirm.data:
+        return fragment_or_redirect("_flashes.html", list_url, status=422)  # into the confirmation's place
     if form.errors or not ids:
         pass
     elif not form.confirm.data:
         status = UserStatus(form.action.data)
-        preview = preview_bulk_status(ids, status, actor=actor())
+        preview = preview_bulk_status(ids, status, actor=current_actor())
         db.session.rollback()  # the preview locked nothing and wrote nothing; end its transaction
         context = {"preview": preview, "form": form, "ids": ids, "verb": BULK_ACTIONS[form.action.data],
                    "bulk_url": request.full_path if request.query_string else request.path}
-        if wants_fragment():
-            return render_template("users/_bulk_confirm.html", **context)
-        return render_template("users/bulk_confirm.html", **context)
+        return answer("users/bulk_confirm.html", "users/_bulk_confirm.html", **context)
     else:
-        result = bulk_set_status(ids, UserStatus(form.action.data), actor=actor())
+        result = bulk_set_status(ids, UserStatus(form.action.data), actor=current_actor())
         db.session.commit()
         deliver_to_clerk()
         verb = BULK_ACTIONS[form.action.data].lower()
         flash(f"{len(result.changed)} of {len(ids)} selected users changed ({verb}).", "success")
         for label, reason in sorted(result.refused.items()):
             flash(f"{label}: not changed. {reason}", "error")
-    if wants_fragment():
-        return page_or_fragment("users/index.html", "users/_results.html", **results_context())
-    return redirect(url_for("users.index", **request.args.to_dict(flat=False)))
+    # The list is read only for the fragment: a full request is sent to the list page itself.
+    return fragment_or_redirect("users/_results.html", list_url, **(results_context() if wants_fragment() else {}))
 
 
 # --- invite --------------------------------------------------------------------------------
@@ -161,7 +173,7 @@ def bulk():
 
 def invite_form() -> InviteForm:
     form = InviteForm()
-    if not can_change_roles(actor()):
+    if not can_change_roles(current_actor()):
         del form.role  # admins invite users with the role `user`
     return form
 
@@ -184,7 +196,7 @@ def create():
                 first_name=form.first_name.data,
                 last_name=form.last_name.data,
                 role=UserRole(form.role.data) if "role" in form else UserRole.USER,
-                actor=actor(),
+                actor=current_actor(),
             )
         except DuplicateEmail as error:
             form.email.errors.append(str(error))
@@ -202,14 +214,20 @@ def create():
 @bp.get("/users/<user_id>")
 def detail(user_id: str):
     user = get_user_or_404(user_id)
-    return render_template(
-        "users/detail.html", user=user, history=history_for(user), data_form=UserDataForm(formdata=None)
-    )
+    return render_template("users/detail.html", user=user, data_form=UserDataForm(formdata=None),
+                           **offers_for(user), **detail_extras(user))
+
+
+def detail_extras(user: User) -> dict:
+    """What the user's page shows besides the sections a fragment refreshes."""
+    may_act = can_act_on(current_actor(), user)
+    return {"history": history_for(user), "open_calls": open_calls_for(user),
+            "open_invitation": may_act and has_open_invitation(user), "invite_again": may_act and can_invite_again(user)}
 
 
 def edit_form(user: User) -> UserEditForm:
     form = UserEditForm()
-    if not can_change_roles(actor()):
+    if not can_change_roles(current_actor()):
         del form.role  # only super admins see (and may send) the role
     # The current status and where it may go from here: `invited` is never offered to a user who is not.
     form.status.choices = [SelectChoice(s.value, s.label) for s in (user.status, *next_statuses(user))]
@@ -223,7 +241,7 @@ def render_edit(user: User, form: UserEditForm, status: int = 200, **context):
 @bp.route("/users/<user_id>/edit", methods=["GET", "POST"])
 def edit(user_id: str):
     user = get_user_or_404(user_id)
-    ensure_can_manage(actor(), user)
+    ensure_can_manage(current_actor(), user)
     if user.deleted_at is not None:
         abort(409, description=f"{user.label} was deleted in Clerk: the account is read-only here.")
     form = edit_form(user)
@@ -237,7 +255,7 @@ def edit(user_id: str):
         return render_edit(user, form, 422)
     try:
         changed = edit_user(
-            user, form.changes(changed_names), expected_version=form.expected_version(), actor=actor()
+            user, form.changes(changed_names), expected_version=form.expected_version(), actor=current_actor()
         )
         db.session.commit()
     except DuplicateEmail as error:
@@ -275,14 +293,12 @@ def confirm_status(user_id: str):
     if target not in STATUS_VERBS:
         abort(400, description="Choose a status: suspended, active or inactive.")
     try:
-        ensure_status_change(user, UserStatus(target), actor=actor())
+        ensure_status_change(user, UserStatus(target), actor=current_actor())
     except UserError as error:
         abort(409, description=str(error))
     context = {"user": user, "target": target, "verb": STATUS_VERBS[target], "view": view, "form": StatusForm()}
-    if wants_fragment():
-        template = "users/_row_confirm.html" if view == "row" else "users/_status_confirm.html"
-        return render_template(template, **context)
-    return render_template("users/status_confirm.html", **context)
+    fragment = "users/_row_confirm.html" if view == "row" else "users/_status_confirm.html"
+    return answer("users/status_confirm.html", fragment, **context)
 
 
 @bp.post("/users/<user_id>/status")
@@ -292,7 +308,7 @@ def change_status(user_id: str):
     if not form.validate():
         abort(400, description="Choose a status: suspended, active or inactive.")
     try:
-        set_status(user, UserStatus(form.status.data), actor=actor())
+        set_status(user, UserStatus(form.status.data), actor=current_actor())
     except UserError as error:
         abort(409, description=str(error))
     db.session.commit()
@@ -302,12 +318,12 @@ def change_status(user_id: str):
         message += " Pending in Clerk."
     elif report.failed:
         message += f" Refused by Clerk: {report.errors[-1]}"
-    if wants_fragment():
-        view = request.form.get("view", "detail")
-        template = "users/_row.html" if view == "row" else "users/_status_panel.html"
-        return render_template(template, user=user, notice=message)
-    flash(message, "success")
-    return redirect(url_for("users.detail", user_id=user.id))
+    if request.form.get("view", "detail") == "row":
+        fragment, context = "users/_row.html", row_context(user)
+    else:
+        fragment, context = "users/_status_panel.html", offers_for(user)
+    return fragment_or_redirect(fragment, url_for("users.detail", user_id=user.id), flashed=message,
+                                user=user, notice=message, **context)
 
 
 # --- invitations -----------------------------------------------------------------------------
@@ -322,11 +338,10 @@ INVITATION_ACTIONS = {
 @bp.post("/users/<user_id>/invitation/<any(revoke, resend):action>")
 def invitation(user_id: str, action: str):
     user = get_user_or_404(user_id)
-    if not ClerkActionForm().validate():
-        abort(400, description="The form has expired; reload the page and try again.")
+    ensure_form_accepted(ClerkActionForm())
     service, done = INVITATION_ACTIONS[action]
     try:
-        service(user, actor=actor())
+        service(user, actor=current_actor())
     except UserError as error:
         abort(409, description=str(error))
     db.session.commit()
@@ -338,13 +353,11 @@ def invitation(user_id: str, action: str):
 # --- key-value data ------------------------------------------------------------------------
 
 
-def render_data(user: User, form: UserDataForm | None = None, status: int = 200, notice: str | None = None):
-    form = form or UserDataForm(formdata=None)
-    if wants_fragment():
-        return render_template("users/_data.html", user=user, data_form=form, notice=notice), status
-    return render_template(
-        "users/detail.html", user=user, history=history_for(user), data_form=form, notice=notice
-    ), status
+def render_data(user: User, notice: str | None = None):
+    """The key-value section for htmx; a full request goes back to it on the user's page, `notice` flashed."""
+    return fragment_or_redirect("users/_data.html", url_for("users.detail", user_id=user.id, _anchor="data"),
+                                flashed=notice, user=user, data_form=UserDataForm(formdata=None), notice=notice,
+                                **offers_for(user))
 
 
 def find_item(user: User, data_id: str) -> UserData | None:
@@ -355,10 +368,8 @@ def find_item(user: User, data_id: str) -> UserData | None:
 def data_gone(user: User, data_id: str, form: UserDataForm | None = None):
     """A pair deleted in another tab (or never there): said in its row, with what was typed; a 404."""
     message = "This key-value pair no longer exists (someone may have deleted it after you opened it); nothing was saved."
-    if wants_fragment():
-        return render_template("users/_data_row_gone.html", user=user, data_id=data_id, form=form,
-                               message=message), 404
-    abort(404, description=message)
+    return answer("errors/error.html", "users/_data_row_gone.html", status=404, **error_page(404, message),
+                  user=user, data_id=data_id, form=form, message=message)
 
 
 def data_conflict(user: User, item: UserData, form: UserDataForm, message: str):
@@ -366,18 +377,13 @@ def data_conflict(user: User, item: UserData, form: UserDataForm, message: str):
     db.session.rollback()
     db.session.refresh(item)
     form.version.data = item.version
-    context = {"user": user, "item": item, "form": form, "conflict": message}
-    if wants_fragment():
-        return render_template("users/_data_row_form.html", **context), 409
-    return render_template("users/data_edit.html", **context), 409
+    return answer("users/data_edit.html", "users/_data_row_form.html", status=409,
+                  user=user, item=item, form=form, conflict=message)
 
 
 @bp.get("/users/<user_id>/data")
 def data_section(user_id: str):
-    user = get_user_or_404(user_id)
-    if not wants_fragment():
-        return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
-    return render_data(user)
+    return render_data(get_user_or_404(user_id))
 
 
 @bp.post("/users/<user_id>/data")
@@ -386,7 +392,7 @@ def add_data(user_id: str):
     form = UserDataForm()
     if form.validate():
         try:
-            item = add_user_data(user, form.key.data, form.value.data, actor=actor())
+            item = add_user_data(user, form.key.data, form.value.data, actor=current_actor())
             db.session.commit()
         except DuplicateKey as error:
             db.session.rollback()
@@ -394,12 +400,9 @@ def add_data(user_id: str):
         except UserError as error:
             abort(409, description=str(error))
         else:
-            notice = f"Added {item.key}."
-            if not wants_fragment():
-                flash(notice, "success")
-                return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
-            return render_data(user, notice=notice)
-    return render_data(user, form, 422)
+            return render_data(user, notice=f"Added {item.key}.")
+    return answer("users/detail.html", "users/_data.html", status=422, page_extras=lambda: detail_extras(user),
+                  user=user, data_form=form, **offers_for(user))
 
 
 @bp.get("/users/<user_id>/data/<data_id>/edit")
@@ -408,10 +411,7 @@ def edit_data(user_id: str, data_id: str):
     item = get_item_or_404(user, data_id)
     if user.deleted_at is not None:
         abort(409, description=f"{user.label} was deleted in Clerk: the account is read-only here.")
-    form = UserDataForm(obj=item)
-    if wants_fragment():
-        return render_template("users/_data_row_form.html", user=user, item=item, form=form)
-    return render_template("users/data_edit.html", user=user, item=item, form=form)
+    return answer("users/data_edit.html", "users/_data_row_form.html", user=user, item=item, form=UserDataForm(obj=item))
 
 
 @bp.post("/users/<user_id>/data/<data_id>")
@@ -423,7 +423,7 @@ def update_data(user_id: str, data_id: str):
         return data_gone(user, data_id, form)
     if form.validate():
         try:
-            update_user_data(item, form.key.data, form.value.data, actor=actor(),
+            update_user_data(item, form.key.data, form.value.data, actor=current_actor(),
                              expected_version=form.expected_version())
             db.session.commit()
         except DuplicateKey as error:
@@ -434,16 +434,13 @@ def update_data(user_id: str, data_id: str):
         except UserError as error:
             abort(409, description=str(error))
         else:
-            if wants_fragment():
-                return render_template("users/_data_row.html", user=user, item=item, row_notice=f"Saved {item.key}.")
-            flash(f"Saved {item.key}.", "success")
-            return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
+            saved = f"Saved {item.key}."
+            return fragment_or_redirect("users/_data_row.html", url_for("users.detail", user_id=user.id, _anchor="data"),
+                                        flashed=saved, user=user, item=item, row_notice=saved, **offers_for(user))
     item = find_item(user, data_id)
     if item is None:
         return data_gone(user, data_id, form)
-    if wants_fragment():
-        return render_template("users/_data_row_form.html", user=user, item=item, form=form), 422
-    return render_template("users/data_edit.html", user=user, item=item, form=form), 422
+    return answer("users/data_edit.html", "users/_data_row_form.html", status=422, user=user, item=item, form=form)
 
 
 @bp.post("/users/<user_id>/data/<data_id>/delete")
@@ -455,17 +452,15 @@ def delete_data(user_id: str, data_id: str):
     form = UserDataForm()
     key = item.key
     try:
-        delete_user_data(item, actor=actor(), expected_version=form.expected_version())
+        delete_user_data(item, actor=current_actor(), expected_version=form.expected_version())
         db.session.commit()
     except DataConflict as conflict:
         form = UserDataForm(formdata=None, obj=item)
         return data_conflict(user, item, form, f"{conflict} Look at the saved pair before deleting it.")
     except UserError as error:
         abort(409, description=str(error))
-    if wants_fragment():
-        return ""  # htmx removes the row
-    flash(f"Deleted {key}.", "success")
-    return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
+    # An empty answer: htmx removes the row.
+    return fragment_or_redirect(None, url_for("users.detail", user_id=user.id, _anchor="data"), flashed=f"Deleted {key}.")
 
 
 # --- fragments for "Cancel" ----------------------------------------------------------------
@@ -474,24 +469,21 @@ def delete_data(user_id: str, data_id: str):
 @bp.get("/users/<user_id>/row")
 def row(user_id: str):
     user = get_user_or_404(user_id)
-    if not wants_fragment():
-        return redirect(url_for("users.detail", user_id=user.id))
     # After a Cancel, focus returns to the button that asked (`focus` is its target status).
-    return render_template("users/_row.html", user=user, focus=request.args.get("focus"))
+    return fragment_or_redirect("users/_row.html", url_for("users.detail", user_id=user.id),
+                                user=user, focus=request.args.get("focus"), **row_context(user))
 
 
 @bp.get("/users/<user_id>/status-panel")
 def status_panel(user_id: str):
     user = get_user_or_404(user_id)
-    if not wants_fragment():
-        return redirect(url_for("users.detail", user_id=user.id))
-    return render_template("users/_status_panel.html", user=user, focus=request.args.get("focus"))
+    return fragment_or_redirect("users/_status_panel.html", url_for("users.detail", user_id=user.id),
+                                user=user, focus=request.args.get("focus"), **offers_for(user))
 
 
 @bp.get("/users/<user_id>/data/<data_id>")
 def data_row(user_id: str, data_id: str):
     user = get_user_or_404(user_id)
     item = get_item_or_404(user, data_id)
-    if not wants_fragment():
-        return redirect(url_for("users.detail", user_id=user.id, _anchor="data"))
-    return render_template("users/_data_row.html", user=user, item=item)
+    return fragment_or_redirect("users/_data_row.html", url_for("users.detail", user_id=user.id, _anchor="data"),
+                                user=user, item=item, **offers_for(user))

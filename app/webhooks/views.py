@@ -11,7 +11,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     redirect,
     render_template,
     request,
@@ -22,11 +21,11 @@ from svix.webhooks import Webhook, WebhookVerificationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.audit.services import Actor
-from app.auth.guard import public
+from app.auth.guard import current_actor, public
 from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachable, rollback_quietly
 from app.extensions import csrf, db
 from app.models import WebhookEvent, WebhookOutcome, utcnow
-from app.rendering import page_or_fragment
+from app.pages import answer
 from app.users.permissions import can_replay, ensure_can_replay
 from app.webhooks.forms import WITHIN_LABELS, WebhookFilters
 from app.webhooks.queries import find_clerk_users, list_webhook_events
@@ -149,7 +148,7 @@ def index():
     page = list_webhook_events(filters, now=utcnow(), after=request.args.get("after"),
                                per_page=current_app.config.get("WEBHOOKS_PER_PAGE", 50))
     users = find_clerk_users({e.clerk_user_id for e in page.rows if e.clerk_user_id})
-    return page_or_fragment(
+    return answer(
         "webhooks/index.html", "webhooks/_results.html", filters=filters, page=page, users=users,
         outcomes=[o.value for o in WebhookOutcome], within=WITHIN_LABELS, may_replay=_may_replay(),
     )
@@ -164,13 +163,13 @@ def detail(svix_id: str):
 
 def _may_replay() -> bool:
     # The pages offer Retry and "Apply anyway" only to those replay_event lets through.
-    return can_replay(Actor.staff(g.user))
+    return can_replay(current_actor())
 
 
 @bp.post("/webhooks/<svix_id>/replay")
 def replay(svix_id: str):
     """Re-apply one event; NotAllowed (a 403, rolled back) unless a super admin asks."""
-    actor = Actor.staff(g.user, request.remote_addr)
+    actor = current_actor()
     ensure_can_replay(actor)  # before the look-up, so a 404 does not tell others which ids exist
     db.get_or_404(WebhookEvent, svix_id)
     try:

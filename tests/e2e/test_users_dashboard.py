@@ -187,7 +187,8 @@ def test_a_503_is_shown_above_the_page_and_keeps_what_was_there(app, people, sig
 
     page = signed_in
     with app.test_request_context("/users", headers={"HX-Request": "true"}):
-        body, code = render_error(503, UNREACHABLE_MESSAGE)
+        answered = render_error(503, UNREACHABLE_MESSAGE)
+        body, code = answered.get_data(as_text=True), answered.status_code
     searches = re.compile(r"/users\?q=")
     page.route(searches, lambda route: route.fulfill(
         status=code, body=body, content_type="text/html; charset=utf-8", headers={"Retry-After": "5"}))

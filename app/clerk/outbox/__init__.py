@@ -22,8 +22,8 @@ TOUCHED: Final = "clerk_outbox_touched_users"
 
 def is_clerk_user(user: User) -> bool:
     """Whether the row is a user in Clerk (invited rows hold `local_...` or `inv_...`)."""
-    return user.clerk_id.startswith("user_") and user.deleted_at is None
+    return not user.waits_for_clerk_user and user.deleted_at is None
 
 
 def waits_for_clerk_user(user: User) -> bool:
-    return not user.clerk_id.startswith("user_")
+    return user.waits_for_clerk_user

@@ -160,7 +160,7 @@ def _send(clerk: Clerk, call: ClerkCall, timeout_ms: int) -> Any:
 
 def _current_invitation_id(call: ClerkCall) -> str | None:
     user = call.user
-    return user.clerk_id if user is not None and user.clerk_id.startswith("inv_") else None
+    return user.invitation_id if user is not None else None
 
 
 def _pending_invitation_id(clerk: Clerk, email_address: str, timeout_ms: int) -> str | None:

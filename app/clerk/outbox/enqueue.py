@@ -96,7 +96,7 @@ def enqueue_revocation(user: User) -> ClerkCall | None:
     """Revoke the user's invitation; its id is read at delivery when the invitation is still being made."""
     if not clerk_connected() or not waits_for_clerk_user(user):
         return None
-    invitation_id = user.clerk_id if user.clerk_id.startswith("inv_") else None
+    invitation_id = user.invitation_id
     return enqueue(user, REVOKE_INVITATION, {"invitation_id": invitation_id})
 
 

@@ -1,0 +1,59 @@
+"""Every URL that answers htmx differently from a full request says so: Vary: HX-Request, both ways."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.models import UserData
+from tests.conftest import HX
+
+
+@pytest.fixture
+def item(db, ada) -> UserData:
+    item = UserData(user_id=ada.id, key="plan", value="pro")
+    db.session.add(item)
+    db.session.commit()
+    return item
+
+
+GETS = [
+    "/", "/users", "/users/count", "/webhooks", "/clerk", "/audit", "/users/no-such-user",
+    "/users/{ada}/status?to=suspended", "/users/{ada}/status?to=suspended&view=row", "/users/{ada}/row",
+    "/users/{ada}/status-panel", "/users/{ada}/data", "/users/{ada}/data/{item}/edit", "/users/{ada}/data/{item}",
+    "/users/{ada}/data/no-such-pair/edit",
+]
+POSTS = [
+    ("/users/bulk", {"action": "suspended", "ids": "{ada}"}),
+    ("/users/bulk", {"action": "suspended", "ids": "{ada}", "confirm": "y"}),
+    ("/users/bulk", {"action": "", "ids": ""}),
+    ("/users/{ada}/status", {"status": "inactive", "view": "row"}),
+    ("/users/{ada}/data", {"key": "plan2", "value": "x"}),
+    ("/users/{ada}/data", {"key": "", "value": ""}),
+    ("/users/{ada}/data/{item}", {"key": "plan", "value": "max"}),
+    ("/users/{ada}/data/{item}", {"key": "", "value": ""}),
+    ("/users/{ada}/data/no-such-pair", {"key": "plan", "value": "max"}),
+    ("/users/{ada}/data/{item}/delete", {}),
+]
+
+
+@pytest.mark.parametrize("headers", [{}, HX], ids=["page", "fragment"])
+@pytest.mark.parametrize("url", GETS)
+def test_every_get_that_can_answer_htmx_varies_on_it(client, staff, ada, item, url, headers):
+    response = client.get(url.format(ada=ada.id, item=item.id), headers=headers)
+    assert "HX-Request" in response.headers.get("Vary", ""), (response.status_code, url)
+
+
+@pytest.mark.parametrize("headers", [{}, HX], ids=["page", "fragment"])
+@pytest.mark.parametrize(("url", "data"), POSTS)
+def test_every_post_that_can_answer_htmx_varies_on_it(client, staff, token, ada, item, url, data, headers):
+    ids = {"ada": ada.id, "item": item.id}
+    form = {name: value.format(**ids) for name, value in data.items()}
+    response = client.post(url.format(**ids), data={"csrf_token": token, **form}, headers=headers)
+    assert "HX-Request" in response.headers.get("Vary", ""), (response.status_code, url)
+
+
+@pytest.mark.parametrize("headers", [{}, HX], ids=["page", "fragment"])
+def test_the_way_to_sign_in_varies_on_htmx(client, headers):
+    response = client.get("/users", headers=headers)
+    assert response.status_code == (401 if headers else 302)
+    assert "HX-Request" in response.headers.get("Vary", "")
