@@ -1,4 +1,4 @@
-"""Command line: `flask --app app users ...`; `flask demo` is in app/demo/cli.py."""
+"""Command line: the `flask users ...` group, and `init_commands`, where every group is registered."""
 
 from __future__ import annotations
 
@@ -77,9 +77,12 @@ def sign_in_link_command(email: str) -> None:
 
 
 def init_commands(app: Flask) -> None:
+    """Every command group, registered here and nowhere else."""
     from app.clerk.cli import clerk_cli
     from app.demo.cli import demo_command
+    from app.overview.cli import stats_cli
 
-    app.cli.add_command(clerk_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(demo_command)
+    app.cli.add_command(clerk_cli)
+    app.cli.add_command(stats_cli)

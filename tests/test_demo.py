@@ -193,6 +193,10 @@ def test_a_big_seed_rebuilds_the_indexes_it_dropped(db, monkeypatch):
     assert len(before) > 2  # the plain indexes really were dropped and built again
 
 
+def test_every_command_group_is_registered_by_the_factory(app):
+    assert set(app.cli.commands) == {"users", "demo", "clerk", "stats", "db"}  # db: Flask-Migrate
+
+
 def test_making_records_needs_no_database():
     import subprocess
     import sys
