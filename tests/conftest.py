@@ -7,7 +7,8 @@ from html.parser import HTMLParser
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -202,6 +203,35 @@ def token(client, staff) -> str:
 @pytest.fixture
 def ada(make_user) -> User:
     return make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace")
+
+
+@pytest.fixture
+def signing_secret(app) -> str:
+    """The webhook receiver takes deliveries signed with tests.clerk_payloads.SECRET."""
+    from tests.clerk_payloads import SECRET
+
+    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+    return SECRET
+
+
+@pytest.fixture
+def count_queries(db) -> Callable[[], AbstractContextManager[list[str]]]:
+    """`with count_queries() as statements:` lists the SQL the engine ran inside the block."""
+
+    @contextmanager
+    def counting() -> Iterator[list[str]]:
+        statements: list[str] = []
+
+        def listen(_conn, _cursor, statement, *_args) -> None:
+            statements.append(statement)
+
+        sa.event.listen(db.engine, "before_cursor_execute", listen)
+        try:
+            yield statements
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", listen)
+
+    return counting
 
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
