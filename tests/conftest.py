@@ -97,15 +97,26 @@ def _empty_tables() -> None:
             connection.execute(table.delete())
 
 
-@pytest.fixture
-def app(database_url: str) -> Iterator[Flask]:
+@pytest.fixture(scope="session")
+def _shared_app(database_url: str) -> Iterator[Flask]:
+    """One app (and engine, and pool) for the whole run: making them per test cost more than the test."""
     app = make_app(database_url)
+    yield app
     with app.app_context():
+        _db.engine.dispose()
+
+
+@pytest.fixture
+def app(_shared_app: Flask) -> Iterator[Flask]:
+    """The shared app in a context of its own; its settings and every table are as new after each test."""
+    settings = dict(_shared_app.config)
+    with _shared_app.app_context():
         try:
-            yield app
+            yield _shared_app
         finally:
             _empty_tables()
-            _db.engine.dispose()
+            _shared_app.config.clear()
+            _shared_app.config.update(settings)
 
 
 @pytest.fixture
