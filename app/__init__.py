@@ -104,7 +104,5 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     from app.cli import init_commands
-    from app.overview.cli import stats_cli
 
     init_commands(app)
-    app.cli.add_command(stats_cli)

@@ -1,4 +1,4 @@
-"""Command line: `flask --app app demo`, `flask --app app users ...`."""
+"""Command line: the `flask users ...` group, and `init_commands`, where every group is registered."""
 
 from __future__ import annotations
 
@@ -76,32 +76,13 @@ def sign_in_link_command(email: str) -> None:
     click.echo(sign_in_url(token))
 
 
-@click.command("demo")
-@click.option("--users", "n_users", type=click.IntRange(min=0), default=200, show_default=True,
-              help="How many demo users there should be in all.")
-def demo_command(n_users: int) -> None:
-    """Seed realistic demo users and data (idempotent: it only adds what is missing)."""
-    from app.demo import seed_demo
-
-    with click.progressbar(length=n_users, label="Seeding demo users") as bar:
-        done = 0
-
-        def progress(finished: int, _total: int) -> None:
-            nonlocal done
-            bar.update(finished - done)
-            done = finished
-
-        counts = seed_demo(n_users, actor=Actor.cli(), progress=progress)
-    db.session.commit()
-    click.echo(
-        f"Demo users: {counts['users_created']} created, {counts['users_existing']} already there; "
-        f"{counts['user_data_created']} key-value rows created."
-    )
-
-
 def init_commands(app: Flask) -> None:
+    """Every command group, registered here and nowhere else."""
     from app.clerk.cli import clerk_cli
+    from app.demo.cli import demo_command
+    from app.overview.cli import stats_cli
 
-    app.cli.add_command(clerk_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(demo_command)
+    app.cli.add_command(clerk_cli)
+    app.cli.add_command(stats_cli)

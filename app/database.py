@@ -8,14 +8,23 @@ from sqlalchemy.engine import Engine
 
 
 def enable_sqlite_foreign_keys(engine: Engine) -> None:
-    """SQLite enforces foreign keys only when asked, per connection."""
+    """SQLite enforces foreign keys only when asked, per connection; and transactions are ours to begin.
+
+    pysqlite would otherwise open no transaction before a SAVEPOINT, whose RELEASE then commits on
+    its own (a key-value pair kept while its audit event was rolled back): SQLAlchemy's recipe.
+    """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
+        dbapi_connection.isolation_level = None  # the driver stops beginning (and ending) transactions
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):  # pragma: no cover - trivial
+        connection.exec_driver_sql("BEGIN")
 
 
 def is_postgresql(engine: Engine) -> bool:

@@ -6,7 +6,7 @@ PostgreSQL restart in the middle. Every acknowledged write is then looked for in
 The database is a throwaway cluster of its own (benchmarks/pg_cluster.py: initdb in a temporary
 directory, pg_ctl on 127.0.0.1:5433 or the next free port), so the shared server is never
 disturbed and --restart can stop and start it. The script migrates it, seeds --users demo users
-(app.demo.seed_demo), makes --admins super admins, starts gunicorn (--workers) with a known
+(app.demo.load.seed_demo), makes --admins super admins, starts gunicorn (--workers) with a known
 signing secret, and signs each admin in with a one-time link.
 
 For --seconds, each admin thread loops over: the list (page, htmx fragment, next page), searches,
@@ -192,7 +192,7 @@ def prepare(url: str, n_users: int, n_admins: int) -> dict:
     from app import create_app
     from app.audit.services import Actor
     from app.auth.services import issue_sign_in_link
-    from app.demo import seed_demo
+    from app.demo.load import seed_demo
     from app.extensions import db
     from app.models import User, UserRole, UserStatus
     from app.users.services import create_admin

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import create_app  # noqa: E402
 from app.audit.services import Actor  # noqa: E402
-from app.demo import seed_demo  # noqa: E402
+from app.demo.load import seed_demo  # noqa: E402
 from app.extensions import db  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench"

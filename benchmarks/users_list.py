@@ -55,7 +55,7 @@ def prepare(url: str, n_users: int) -> dict:
     """Migrate, seed, analyse; return what the scenarios need (terms, emails, cursors, ids)."""
     from flask_migrate import upgrade
 
-    from app.demo import seed_demo
+    from app.demo.load import seed_demo
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "APP_ENV": "production"})
     with app.app_context():

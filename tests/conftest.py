@@ -7,7 +7,8 @@ from html.parser import HTMLParser
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -96,15 +97,26 @@ def _empty_tables() -> None:
             connection.execute(table.delete())
 
 
-@pytest.fixture
-def app(database_url: str) -> Iterator[Flask]:
+@pytest.fixture(scope="session")
+def _shared_app(database_url: str) -> Iterator[Flask]:
+    """One app (and engine, and pool) for the whole run: making them per test cost more than the test."""
     app = make_app(database_url)
+    yield app
     with app.app_context():
+        _db.engine.dispose()
+
+
+@pytest.fixture
+def app(_shared_app: Flask) -> Iterator[Flask]:
+    """The shared app in a context of its own; its settings and every table are as new after each test."""
+    settings = dict(_shared_app.config)
+    with _shared_app.app_context():
         try:
-            yield app
+            yield _shared_app
         finally:
             _empty_tables()
-            _db.engine.dispose()
+            _shared_app.config.clear()
+            _shared_app.config.update(settings)
 
 
 @pytest.fixture
@@ -202,6 +214,39 @@ def token(client, staff) -> str:
 @pytest.fixture
 def ada(make_user) -> User:
     return make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace")
+
+
+@pytest.fixture
+def signing_secret(app) -> str:
+    """The webhook receiver takes deliveries signed with tests.clerk_payloads.SECRET."""
+    from tests.clerk_payloads import SECRET
+
+    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+    return SECRET
+
+
+@pytest.fixture
+def count_queries(db) -> Callable[[], AbstractContextManager[list[str]]]:
+    """`with count_queries() as statements:` lists the SQL the engine ran inside the block.
+
+    SQLite's explicit BEGIN (app/database.py) is transaction control, not a query: not counted.
+    """
+
+    @contextmanager
+    def counting() -> Iterator[list[str]]:
+        statements: list[str] = []
+
+        def listen(_conn, _cursor, statement, *_args) -> None:
+            if statement != "BEGIN":
+                statements.append(statement)
+
+        sa.event.listen(db.engine, "before_cursor_execute", listen)
+        try:
+            yield statements
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", listen)
+
+    return counting
 
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')

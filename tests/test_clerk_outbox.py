@@ -19,7 +19,7 @@ from app.clerk.outbox import BAN, METADATA, delivery
 from app.clerk.outbox.enqueue import enqueue, retry_call
 from app.models import AuditEvent, ClerkCall, User, UserRole, UserStatus, utcnow
 from app.users.permissions import NotAllowed
-from tests.clerk_payloads import SECRET, sign, user_updated
+from tests.clerk_payloads import sign, user_updated
 from tests.conftest import HX, csrf_token_from
 from tests.fake_clerk import SECRET_KEY, FakeClerk, bapi_user, connected_fake_clerk
 
@@ -383,8 +383,7 @@ def test_two_workers_never_take_the_same_call_or_a_users_later_call(app, db, mak
 # --- the echo -------------------------------------------------------------------------------------
 
 
-def test_the_echo_of_our_own_change_undoes_nothing(client, token, member, fake, db, app, member_in_clerk):
-    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+def test_the_echo_of_our_own_change_undoes_nothing(client, token, member, fake, db, member_in_clerk, signing_secret):
     set_status(client, token, member, "suspended")
     echo = {**member_in_clerk}  # what Clerk sends back: banned, public_metadata with our role/status
     fake.stop()
@@ -470,27 +469,18 @@ def test_the_retry_service_refuses_an_admin_for_a_super_admins_call(make_user, f
         retry_call(call, actor=Actor.staff(admin))
     assert call.state == "failed"
 
-def test_the_list_asks_for_pending_calls_once_per_page(app, client, staff, make_user, db, fake):
-    statements: list[str] = []
 
-    def count(_conn, _cursor, statement, *_args):
-        statements.append(statement)
-
+def test_the_list_asks_for_pending_calls_once_per_page(app, client, staff, make_user, db, fake, count_queries):
     people = [make_user(email=f"p{i}@example.com") for i in range(30)]
     enqueue(people[0], BAN, {"user_id": people[0].clerk_id})
     db.session.commit()
-    sa.event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        db.session.expire_all()
+    db.session.expire_all()
+    with count_queries() as few:
         few_html = client.get("/users?per_page=10", headers=HX).get_data(as_text=True)
-        few = len(statements)
-        statements.clear()
-        db.session.expire_all()
+    db.session.expire_all()
+    with count_queries() as statements:
         many_html = client.get("/users?per_page=50", headers=HX).get_data(as_text=True)
-        many = len(statements)
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", count)
-    assert few == many
+    assert len(few) == len(statements)
     assert sum("clerk_outbox" in s for s in statements) == 1
     assert many_html.count("pending in Clerk") == 1 and few_html.count("pending in Clerk") <= 1
 

@@ -208,8 +208,7 @@ def terminate_backends(database_url: str, pid: int | None = None) -> int:
 
 
 @pytest.mark.postgresql
-def test_after_the_backends_die_the_next_requests_are_served(app, client, staff, ada, database_url, db):
-    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+def test_after_the_backends_die_the_next_requests_are_served(app, client, staff, ada, database_url, db, signing_secret):
     token = csrf_token_from(client.get(f"/users/{ada.id}").get_data(as_text=True))
     db.session.remove()
     assert terminate_backends(database_url) >= 1

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from app import demo
 from app.audit.services import Actor
-from app.demo import build_pools, make_chunk, seed_demo
+from app.demo import load
+from app.demo.generate import MAX_DEMO_USERS, build_pools, make_chunk
+from app.demo.load import seed_demo
 from app.models import AuditEvent, User, UserData, UserRole, UserStatus
 
 
@@ -176,17 +177,29 @@ def test_refuses_a_negative_or_huge_n(db):
     with pytest.raises(ValueError):
         seed_demo(-1, actor=Actor.cli())
     with pytest.raises(ValueError):
-        seed_demo(demo.MAX_DEMO_USERS + 1, actor=Actor.cli())
+        seed_demo(MAX_DEMO_USERS + 1, actor=Actor.cli())
 
 
 @pytest.mark.postgresql
 def test_a_big_seed_rebuilds_the_indexes_it_dropped(db, monkeypatch):
     indexes = sa.text("SELECT indexdef FROM pg_indexes WHERE tablename = 'users' ORDER BY indexname")
     before = db.session.scalars(indexes).all()
-    monkeypatch.setattr(demo, "REBUILD_INDEXES_FROM", 10)
+    monkeypatch.setattr(load, "REBUILD_INDEXES_FROM", 10)
 
     counts = seed(db, 40, chunk_size=15)
 
     assert counts["users_created"] == 40
     assert db.session.scalars(indexes).all() == before
     assert len(before) > 2  # the plain indexes really were dropped and built again
+
+
+def test_every_command_group_is_registered_by_the_factory(app):
+    assert set(app.cli.commands) == {"users", "demo", "clerk", "stats", "db"}  # db: Flask-Migrate
+
+
+def test_making_records_needs_no_database():
+    import subprocess
+    import sys
+
+    code = "import sys, app.demo.generate; sys.exit(any(m.startswith(('sqlalchemy', 'psycopg', 'app.extensions')) for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

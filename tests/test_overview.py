@@ -170,25 +170,16 @@ def test_only_staff_see_the_overview(client, auth, make_user, db):
     assert client.get("/").status_code == 302
 
 
-def test_the_overview_runs_the_same_queries_for_few_users_or_many(app, client, db, runner, staff):
-    statements = []
-
-    def count(_conn, _cursor, statement, *_args):
-        statements.append(statement)
-
+def test_the_overview_runs_the_same_queries_for_few_users_or_many(app, client, db, runner, staff, count_queries):
     def queries() -> list[str]:
-        statements.clear()
         db.session.expire_all()
-        assert client.get("/?days=90").status_code == 200
-        return list(statements)
+        with count_queries() as statements:
+            assert client.get("/?days=90").status_code == 200
+        return statements
 
-    sa.event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        few = queries()
-        assert runner.invoke(args=["demo", "--users", "120"]).exit_code == 0
-        many = queries()
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", count)
+    few = queries()
+    assert runner.invoke(args=["demo", "--users", "120"]).exit_code == 0
+    many = queries()
     assert len(few) == len(many) <= 10
     # No statement counts users: figures come from the counters.
     assert not any(re.search(r"count\(\*\)\s+AS \w+\s+FROM users", s, re.I) for s in many)

@@ -14,7 +14,7 @@ from app.audit.services import Actor
 from app.clerk.sync import clerk_user_from_dict, upsert_clerk_user
 from app.models import User, UserStatus
 from app.users.services import bulk_set_status
-from tests.clerk_payloads import SECRET, clerk_user, session_created, sign, user_created, user_deleted, user_updated
+from tests.clerk_payloads import clerk_user, session_created, sign, user_created, user_deleted, user_updated
 from tests.test_stats import assert_exact
 
 pytestmark = pytest.mark.postgresql
@@ -24,8 +24,7 @@ def ms(days_ago: float) -> int:
     return int((datetime.now(UTC) - timedelta(days=days_ago)).timestamp() * 1000)
 
 
-def test_concurrent_webhooks_and_bulk_actions_keep_the_counters_exact(app, db, live_server):
-    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+def test_concurrent_webhooks_and_bulk_actions_keep_the_counters_exact(app, db, live_server, signing_secret):
     shared = [clerk_user(email=f"shared{i}@example.com", last_sign_in_at=ms(i)) for i in range(12)]
     for data in shared:
         upsert_clerk_user(clerk_user_from_dict(data), actor=Actor.webhook())

@@ -8,11 +8,6 @@ from app.models import UserRole, utcnow
 
 
 @pytest.fixture
-def staff(auth):
-    return auth.sign_in()
-
-
-@pytest.fixture
 def many_users(app, make_user):
     app.config["USERS_PER_PAGE"] = 5
     start = utcnow() - timedelta(days=30)
@@ -109,10 +104,8 @@ def test_unknown_user_is_404_page(client, staff):
     assert "404" in response.get_data(as_text=True)
 
 
-def test_detail_page_query_count_does_not_grow_with_data_or_history(app, client, staff, make_user, db):
+def test_detail_page_query_count_does_not_grow_with_data_or_history(app, client, staff, make_user, db, count_queries):
     """No N+1: a user with 40 key-value pairs and 40 history entries costs what one with 1 does."""
-    import sqlalchemy as sa
-
     from app.audit.services import Actor, record
     from app.models import UserData
 
@@ -125,21 +118,13 @@ def test_detail_page_query_count_does_not_grow_with_data_or_history(app, client,
     small, large = make_user(email="small@example.com"), make_user(email="large@example.com")
     fill(small, 1)
     fill(large, 40)
-    statements = []
-
-    def count(*_args, **_kwargs):
-        statements.append(1)
 
     def queries_for(user) -> int:
-        statements.clear()
         db.session.expire_all()
-        html = client.get(f"/users/{user.id}").get_data(as_text=True)
+        with count_queries() as statements:
+            html = client.get(f"/users/{user.id}").get_data(as_text=True)
         assert user.email in html
         return len(statements)
 
-    sa.event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        few, many = queries_for(small), queries_for(large)
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", count)
+    few, many = queries_for(small), queries_for(large)
     assert many == few <= 8

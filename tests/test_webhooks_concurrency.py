@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from app.models import AuditEvent, User, UserStatus, WebhookEvent
 from tests.clerk_payloads import (
     BASE_MS,
-    SECRET,
     Signed,
     clerk_user,
     sign,
@@ -23,12 +22,7 @@ from tests.clerk_payloads import (
     user_updated,
 )
 
-pytestmark = pytest.mark.postgresql
-
-
-@pytest.fixture(autouse=True)
-def signing_secret(app):
-    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+pytestmark = [pytest.mark.postgresql, pytest.mark.usefixtures("signing_secret")]
 
 
 def deliver_at_once(app, deliveries: list[Signed]) -> list[tuple[int, str]]:

@@ -15,7 +15,6 @@ from app.users.permissions import NotAllowed
 from app.webhooks.services import record_failed_delivery, replay_event
 from tests.clerk_payloads import (
     BASE_MS,
-    SECRET,
     clerk_user,
     envelope,
     sign,
@@ -25,10 +24,7 @@ from tests.clerk_payloads import (
 )
 from tests.conftest import csrf_token_from
 
-
-@pytest.fixture(autouse=True)
-def signing_secret(app):
-    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+pytestmark = pytest.mark.usefixtures("signing_secret")
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from app.models import AuditEvent, User, UserData, UserRole, UserStatus, Webhook
 from tests.clerk_payloads import (
     BASE_MS,
     DOCS_EXAMPLE_USER_CREATED,
-    SECRET,
     clerk_id,
     clerk_user,
     envelope,
@@ -27,10 +26,7 @@ from tests.clerk_payloads import (
     user_updated,
 )
 
-
-@pytest.fixture(autouse=True)
-def signing_secret(app):
-    app.config["CLERK_WEBHOOK_SIGNING_SECRET"] = SECRET
+pytestmark = pytest.mark.usefixtures("signing_secret")
 
 
 def count(db, model) -> int:
