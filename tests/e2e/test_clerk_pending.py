@@ -48,6 +48,7 @@ def test_a_suspension_while_clerk_is_down_is_pending_then_pushed(page, auth, mak
     expect(page.locator("tr", has_text="grace@navy.mil")).to_contain_text("pending in Clerk")
 
     fake.start()
+    db.session.rollback()  # a fresh transaction: the one the test read in is older than the server's writes
     db.session.execute(sa.update(ClerkCall).values(next_attempt_at=utcnow()))  # skip the backoff
     db.session.commit()
     result = runner.invoke(args=["clerk", "push"])

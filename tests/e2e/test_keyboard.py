@@ -50,7 +50,7 @@ def test_escape_cancels_a_row_confirmation_and_focus_returns(ada, signed_in, db)
         expect(row.get_by_role("button", name=f"Yes, {name.lower()}")).to_be_focused()
         page.keyboard.press("Escape")
         expect(row.get_by_role("button", name=f"{name} ada@example.com")).to_be_focused()
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     assert ada.status == UserStatus.ACTIVE
 
     page.keyboard.press("Shift+Tab")  # back to Suspend
@@ -59,7 +59,7 @@ def test_escape_cancels_a_row_confirmation_and_focus_returns(ada, signed_in, db)
     page.keyboard.press("Enter")
     expect(row.get_by_role("status")).to_contain_text("ada@example.com is now suspended")
     expect(row.get_by_role("status")).to_be_focused()
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     assert ada.status == UserStatus.SUSPENDED
 
 
@@ -82,7 +82,7 @@ def test_the_user_page_status_panel_by_keyboard(ada, signed_in, db):
     expect(panel.get_by_role("button", name="Yes, suspend")).to_be_focused()
     page.keyboard.press("Enter")
     expect(panel.get_by_role("status")).to_be_focused()
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     assert ada.status == UserStatus.SUSPENDED
 
 

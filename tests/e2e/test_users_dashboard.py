@@ -78,7 +78,7 @@ def test_edit_with_a_bad_then_a_good_value(people, signed_in, db):
     expect(page.get_by_text("Saved.")).to_be_visible()
     expect(page.get_by_role("heading", name="Augusta Byron")).to_be_visible()
     expect(page.locator("#history")).to_contain_text("Edited")
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     assert (people["ada"].first_name, people["ada"].last_name) == ("Augusta", "Byron")
 
 
@@ -95,7 +95,7 @@ def test_suspend_from_the_list_with_the_keyboard(people, signed_in, db):
     page.keyboard.press("Enter")
     expect(row.locator(".badge-status-suspended")).to_be_visible()
     expect(row).to_contain_text("is now suspended")
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     assert people["grace"].status == UserStatus.SUSPENDED
 
 
@@ -105,7 +105,7 @@ def test_cancel_a_status_change(people, signed_in, db):
     row.get_by_role("button", name="Mark inactive ada@example.com").click()
     page.get_by_role("button", name="Cancel").click()
     expect(row.get_by_role("button", name="Suspend ada@example.com")).to_be_visible()
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     assert people["ada"].status == UserStatus.ACTIVE
 
 
@@ -148,12 +148,12 @@ def test_bulk_suspend_selected_and_all_on_the_page(people, signed_in, db):
     page.keyboard.press("Escape")
     expect(page.get_by_text("Suspend 2 users?")).to_have_count(0)
     expect(page.get_by_label("With the selected users")).to_be_focused()
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     assert db.session.scalar(sa.select(sa.func.count()).where(User.status == UserStatus.SUSPENDED)) == 0
     page.get_by_role("button", name="Apply to selected").click()
     page.get_by_role("button", name="Suspend 2 users").click()
     expect(page.get_by_text("2 of 2 selected users changed (suspend).")).to_be_visible()
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     suspended = db.session.scalars(sa.select(User.email).where(User.status == UserStatus.SUSPENDED)).all()
     assert sorted(suspended) == ["ada@example.com", "grace@navy.mil"]
 
@@ -163,7 +163,7 @@ def test_bulk_suspend_selected_and_all_on_the_page(people, signed_in, db):
     page.get_by_role("button", name="Apply to selected").click()
     page.get_by_role("button", name="Reactivate 2 users").click()
     expect(page.get_by_text("selected users changed (reactivate)")).to_be_visible()
-    db.session.expire_all()
+    db.session.rollback()  # ends the read snapshot too (SQLite)
     assert db.session.scalar(sa.select(sa.func.count()).where(User.status == UserStatus.SUSPENDED)) == 0
 
 
