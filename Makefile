@@ -35,8 +35,7 @@ run: install
 lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
-# enabled after the formatting commit:
-#	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check .
 
 # Lint first; then SQLite always, PostgreSQL too when TEST_DATABASE_URL is set (.ci/run sets it).
 test: lint

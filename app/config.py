@@ -102,9 +102,7 @@ def finalise(config: dict) -> None:
         )
     if config.get("CLERK_PUBLISHABLE_KEY"):
         config["CLERK_FRONTEND_API"] = frontend_api_host(config["CLERK_PUBLISHABLE_KEY"])
-    uri = config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(
-        config["SQLALCHEMY_DATABASE_URI"]
-    )
+    uri = config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(config["SQLALCHEMY_DATABASE_URI"])
     options = config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     if uri.startswith("postgresql"):
         # Timestamps are stored in UTC, so the server's now() must speak UTC too.

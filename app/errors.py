@@ -75,9 +75,7 @@ def _keep_user_for_the_page() -> None:
 
 def database_unreachable(error: BaseException):
     """503 with Retry-After: the client (a person, htmx, Svix) can try the same request again."""
-    current_app.logger.warning(
-        "%s %s: database unreachable: %s", request.method, request.path, first_line(error)
-    )
+    current_app.logger.warning("%s %s: database unreachable: %s", request.method, request.path, first_line(error))
     _keep_user_for_the_page()
     rollback_quietly()
     saved = committed_in_this_request()

@@ -97,9 +97,7 @@ class User(db.Model):
     email: Mapped[str] = mapped_column(sa.Text)
     first_name: Mapped[str | None] = mapped_column(sa.Text)
     last_name: Mapped[str | None] = mapped_column(sa.Text)
-    role: Mapped[UserRole] = mapped_column(
-        user_role_enum, default=UserRole.USER, server_default=UserRole.USER.value
-    )
+    role: Mapped[UserRole] = mapped_column(user_role_enum, default=UserRole.USER, server_default=UserRole.USER.value)
     status: Mapped[UserStatus] = mapped_column(
         user_status_enum, default=UserStatus.ACTIVE, server_default=UserStatus.ACTIVE.value
     )
@@ -111,9 +109,7 @@ class User(db.Model):
     unsafe_metadata: Mapped[str | None] = mapped_column(sa.Text)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     clerk_id: Mapped[str] = mapped_column(sa.Text, unique=True)
-    created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, server_default=sa.func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
     )
@@ -217,9 +213,12 @@ NAME_SORT_KEY = sa.func.lower(
 )
 SEARCH_TEXT = sa.func.lower(
     User.email.op("||")(_SPACE)
-    .op("||")(sa.func.coalesce(User.first_name, _EMPTY)).op("||")(_SPACE)
-    .op("||")(sa.func.coalesce(User.last_name, _EMPTY)).op("||")(_SPACE)
-    .op("||")(sa.func.coalesce(User.username, _EMPTY)).op("||")(_SPACE)
+    .op("||")(sa.func.coalesce(User.first_name, _EMPTY))
+    .op("||")(_SPACE)
+    .op("||")(sa.func.coalesce(User.last_name, _EMPTY))
+    .op("||")(_SPACE)
+    .op("||")(sa.func.coalesce(User.username, _EMPTY))
+    .op("||")(_SPACE)
     .op("||")(User.clerk_id),
     type_=sa.Text,
 )
@@ -244,7 +243,7 @@ sa.Index(
 PREFIX_SEARCHED = tuple(
     sa.func.lower(column, type_=sa.Text) for column in (User.email, User.first_name, User.last_name, User.username)
 )
-for _column, _expression in zip(("email", "first_name", "last_name", "username"), PREFIX_SEARCHED):
+for _column, _expression in zip(("email", "first_name", "last_name", "username"), PREFIX_SEARCHED, strict=False):
     sa.Index(
         f"ix_users_{_column}_prefix",
         _expression.label(f"{_column}_prefix"),
@@ -259,9 +258,7 @@ class UserData(db.Model):
     user_id: Mapped[str] = mapped_column(sa.Text, sa.ForeignKey("users.id"))
     key: Mapped[str] = mapped_column(sa.Text)
     value: Mapped[str] = mapped_column(sa.Text)
-    created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, server_default=sa.func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
     )
@@ -336,9 +333,7 @@ class WebhookEvent(db.Model):
     payload: Mapped[str] = mapped_column(sa.Text)  # the verified body, exactly as received
 
     __table_args__ = (
-        sa.CheckConstraint(
-            "outcome IN ('applied', 'stale', 'ignored', 'failed')", name="outcome"
-        ),
+        sa.CheckConstraint("outcome IN ('applied', 'stale', 'ignored', 'failed')", name="outcome"),
         # The /webhooks page: newest first, optionally by outcome or type, keyset on (time, id).
         sa.Index("ix_webhook_events_received_at_id", "received_at", "id"),
         sa.Index("ix_webhook_events_outcome_received_at", "outcome", "received_at", "id"),
@@ -365,8 +360,9 @@ class ClerkCall(db.Model):
     user_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("users.id"))
     operation: Mapped[str] = mapped_column(sa.Text)  # ban, unban, update_metadata, create_invitation, ...
     payload: Mapped[str] = mapped_column(sa.Text)  # JSON: the call's arguments
-    state: Mapped[str] = mapped_column(sa.Text, default=ClerkCallState.PENDING.value,
-                                       server_default=ClerkCallState.PENDING.value)
+    state: Mapped[str] = mapped_column(
+        sa.Text, default=ClerkCallState.PENDING.value, server_default=ClerkCallState.PENDING.value
+    )
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
     last_error: Mapped[str | None] = mapped_column(sa.Text)

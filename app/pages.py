@@ -31,8 +31,9 @@ def vary_on_htmx(response: Response) -> Response:
     return response
 
 
-def answer(page: str, fragment: str, /, *, status: int = 200,
-           page_extras: Callable[[], dict] | None = None, **context) -> Response:
+def answer(
+    page: str, fragment: str, /, *, status: int = 200, page_extras: Callable[[], dict] | None = None, **context
+) -> Response:
     """The page for a full request, the fragment for htmx; `page_extras` builds what only the page shows."""
     if wants_fragment():
         body = render_template(fragment, **context)
@@ -41,8 +42,9 @@ def answer(page: str, fragment: str, /, *, status: int = 200,
     return vary_on_htmx(make_response(body, status))
 
 
-def fragment_or_redirect(fragment: str | None, url: str, /, *, status: int = 200, flashed: str | None = None,
-                         **context) -> Response:
+def fragment_or_redirect(
+    fragment: str | None, url: str, /, *, status: int = 200, flashed: str | None = None, **context
+) -> Response:
     """For htmx, the fragment (None: an empty answer); a full request goes to `url`, where `flashed` shows."""
     if wants_fragment():
         return vary_on_htmx(make_response(render_template(fragment, **context) if fragment else "", status))
@@ -100,6 +102,9 @@ def init_template_helpers(app: Flask) -> None:
     app.jinja_env.filters["pretty_json"] = pretty_json
     # Constants and pure helpers only: what depends on the database or on who asks comes from the view.
     app.jinja_env.globals.update(
-        UserRole=UserRole, UserStatus=UserStatus, STATUS_VERBS=STATUS_VERBS, wants_fragment=wants_fragment,
+        UserRole=UserRole,
+        UserStatus=UserStatus,
+        STATUS_VERBS=STATUS_VERBS,
+        wants_fragment=wants_fragment,
         row_url=row_url,
     )

@@ -105,9 +105,7 @@ class Keyset:
     def beyond(self, key: tuple, *, backwards: bool = False) -> sa.ColumnElement[bool]:
         """Rows after `key` in this order (before it, `backwards`), each value bound as its column."""
         bound = [sa.literal(value, column.type) for value, column in zip(key, self.columns, strict=True)]
-        row, place = (
-            (self.columns[0], bound[0]) if len(bound) == 1 else (sa.tuple_(*self.columns), sa.tuple_(*bound))
-        )
+        row, place = (self.columns[0], bound[0]) if len(bound) == 1 else (sa.tuple_(*self.columns), sa.tuple_(*bound))
         return row < place if self.descending != backwards else row > place
 
     def order_by(self, columns: Sequence[sa.ColumnElement] | None = None, *, backwards: bool = False) -> list:
@@ -185,6 +183,7 @@ def choice_arg(choices, default: Any = None, **kw):
 
 def many_arg(enum: type, **kw):
     """Several values of an enum (repeated parameter), unknown ones and repeats dropped."""
+
     def read(args, name):
         values = dict.fromkeys(args.getlist(name))
         return tuple(enum(v) for v in values if v in enum._value2member_map_)

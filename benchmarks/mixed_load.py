@@ -56,7 +56,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.pg_cluster import ThrowawayCluster  # noqa: E402
 from benchmarks.users_list import SECRET, ensure_database  # noqa: E402
 from benchmarks.webhooks import free_port, run_gunicorn  # noqa: E402
-from tests.clerk_payloads import SECRET as WEBHOOK_SECRET  # noqa: E402
 from tests.clerk_payloads import (  # noqa: E402
     BASE_MS,
     clerk_user,
@@ -66,6 +65,7 @@ from tests.clerk_payloads import (  # noqa: E402
     user_deleted,
     user_updated,
 )
+from tests.clerk_payloads import SECRET as WEBHOOK_SECRET  # noqa: E402
 
 HX = {"HX-Request": "true"}
 TARGETS_PER_ADMIN = 25
@@ -180,7 +180,7 @@ def form_fields(page: str, action: str) -> dict:
 
 
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-NEXT_CURSOR = re.compile(r'after=([A-Za-z0-9_\-=.%]+)')
+NEXT_CURSOR = re.compile(r"after=([A-Za-z0-9_\-=.%]+)")
 
 
 # --- Preparation ------------------------------------------------------------------------------
@@ -208,9 +208,10 @@ def prepare(url: str, n_users: int, n_admins: int) -> dict:
         admins = [create_admin(f"load-admin-{i:02d}@staff.example", actor=Actor.cli()) for i in range(n_admins)]
         db.session.flush()
         targets = db.session.scalars(
-            sa.select(User.id).where(User.role == UserRole.USER, User.status == UserStatus.ACTIVE,
-                                     User.deleted_at.is_(None))
-            .order_by(sa.func.md5(User.id)).limit(n_admins * TARGETS_PER_ADMIN)
+            sa.select(User.id)
+            .where(User.role == UserRole.USER, User.status == UserStatus.ACTIVE, User.deleted_at.is_(None))
+            .order_by(sa.func.md5(User.id))
+            .limit(n_admins * TARGETS_PER_ADMIN)
         ).all()
         browse = db.session.scalars(sa.select(User.id).order_by(sa.func.md5(User.id + "b")).limit(300)).all()
         names = db.session.scalars(sa.select(User.last_name).where(User.last_name.is_not(None)).limit(300)).all()
@@ -219,16 +220,32 @@ def prepare(url: str, n_users: int, n_admins: int) -> dict:
         total = db.session.scalar(sa.select(sa.func.count()).select_from(User))
         db.engine.dispose()
     terms = sorted({n[:k].lower() for n in names for k in (3, 4) if len(n) >= k})
-    return {"total": total, "seeded_s": seeded, "tokens": tokens, "browse": list(browse), "terms": terms,
-            "targets": [list(targets[i::n_admins]) for i in range(n_admins)]}
+    return {
+        "total": total,
+        "seeded_s": seeded,
+        "tokens": tokens,
+        "browse": list(browse),
+        "terms": terms,
+        "targets": [list(targets[i::n_admins]) for i in range(n_admins)],
+    }
 
 
 # --- The admins -------------------------------------------------------------------------------
 
 
 class Admin(threading.Thread):
-    def __init__(self, n: int, base: str, token: str, targets: list[str], data: dict, recorder: Recorder,
-                 deadline: float, timeout: float, seed: int):
+    def __init__(
+        self,
+        n: int,
+        base: str,
+        token: str,
+        targets: list[str],
+        data: dict,
+        recorder: Recorder,
+        deadline: float,
+        timeout: float,
+        seed: int,
+    ):
         super().__init__(name=f"admin-{n:02d}", daemon=True)
         self.n, self.base, self.token, self.targets, self.data = n, base, token, targets, data
         self.rec, self.deadline, self.timeout = recorder, deadline, timeout
@@ -255,10 +272,18 @@ class Admin(threading.Thread):
             self.sign_in(client)
             if not self.signed_in:
                 return
-            actions = [(self.browse_list, 18), (self.search, 14), (self.filter, 8), (self.next_page, 6),
-                       (self.detail, 14), (self.edit, 8), (self.add_data, 10), (self.edit_data, 8),
-                       (self.change_status, 8)]
-            functions, weights = zip(*actions)
+            actions = [
+                (self.browse_list, 18),
+                (self.search, 14),
+                (self.filter, 8),
+                (self.next_page, 6),
+                (self.detail, 14),
+                (self.edit, 8),
+                (self.add_data, 10),
+                (self.edit_data, 8),
+                (self.change_status, 8),
+            ]
+            functions, weights = zip(*actions, strict=False)
             while time.monotonic() < self.deadline:
                 self.rng.choices(functions, weights)[0](client)
                 time.sleep(self.rng.uniform(0, 0.05))
@@ -271,12 +296,21 @@ class Admin(threading.Thread):
             self.rec.request(client, "list (htmx)", "GET", "/users", headers=HX)
 
     def search(self, client):
-        self.rec.request(client, "search (htmx)", "GET", "/users", params={"q": self.rng.choice(self.data["terms"])},
-                         headers=HX)
+        self.rec.request(
+            client, "search (htmx)", "GET", "/users", params={"q": self.rng.choice(self.data["terms"])}, headers=HX
+        )
 
     def filter(self, client):
-        params = self.rng.choice([{"status": "suspended"}, {"role": "admin"}, {"status": ["active", "invited"]},
-                                  {"sort": "email"}, {"sort": "-last_sign_in_at"}, {"role": "user", "status": "inactive"}])
+        params = self.rng.choice(
+            [
+                {"status": "suspended"},
+                {"role": "admin"},
+                {"status": ["active", "invited"]},
+                {"sort": "email"},
+                {"sort": "-last_sign_in_at"},
+                {"role": "user", "status": "inactive"},
+            ]
+        )
         self.rec.request(client, "filter (htmx)", "GET", "/users", params=params, headers=HX)
 
     def next_page(self, client):
@@ -285,8 +319,9 @@ class Admin(threading.Thread):
             return
         found = NEXT_CURSOR.search(first.text)
         if found:
-            self.rec.request(client, "next page (htmx)", "GET", f"/users?after={html.unescape(found.group(1))}",
-                             headers=HX)
+            self.rec.request(
+                client, "next page (htmx)", "GET", f"/users?after={html.unescape(found.group(1))}", headers=HX
+            )
 
     def detail(self, client):
         pool = self.data["browse"] if self.rng.random() < 0.7 else self.targets
@@ -311,8 +346,14 @@ class Admin(threading.Thread):
         user_id = self.rng.choice(self.targets)
         key, value = self.unique("k").lower(), self.unique("v")
         write = Write("key-value add", ("kv", user_id, key), value, value)
-        response = self.rec.request(client, "key-value add", "POST", f"/users/{user_id}/data",
-                                    data={"csrf_token": self.csrf, "key": key, "value": value}, headers=HX)
+        response = self.rec.request(
+            client,
+            "key-value add",
+            "POST",
+            f"/users/{user_id}/data",
+            data={"csrf_token": self.csrf, "key": key, "value": value},
+            headers=HX,
+        )
         self.rec.write(write, response)
         if write.answer == ACKED:
             found = re.search(r'<tr id="data-([^"]+)">\s*<td><code>' + re.escape(key) + "</code>", response.text)
@@ -327,8 +368,14 @@ class Admin(threading.Thread):
         data_id, key = self.rng.choice(self.items[user_id])
         value = self.unique("u")
         write = Write("key-value edit", ("kv", user_id, key), value, value)
-        response = self.rec.request(client, "key-value edit", "POST", f"/users/{user_id}/data/{data_id}",
-                                    data={"csrf_token": self.csrf, "key": key, "value": value}, headers=HX)
+        response = self.rec.request(
+            client,
+            "key-value edit",
+            "POST",
+            f"/users/{user_id}/data/{data_id}",
+            data={"csrf_token": self.csrf, "key": key, "value": value},
+            headers=HX,
+        )
         self.rec.write(write, response)
 
     def change_status(self, client):
@@ -337,7 +384,10 @@ class Admin(threading.Thread):
         write = Write("status change", ("status", user_id), to, None)
         htmx = self.rng.random() < 0.5
         response = self.rec.request(
-            client, "status change", "POST", f"/users/{user_id}/status",
+            client,
+            "status change",
+            "POST",
+            f"/users/{user_id}/status",
             data={"csrf_token": self.csrf, "status": to, "view": "row" if htmx else "detail"},
             headers=HX if htmx else None,
         )
@@ -367,8 +417,9 @@ class Delivery:
 class WebhookSender(threading.Thread):
     """Bursts of signed deliveries for its own Clerk users; Svix's retry for those not taken."""
 
-    def __init__(self, n: int, url: str, recorder: Recorder, deadline: float, timeout: float, seed: int,
-                 burst: int, every: float):
+    def __init__(
+        self, n: int, url: str, recorder: Recorder, deadline: float, timeout: float, seed: int, burst: int, every: float
+    ):
         super().__init__(name=f"webhooks-{n}", daemon=True)
         self.n, self.url, self.rec, self.deadline, self.timeout = n, url, recorder, deadline, timeout
         self.rng = random.Random(seed)
@@ -383,10 +434,15 @@ class WebhookSender(threading.Thread):
         live = [u for u in self.users if u["id"] not in self.deleted]
         roll = self.rng.random()
         if not live or roll < 0.35:
-            user = clerk_user(email=f"hook{self.n}-{self.counter:06d}@example.com", first_name=f"Wh{self.n}c{self.counter}",
-                              updated_at=BASE_MS + self.counter * 1000)
+            user = clerk_user(
+                email=f"hook{self.n}-{self.counter:06d}@example.com",
+                first_name=f"Wh{self.n}c{self.counter}",
+                updated_at=BASE_MS + self.counter * 1000,
+            )
             self.users.append(user)
-            return Delivery(f"msg_{uuid.uuid4().hex}", user_created(user), user["id"], "user.created", user["first_name"])
+            return Delivery(
+                f"msg_{uuid.uuid4().hex}", user_created(user), user["id"], "user.created", user["first_name"]
+            )
         user = self.rng.choice(live)
         if roll < 0.75:
             name = f"Wh{self.n}u{self.counter}"
@@ -395,7 +451,9 @@ class WebhookSender(threading.Thread):
             return Delivery(f"msg_{uuid.uuid4().hex}", payload, user["id"], "user.updated", name)
         if roll < 0.95:
             at = BASE_MS + 10_000_000 + self.counter * 1000
-            return Delivery(f"msg_{uuid.uuid4().hex}", session_created(user["id"], at=at), user["id"], "session.created", at)
+            return Delivery(
+                f"msg_{uuid.uuid4().hex}", session_created(user["id"], at=at), user["id"], "session.created", at
+            )
         self.deleted.add(user["id"])
         return Delivery(f"msg_{uuid.uuid4().hex}", user_deleted(user["id"]), user["id"], "user.deleted", None)
 
@@ -481,13 +539,16 @@ def allowed_final(writes: list[Write], initial) -> tuple[set, bool]:
 
 def check_database(url: str, writes: list[Write], senders: list[WebhookSender], run_started_at) -> dict:
     engine = sa.create_engine(url)
-    report = {kind: Counter() for kind in ("edit save", "key-value add", "key-value edit", "status change",
-                                           "webhook delivery")}
+    report = {
+        kind: Counter()
+        for kind in ("edit save", "key-value add", "key-value edit", "status change", "webhook delivery")
+    }
     problems: list[str] = []
     with engine.connect() as db:
-        audits = db.execute(sa.text(
-            "SELECT action, target_id, changes, source FROM audit_events WHERE occurred_at >= :t"),
-            {"t": run_started_at}).all()
+        audits = db.execute(
+            sa.text("SELECT action, target_id, changes, source FROM audit_events WHERE occurred_at >= :t"),
+            {"t": run_started_at},
+        ).all()
         token_count: Counter = Counter()  # each unique value written, by the audit events that wrote it
         status_audits: Counter = Counter()
         webhook_audits: Counter = Counter()
@@ -511,8 +572,9 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
                 now = db.scalar(sa.text("SELECT first_name FROM users WHERE id = :id"), {"id": slot[1]})
                 initial = None
             elif slot[0] == "kv":
-                rows = db.execute(sa.text("SELECT value FROM user_data WHERE user_id = :u AND key = :k"),
-                                  {"u": slot[1], "k": slot[2]}).all()
+                rows = db.execute(
+                    sa.text("SELECT value FROM user_data WHERE user_id = :u AND key = :k"), {"u": slot[1], "k": slot[2]}
+                ).all()
                 if len(rows) > 1:
                     problems.append(f"key {slot[2]} of {slot[1]} is there {len(rows)} times")
                 now, initial = (rows[0][0] if rows else None), None
@@ -520,12 +582,12 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
                 now = db.scalar(sa.text("SELECT status::text FROM users WHERE id = :id"), {"id": slot[1]})
                 initial = "active"
             allowed, any_acked = allowed_final(slot_writes, initial)
-            if slot[0] != "first_name" or any_acked:  # a never-saved name keeps its demo value
-                if now not in allowed:
-                    problems.append(f"{slot}: holds {now!r}, expected one of {sorted(map(str, allowed))}")
-                    for w in slot_writes:
-                        if w.answer == ACKED:
-                            report[w.kind]["lost"] += 1
+            # A never-saved name keeps its demo value.
+            if (slot[0] != "first_name" or any_acked) and now not in allowed:
+                problems.append(f"{slot}: holds {now!r}, expected one of {sorted(map(str, allowed))}")
+                for w in slot_writes:
+                    if w.answer == ACKED:
+                        report[w.kind]["lost"] += 1
             for w in slot_writes:
                 report[w.kind][w.answer] += 1
                 if w.token is not None:
@@ -555,11 +617,18 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
         # Webhooks: every delivery was eventually taken (Svix retries); one row per svix id.
         deliveries = [d for s in senders for d in s.deliveries]
         rows = dict(db.execute(sa.text("SELECT id, outcome FROM webhook_events")).all())
-        users = {r.clerk_id: r for r in db.execute(sa.text(
-            "SELECT id, clerk_id, first_name, last_sign_in_at, deleted_at, clerk_updated_at FROM users "
-            "WHERE clerk_id LIKE 'user_%' AND clerk_id NOT LIKE 'user_demo_%'")).all()}
-        counts = Counter(r[0] for r in db.execute(sa.text(
-            "SELECT clerk_id FROM users WHERE clerk_id NOT LIKE 'user_demo_%'")).all())
+        users = {
+            r.clerk_id: r
+            for r in db.execute(
+                sa.text(
+                    "SELECT id, clerk_id, first_name, last_sign_in_at, deleted_at, clerk_updated_at FROM users "
+                    "WHERE clerk_id LIKE 'user_%' AND clerk_id NOT LIKE 'user_demo_%'"
+                )
+            ).all()
+        }
+        counts = Counter(
+            r[0] for r in db.execute(sa.text("SELECT clerk_id FROM users WHERE clerk_id NOT LIKE 'user_demo_%'")).all()
+        )
         report_w = report["webhook delivery"]
         for d in deliveries:
             answers = {status for status, _ in d.answers}
@@ -594,7 +663,9 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
             for d in named:  # each name is applied (and audited) once, or never when stale
                 seen = token_count[d.value]
                 if seen > 1 or (rows.get(d.msg_id) == "applied" and seen != 1):
-                    problems.append(f"delivery {d.msg_id} ({d.type}, {rows.get(d.msg_id)}): its name audited {seen} times")
+                    problems.append(
+                        f"delivery {d.msg_id} ({d.type}, {rows.get(d.msg_id)}): its name audited {seen} times"
+                    )
                     report_w["doubled" if seen > 1 else "lost"] += 1
         report["webhook users"] = Counter({"users": len(by_user), "rows": sum(counts[c] for c in by_user)})
     engine.dispose()
@@ -606,12 +677,14 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[max(0, min(len(values) - 1, int(round(q * len(values))) - 1))]
+    return values[max(0, min(len(values) - 1, round(q * len(values)) - 1))]
 
 
 def status_text(counter: Counter) -> str:
-    return ", ".join(f"{'no answer' if k is None else k}: {v}" for k, v in
-                     sorted(counter.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+    return ", ".join(
+        f"{'no answer' if k is None else k}: {v}"
+        for k, v in sorted(counter.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+    )
 
 
 def print_requests(samples: list[Sample], title: str) -> None:
@@ -622,17 +695,30 @@ def print_requests(samples: list[Sample], title: str) -> None:
     for kind in kinds:
         these = [s for s in samples if s.kind == kind]
         times = [s.ms for s in these]
-        print(f"| {kind} | {len(these)} | {statistics.median(times):.1f} | {pct(times, 0.95):.1f} | "
-              f"{status_text(Counter(s.status for s in these))} |")
+        print(
+            f"| {kind} | {len(these)} | {statistics.median(times):.1f} | {pct(times, 0.95):.1f} | "
+            f"{status_text(Counter(s.status for s in these))} |"
+        )
     times = [s.ms for s in samples]
-    print(f"| **all** | {len(samples)} | {statistics.median(times):.1f} | {pct(times, 0.95):.1f} | "
-          f"{status_text(Counter(s.status for s in samples))} |")
+    print(
+        f"| **all** | {len(samples)} | {statistics.median(times):.1f} | {pct(times, 0.95):.1f} | "
+        f"{status_text(Counter(s.status for s in samples))} |"
+    )
 
 
 def print_writes(check: dict) -> None:
     print("\nWrites, and what the database holds afterwards\n")
-    columns = (ACKED, "verified", "lost", "doubled", REFUSED, FAILED, UNKNOWN, "unacknowledged but landed",
-               "of which the 503 said 'saved'")
+    columns = (
+        ACKED,
+        "verified",
+        "lost",
+        "doubled",
+        REFUSED,
+        FAILED,
+        UNKNOWN,
+        "unacknowledged but landed",
+        "of which the 503 said 'saved'",
+    )
     print("| write | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for kind, counter in check["report"].items():
@@ -648,13 +734,19 @@ def print_outage(samples: list[Sample], outage: Outage, t0: float) -> dict:
     during_stop = [s for s in samples if outage.stop_issued <= s.started < outage.stopped]
     starting = [s for s in samples if outage.start_issued <= s.started < outage.up]
     after = [s for s in samples if s.started >= outage.up]
-    print(f"\nRestart: stop issued at {outage.stop_issued - t0:.1f} s, stopped {1000 * (outage.stopped - outage.stop_issued):.0f} ms"
-          f" later; down {outage.start_issued - outage.stopped:.1f} s; pg_ctl start took "
-          f"{1000 * (outage.up - outage.start_issued):.0f} ms (back at {outage.up - t0:.1f} s)\n")
+    print(
+        f"\nRestart: stop issued at {outage.stop_issued - t0:.1f} s, stopped {1000 * (outage.stopped - outage.stop_issued):.0f} ms"
+        f" later; down {outage.start_issued - outage.stopped:.1f} s; pg_ctl start took "
+        f"{1000 * (outage.up - outage.start_issued):.0f} ms (back at {outage.up - t0:.1f} s)\n"
+    )
     print("| window | requests | status codes | slowest ms |")
     print("|---|---:|---|---:|")
-    for name, these in (("while stopping", during_stop), ("while down", down), ("while starting", starting),
-                        ("after it was back", after)):
+    for name, these in (
+        ("while stopping", during_stop),
+        ("while down", down),
+        ("while starting", starting),
+        ("after it was back", after),
+    ):
         slowest = max((s.ms for s in these), default=0)
         print(f"| {name} | {len(these)} | {status_text(Counter(s.status for s in these))} | {slowest:.0f} |")
     print("\nRecovery: from the database accepting connections to the first success of each kind\n")
@@ -667,7 +759,9 @@ def print_outage(samples: list[Sample], outage: Outage, t0: float) -> dict:
         bad = sum(1 for s in these if s.status is None or s.status >= 500)
         if ok:
             recovery[kind] = ok.ended - outage.up
-            print(f"| {kind} | {1000 * (ok.started - outage.up):.0f} ms | {1000 * (ok.ended - outage.up):.0f} ms | {bad} |")
+            print(
+                f"| {kind} | {1000 * (ok.started - outage.up):.0f} ms | {1000 * (ok.ended - outage.up):.0f} ms | {bad} |"
+            )
         else:
             print(f"| {kind} | none | none | {bad} |")
     return {"down": down, "after": after, "recovery": recovery}
@@ -702,14 +796,24 @@ def main() -> None:
         url = sa.make_url(cluster.url).set(database="mixed_load")
         ensure_database(url)
         url_text = url.render_as_string(hide_password=False)
-        print(f"throwaway PostgreSQL {cluster.bindir.parent.name} on 127.0.0.1:{cluster.port} ({cluster.root});"
-              f" seeding {args.users:,} demo users ...", flush=True)
+        print(
+            f"throwaway PostgreSQL {cluster.bindir.parent.name} on 127.0.0.1:{cluster.port} ({cluster.root});"
+            f" seeding {args.users:,} demo users ...",
+            flush=True,
+        )
         data = prepare(url_text, args.users, args.admins)
         print(f"  {data['total']:,} users in the table (seeded in {data['seeded_s']:.0f} s)", flush=True)
 
         port = free_port()
-        env = {**os.environ, "DATABASE_URL": url_text, "SECRET_KEY": SECRET, "APP_ENV": "production",
-               "SESSION_COOKIE_SECURE": "0", "CLERK_WEBHOOK_SIGNING_SECRET": WEBHOOK_SECRET, "FLASK_APP": "app"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": url_text,
+            "SECRET_KEY": SECRET,
+            "APP_ENV": "production",
+            "SESSION_COOKIE_SECURE": "0",
+            "CLERK_WEBHOOK_SIGNING_SECRET": WEBHOOK_SECRET,
+            "FLASK_APP": "app",
+        }
         for key in ("CLERK_SECRET_KEY", "CLERK_JWT_KEY"):
             env.pop(key, None)
         gunicorn = run_gunicorn(env, port, args.workers, log)
@@ -720,14 +824,30 @@ def main() -> None:
         recorder = Recorder()
         t0 = time.monotonic()
         deadline = t0 + args.seconds
-        admins = [Admin(i, base, data["tokens"][i], data["targets"][i], data, recorder, deadline, args.timeout,
-                        args.seed + i) for i in range(args.admins)]
-        senders = [WebhookSender(i, f"{base}/webhooks/clerk", recorder, deadline, args.timeout,
-                                 args.seed + 100 + i, args.burst, args.every) for i in range(args.webhook_threads)]
+        admins = [
+            Admin(i, base, data["tokens"][i], data["targets"][i], data, recorder, deadline, args.timeout, args.seed + i)
+            for i in range(args.admins)
+        ]
+        senders = [
+            WebhookSender(
+                i,
+                f"{base}/webhooks/clerk",
+                recorder,
+                deadline,
+                args.timeout,
+                args.seed + 100 + i,
+                args.burst,
+                args.every,
+            )
+            for i in range(args.webhook_threads)
+        ]
         outage = Outage()
-        print(f"{args.admins} admins and {args.webhook_threads} webhook senders for {args.seconds:.0f} s against"
-              f" gunicorn -w {args.workers}" + (f"; PostgreSQL restarts at {args.restart_at:.0f} s" if args.restart else ""),
-              flush=True)
+        print(
+            f"{args.admins} admins and {args.webhook_threads} webhook senders for {args.seconds:.0f} s against"
+            f" gunicorn -w {args.workers}"
+            + (f"; PostgreSQL restarts at {args.restart_at:.0f} s" if args.restart else ""),
+            flush=True,
+        )
         restarter = restart_midway(cluster, args.restart_at, args.down_seconds, outage) if args.restart else None
         for thread in (*admins, *senders):
             thread.start()
@@ -741,9 +861,11 @@ def main() -> None:
 
         samples = recorder.samples
         during = [s for s in samples if s.started < deadline]
-        print(f"\n{data['total']:,} users; {args.admins} admins ({sum(a.signed_in for a in admins)} signed in),"
-              f" {args.webhook_threads} webhook threads (bursts of {args.burst} every {args.every:g} s);"
-              f" {len(during)} requests in {ran:.1f} s ({len(during) / ran:.0f}/s)")
+        print(
+            f"\n{data['total']:,} users; {args.admins} admins ({sum(a.signed_in for a in admins)} signed in),"
+            f" {args.webhook_threads} webhook threads (bursts of {args.burst} every {args.every:g} s);"
+            f" {len(during)} requests in {ran:.1f} s ({len(during) / ran:.0f}/s)"
+        )
         print_requests(samples, "Requests (client-side wall time on loopback)")
         if args.restart:
             seen = print_outage(samples, outage, t0)
@@ -754,23 +876,37 @@ def main() -> None:
         if args.restart:
             bad_down = [s for s in seen["down"] if s.status != 503]
             if bad_down:
-                problems.append(f"{len(bad_down)} requests while the database was down were not answered 503: "
-                                f"{status_text(Counter(s.status for s in bad_down))}")
+                problems.append(
+                    f"{len(bad_down)} requests while the database was down were not answered 503: "
+                    f"{status_text(Counter(s.status for s in bad_down))}"
+                )
             late = [s for s in seen["after"] if s.status is None or s.status >= 500]
             if late:
                 problems.append(f"{len(late)} requests failed after the database was back")
             if any(s.status == 500 for s in samples):
                 problems.append("some requests were answered 500")
         elif server_errors:
-            problems.append(f"{len(server_errors)} answers were 5xx: {status_text(Counter(s.status for s in server_errors))}")
+            problems.append(
+                f"{len(server_errors)} answers were 5xx: {status_text(Counter(s.status for s in server_errors))}"
+            )
         if any(s.status is None for s in samples):
-            problems.append(f"{sum(s.status is None for s in samples)} requests got no answer within {args.timeout:g} s")
+            problems.append(
+                f"{sum(s.status is None for s in samples)} requests got no answer within {args.timeout:g} s"
+            )
         logged = log.read_text(errors="replace") if log.exists() else ""
-        print(f"\ngunicorn's log: {logged.count('database unreachable')} 'database unreachable' warnings,"
-              f" {logged.count('Traceback')} tracebacks, {logged.count('[ERROR]') + logged.count('ERROR [')} errors")
+        print(
+            f"\ngunicorn's log: {logged.count('database unreachable')} 'database unreachable' warnings,"
+            f" {logged.count('Traceback')} tracebacks, {logged.count('[ERROR]') + logged.count('ERROR [')} errors"
+        )
         print("5xx answers: " + (status_text(Counter(s.status for s in server_errors)) or "none"))
-        print("result: " + ("every acknowledged write is in the database exactly once" if not problems else
-                            "PROBLEMS:\n  " + "\n  ".join(problems[:40])))
+        print(
+            "result: "
+            + (
+                "every acknowledged write is in the database exactly once"
+                if not problems
+                else "PROBLEMS:\n  " + "\n  ".join(problems[:40])
+            )
+        )
         if problems:
             raise SystemExit(f"failed; gunicorn's log is {log}, PostgreSQL's {cluster.log}")
         log.unlink(missing_ok=True)

@@ -66,7 +66,9 @@ def webhook_burst(base: str, n: int, rng: random.Random) -> dict[int, int]:
             elif made and i % 10 == 9:
                 payload = user_deleted(made.pop(rng.randrange(len(made)))["id"])
             else:
-                user = clerk_user(email=f"burst-{rng.getrandbits(48):x}@example.com", last_sign_in_at=ms(rng.uniform(0, 60)))
+                user = clerk_user(
+                    email=f"burst-{rng.getrandbits(48):x}@example.com", last_sign_in_at=ms(rng.uniform(0, 60))
+                )
                 made.append(user)
                 payload = user_created(user)
             signed = sign(payload, secret=WEBHOOK_SECRET)
@@ -83,8 +85,10 @@ def bulk_changes(url: str, rng: random.Random) -> int:
     changed = 0
     with app.app_context():
         ids = db.session.scalars(
-            sa.select(User.id).where(User.deleted_at.is_(None), User.role == "user")
-            .order_by(User.created_at.desc()).limit(600)
+            sa.select(User.id)
+            .where(User.deleted_at.is_(None), User.role == "user")
+            .order_by(User.created_at.desc())
+            .limit(600)
         ).all()
         for status in (UserStatus.SUSPENDED, UserStatus.ACTIVE, UserStatus.INACTIVE, UserStatus.SUSPENDED):
             changed += len(bulk_set_status(rng.sample(ids, 100), status, actor=Actor.cli()).changed)
@@ -119,8 +123,9 @@ def main() -> None:
     data = prepare(url_text, args.users)
     rng = random.Random(11)
     access_log = Path(tempfile.mkdtemp()) / "access.log"
-    process, base = start_gunicorn(url_text, args.workers, access_log=access_log,
-                                   extra_env={"CLERK_WEBHOOK_SIGNING_SECRET": WEBHOOK_SECRET})
+    process, base = start_gunicorn(
+        url_text, args.workers, access_log=access_log, extra_env={"CLERK_WEBHOOK_SIGNING_SECRET": WEBHOOK_SECRET}
+    )
     plan = [
         ("overview, 30 days (whole page)", ["/"], None),
         ("overview, 7 days (whole page)", ["/?days=7"], None),
@@ -141,16 +146,22 @@ def main() -> None:
     floors = {name: floor.measure(urls, args.repeat, headers) for name, urls, headers in plan}
     differences, recount_seconds = check_counters(url_text)
 
-    print(f"\n{data['total']:,} users before the burst; {args.burst} signed webhooks (answers: {codes}),"
-          f" {changed} users changed by bulk actions; gunicorn {args.workers} workers, {args.repeat} requests each\n")
+    print(
+        f"\n{data['total']:,} users before the burst; {args.burst} signed webhooks (answers: {codes}),"
+        f" {changed} users changed by bulk actions; gunicorn {args.workers} workers, {args.repeat} requests each\n"
+    )
     print("| request | server median / p95 ms | client median / p95 ms | bare SQL median / p95 ms (statements) |")
     print("|---|---:|---:|---:|")
     for name, _urls, _headers in plan:
         (median, p95), (c_median, c_p95) = server[name], results[name]
         sql_median, sql_p95, statements = floors[name]
-        print(f"| {name} | {median:.1f} / {p95:.1f} | {c_median:.1f} / {c_p95:.1f} |"
-              f" {sql_median:.1f} / {sql_p95:.1f} ({statements}) |")
-    verdict = "every counter equals the recount" if not differences else f"{len(differences)} counters differ: {differences}"
+        print(
+            f"| {name} | {median:.1f} / {p95:.1f} | {c_median:.1f} / {c_p95:.1f} |"
+            f" {sql_median:.1f} / {sql_p95:.1f} ({statements}) |"
+        )
+    verdict = (
+        "every counter equals the recount" if not differences else f"{len(differences)} counters differ: {differences}"
+    )
     print(f"\nRecount of every figure from the users table ({recount_seconds:.1f} s of full scans): {verdict}")
     if differences:
         raise SystemExit(1)

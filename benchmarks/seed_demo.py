@@ -20,10 +20,10 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import create_app  # noqa: E402
-from app.audit.services import Actor  # noqa: E402
-from app.demo.load import seed_demo  # noqa: E402
-from app.extensions import db  # noqa: E402
+from app import create_app
+from app.audit.services import Actor
+from app.demo.load import seed_demo
+from app.extensions import db
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench"
 
@@ -31,9 +31,7 @@ DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench"
 def create_database(url: sa.URL) -> None:
     admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        exists = connection.scalar(
-            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
-        )
+        exists = connection.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database})
         if not exists:
             connection.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
     admin.dispose()

@@ -73,13 +73,15 @@ def prepare(url: str, n_users: int) -> dict:
 
         rng = random.Random(7)
         sample = db.session.execute(
-            sa.select(User.id, User.email, User.last_name).where(User.deleted_at.is_(None))
-            .order_by(sa.func.md5(User.id)).limit(200)
+            sa.select(User.id, User.email, User.last_name)
+            .where(User.deleted_at.is_(None))
+            .order_by(sa.func.md5(User.id))
+            .limit(200)
         ).all()
         names = [name.lower() for row in sample for name in (row.last_name,) if name and len(name) >= 4]
         terms = sorted({name[:4] for name in names})
         # 3-letter pieces from anywhere in a name, and 1-2 letter starts (the prefix path).
-        terms3 = sorted({name[i:i + 3] for name in names for i in (0, 1) if name[i:i + 3].isalpha()})
+        terms3 = sorted({name[i : i + 3] for name in names for i in (0, 1) if name[i : i + 3].isalpha()})
         short = sorted({name[:n] for name in names for n in (1, 2)})
         # Cursors around page 1000 (rank 999 * rows per page) of the default and the email order.
         cursors = {}
@@ -87,8 +89,11 @@ def prepare(url: str, n_users: int) -> dict:
             sort = SORTS[sort_name]
             order = (sort.key.desc(), User.id.desc()) if sort.descending else (sort.key.asc(), User.id.asc())
             rows = db.session.execute(
-                sa.select(User, sort.key).where(User.deleted_at.is_(None)).order_by(*order)
-                .offset(999 * per_page - 10).limit(20)
+                sa.select(User, sort.key)
+                .where(User.deleted_at.is_(None))
+                .order_by(*order)
+                .offset(999 * per_page - 10)
+                .limit(20)
             ).all()
             cursors[sort_name, per_page] = [keyset(sort).cursor((key, user.id)) for user, key in rows]
 
@@ -103,8 +108,15 @@ def prepare(url: str, n_users: int) -> dict:
         db.engine.dispose()
     rng.shuffle(sample)
     return {
-        "total": total, "terms": terms, "terms3": terms3, "short": short, "emails": [r.email for r in sample], "ids": [r.id for r in sample],
-        "cursors": cursors, "token": token, "floor_token": floor_token,
+        "total": total,
+        "terms": terms,
+        "terms3": terms3,
+        "short": short,
+        "emails": [r.email for r in sample],
+        "ids": [r.id for r in sample],
+        "cursors": cursors,
+        "token": token,
+        "floor_token": floor_token,
     }
 
 
@@ -115,18 +127,39 @@ def free_port() -> int:
 
 
 def start_gunicorn(
-    url: str, workers: int, target: str = "app:create_app()", access_log: Path | None = None,
+    url: str,
+    workers: int,
+    target: str = "app:create_app()",
+    access_log: Path | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     # Gunicorn's access log gives each request's time on the server (%(D)s, microseconds).
     logging = ["--access-logfile", str(access_log), "--access-logformat", "%(s)s %(D)s"] if access_log else []
-    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET, "APP_ENV": "production",
-           "SESSION_COOKIE_SECURE": "0", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SECRET_KEY": SECRET,
+        "APP_ENV": "production",
+        "SESSION_COOKIE_SECURE": "0",
+        **(extra_env or {}),
+    }
     process = subprocess.Popen(
-        [str(ROOT / ".venv/bin/gunicorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "--timeout", "300", *logging, target],
-        cwd=ROOT, env=env,
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--timeout",
+            "300",
+            *logging,
+            target,
+        ],
+        cwd=ROOT,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -149,7 +182,7 @@ def seq_scans(url: str) -> int:
 
 def percentiles(times: list[float]) -> tuple[float, float]:
     times = sorted(times)
-    return statistics.median(times), times[max(0, int(round(0.95 * len(times))) - 1)]
+    return statistics.median(times), times[max(0, round(0.95 * len(times)) - 1)]
 
 
 def server_times(access_log: Path, last: int) -> list[float]:
@@ -194,14 +227,22 @@ class SqlFloor:
     """
 
     def __init__(self, url: str, token: str):
-        self.app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "APP_ENV": "production",
-                               "SESSION_COOKIE_SECURE": False})
+        self.app = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": url,
+                "SECRET_KEY": SECRET,
+                "APP_ENV": "production",
+                "SESSION_COOKIE_SECURE": False,
+            }
+        )
         self.client = self.app.test_client()
         self.recorded: list[tuple[str, object]] = []
         with self.app.app_context():
             sa.event.listen(db.engine, "before_cursor_execute", self._record)
         assert self.client.get(f"/auth/link/{token}").status_code == 302
-        self.engine = sa.create_engine(url, connect_args={"options": "-c timezone=utc -c plan_cache_mode=force_custom_plan"})
+        self.engine = sa.create_engine(
+            url, connect_args={"options": "-c timezone=utc -c plan_cache_mode=force_custom_plan"}
+        )
 
     def _record(self, _connection, _cursor, statement, parameters, _context, _executemany):
         self.recorded.append((statement, parameters))
@@ -221,8 +262,9 @@ class SqlFloor:
                 statements = recorded[url]
                 started = time.perf_counter()
                 for statement, parameters in statements:
-                    connection.exec_driver_sql(statement, parameters).fetchall() if "SELECT" in statement[:200] \
-                        else connection.exec_driver_sql(statement, parameters)
+                    connection.exec_driver_sql(statement, parameters).fetchall() if "SELECT" in statement[
+                        :200
+                    ] else connection.exec_driver_sql(statement, parameters)
                 elapsed = (time.perf_counter() - started) * 1000
                 connection.rollback()
                 if i >= len(order) - repeat:
@@ -269,8 +311,14 @@ def measure_export(client: httpx.Client, master: subprocess.Popen) -> dict:
     done.set()
     sampler.join()
     busiest = max(workers, key=lambda pid: peak[pid] - before[pid])
-    return {"seconds": elapsed, "first_byte_ms": first_byte * 1000, "mib": size / 2**20, "rows": lines - 1,
-            "rss_before": before[busiest], "rss_peak": peak[busiest]}
+    return {
+        "seconds": elapsed,
+        "first_byte_ms": first_byte * 1000,
+        "mib": size / 2**20,
+        "rows": lines - 1,
+        "rss_before": before[busiest],
+        "rss_peak": peak[busiest],
+    }
 
 
 def flask_admin_figures(url: str, data: dict, repeat: int) -> dict[str, tuple[float, float]]:
@@ -331,8 +379,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-export", action="store_true", help="skip the CSV export of every user")
-    parser.add_argument("--flask-admin", action="store_true",
-                        help="also time a stock Flask-Admin view of the same table (pip install -e '.[bench]')")
+    parser.add_argument(
+        "--flask-admin",
+        action="store_true",
+        help="also time a stock Flask-Admin view of the same table (pip install -e '.[bench]')",
+    )
     parser.add_argument("--flask-admin-repeat", type=int, default=5)
     args = parser.parse_args()
 
@@ -357,31 +408,39 @@ def main() -> None:
     floors = {name: floor.measure(urls, args.repeat, headers) for name, urls, headers in plan}
     admin = flask_admin_figures(url_text, data, args.flask_admin_repeat) if args.flask_admin else {}
 
-    print(f"\n{data['total']:,} users, PostgreSQL, gunicorn {args.workers} workers, {args.repeat} requests each,"
-          f" 25 rows a page unless said\n")
-    print("Server: time in gunicorn (its access log); client: wall time over loopback, HTTP included;"
-          " bare SQL: the request's statements replayed alone (the floor).\n")
-    print("| request | server median / p95 ms | client median / p95 ms | bare SQL median / p95 ms (statements) |"
-          + (" stock Flask-Admin, server median ms | faster |" if admin else ""))
+    print(
+        f"\n{data['total']:,} users, PostgreSQL, gunicorn {args.workers} workers, {args.repeat} requests each,"
+        f" 25 rows a page unless said\n"
+    )
+    print(
+        "Server: time in gunicorn (its access log); client: wall time over loopback, HTTP included;"
+        " bare SQL: the request's statements replayed alone (the floor).\n"
+    )
+    print(
+        "| request | server median / p95 ms | client median / p95 ms | bare SQL median / p95 ms (statements) |"
+        + (" stock Flask-Admin, server median ms | faster |" if admin else "")
+    )
     print("|---|---:|---:|---:|" + ("---:|---:|" if admin else ""))
     for name, _urls, _headers in plan:
         median, p95 = server[name]
         client_median, client_p95 = results[name]
         sql_median, sql_p95, statements = floors[name]
-        line = (f"| {name} | {median:.1f} / {p95:.1f} | {client_median:.1f} / {client_p95:.1f} |"
-                f" {sql_median:.1f} / {sql_p95:.1f} ({statements}) |")
+        line = (
+            f"| {name} | {median:.1f} / {p95:.1f} | {client_median:.1f} / {client_p95:.1f} |"
+            f" {sql_median:.1f} / {sql_p95:.1f} ({statements}) |"
+        )
         if admin:
             theirs = admin.get(name)
             line += f" {theirs[0]:.0f} | {theirs[0] / median:.0f}× |" if theirs else " | |"
         print(line)
     print(f"\nsequential scans on users during the run: {after - before}")
     if exported:
-        print(f"\nCSV export of every user: {exported['rows']:,} rows, {exported['mib']:.0f} MiB in"
-              f" {exported['seconds']:.1f} s (first byte after {exported['first_byte_ms']:.0f} ms);"
-              f" the serving worker's resident memory {exported['rss_before']:.0f} MiB before,"
-              f" {exported['rss_peak']:.0f} MiB at its peak")
-
-
+        print(
+            f"\nCSV export of every user: {exported['rows']:,} rows, {exported['mib']:.0f} MiB in"
+            f" {exported['seconds']:.1f} s (first byte after {exported['first_byte_ms']:.0f} ms);"
+            f" the serving worker's resident memory {exported['rss_before']:.0f} MiB before,"
+            f" {exported['rss_peak']:.0f} MiB at its peak"
+        )
 
 
 if __name__ == "__main__":

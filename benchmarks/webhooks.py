@@ -38,7 +38,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.clerk_payloads import SECRET, BASE_MS, clerk_user, sign, user_created, user_updated  # noqa: E402
+from tests.clerk_payloads import BASE_MS, SECRET, clerk_user, sign, user_created, user_updated  # noqa: E402
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -68,8 +68,16 @@ def plan_deliveries(n_users: int, seed: int) -> tuple[list[tuple[str, dict]], di
 
 
 def run_gunicorn(env: dict[str, str], port: int, workers: int, log: Path) -> subprocess.Popen:
-    command = [str(ROOT / ".venv/bin/gunicorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-               "--log-level", "warning", "app:create_app()"]
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        "app:create_app()",
+    ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -123,8 +131,9 @@ def check_database(url: str, expected: dict[str, str], unique_messages: int) -> 
         with engine.connect() as connection:
             rows = dict(connection.execute(sa.text("SELECT clerk_id, first_name FROM users")).all())
             events = connection.scalar(sa.text("SELECT count(*) FROM webhook_events"))
-            outcomes = dict(connection.execute(
-                sa.text("SELECT outcome, count(*) FROM webhook_events GROUP BY outcome")).all())
+            outcomes = dict(
+                connection.execute(sa.text("SELECT outcome, count(*) FROM webhook_events GROUP BY outcome")).all()
+            )
     finally:
         engine.dispose()
     if rows != expected:
@@ -152,12 +161,23 @@ def main() -> None:
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    env = {**os.environ, "DATABASE_URL": db_url, "CLERK_WEBHOOK_SIGNING_SECRET": SECRET,
-           "SECRET_KEY": "bench-webhooks", "APP_ENV": "production", "FLASK_APP": "app"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "CLERK_WEBHOOK_SIGNING_SECRET": SECRET,
+        "SECRET_KEY": "bench-webhooks",
+        "APP_ENV": "production",
+        "FLASK_APP": "app",
+    }
     gunicorn = None
     try:
-        subprocess.run([str(ROOT / ".venv/bin/flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(ROOT / ".venv/bin/flask"), "--app", "app", "db", "upgrade"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         deliveries, expected = plan_deliveries(args.users, args.seed)
         unique = len({msg_id for msg_id, _ in deliveries})
         port = free_port()
@@ -165,14 +185,19 @@ def main() -> None:
         gunicorn = run_gunicorn(env, port, args.workers, log)
 
         elapsed, latencies, answers = send_all(
-            f"http://127.0.0.1:{port}/webhooks/clerk", deliveries, args.threads, args.max_seconds)
+            f"http://127.0.0.1:{port}/webhooks/clerk", deliveries, args.threads, args.max_seconds
+        )
 
         sent = len(latencies)
         cuts = statistics.quantiles(latencies, n=100)
-        print(f"{sent} signed deliveries ({args.users} users: {unique} messages + {len(deliveries) - unique} "
-              f"duplicates) in {elapsed:.2f} s through gunicorn -w {args.workers}, {args.threads} client threads")
-        print(f"  {sent / elapsed:.0f} deliveries/s; latency p50 {cuts[49] * 1000:.1f} ms, "
-              f"p95 {cuts[94] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms")
+        print(
+            f"{sent} signed deliveries ({args.users} users: {unique} messages + {len(deliveries) - unique} "
+            f"duplicates) in {elapsed:.2f} s through gunicorn -w {args.workers}, {args.threads} client threads"
+        )
+        print(
+            f"  {sent / elapsed:.0f} deliveries/s; latency p50 {cuts[49] * 1000:.1f} ms, "
+            f"p95 {cuts[94] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms"
+        )
         print(f"  answers: {dict(sorted(answers.items()))}")
         problems = []
         if sent < len(deliveries):
@@ -183,8 +208,10 @@ def main() -> None:
             problems.append("the number of duplicate answers differs from the duplicates sent")
         if sent == len(deliveries):
             problems += check_database(db_url, expected, unique)
-        print("  database: " + ("exactly the expected users, newest names, one row per message"
-                                if not problems else "; ".join(problems)))
+        print(
+            "  database: "
+            + ("exactly the expected users, newest names, one row per message" if not problems else "; ".join(problems))
+        )
         if problems:
             raise SystemExit(f"failed; gunicorn's log is {log}")
         log.unlink()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from html.parser import HTMLParser
 import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from html.parser import HTMLParser
 
 import pytest
 import sqlalchemy as sa

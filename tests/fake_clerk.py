@@ -36,8 +36,10 @@ def bapi_user(**fields: Any) -> dict[str, Any]:
 
 
 def clerk_errors(status: int, code: str, message: str) -> tuple[int, dict]:
-    return status, {"errors": [{"code": code, "message": message, "long_message": message}],
-                    "clerk_trace_id": "trace_fake"}
+    return status, {
+        "errors": [{"code": code, "message": message, "long_message": message}],
+        "clerk_trace_id": "trace_fake",
+    }
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,9 @@ class FakeClerk:
                     body = raw_body.decode("utf-8", "replace")
                 if fake.delay:
                     time.sleep(fake.delay)
-                status, payload, headers = fake.respond(self.command, self.path, body,
-                                                        self.headers.get("Authorization"))
+                status, payload, headers = fake.respond(
+                    self.command, self.path, body, self.headers.get("Authorization")
+                )
                 raw = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -119,7 +122,7 @@ class FakeClerk:
                 self.end_headers()
                 self.wfile.write(raw)
 
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle  # noqa: N815 - http.server spelling
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -146,8 +149,9 @@ class FakeClerk:
 
     # --- the API ---------------------------------------------------------------------------------
 
-    def respond(self, method: str, target: str, body: Any, authorization: str | None
-                ) -> tuple[int, Any, dict[str, str]]:
+    def respond(
+        self, method: str, target: str, body: Any, authorization: str | None
+    ) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             self.calls.append(Call(method, urlsplit(target).path, body, authorization))
             if self.fail_next:
@@ -187,9 +191,16 @@ class FakeClerk:
             if any(e["email_address"] == address for u in self.users for e in u["email_addresses"]):
                 return clerk_errors(400, "form_identifier_exists", "That email address is taken")
             invitation = {
-                "object": "invitation", "id": f"inv_fake{next(self._ids):06d}", "email_address": address,
-                "public_metadata": body.get("public_metadata") or {}, "status": "pending", "revoked": False,
-                "url": None, "expires_at": None, "created_at": 1_760_000_000_000, "updated_at": 1_760_000_000_000,
+                "object": "invitation",
+                "id": f"inv_fake{next(self._ids):06d}",
+                "email_address": address,
+                "public_metadata": body.get("public_metadata") or {},
+                "status": "pending",
+                "revoked": False,
+                "url": None,
+                "expires_at": None,
+                "created_at": 1_760_000_000_000,
+                "updated_at": 1_760_000_000_000,
             }
             self.invitations.append(invitation)
             return 200, invitation
@@ -211,9 +222,11 @@ class FakeClerk:
             parts = urlsplit(target)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             if parts.path == "/v1/invitations":
-                return 200, [i for i in self.invitations
-                             if i["status"] == query.get("status", i["status"])
-                             and query.get("query", "") in i["email_address"]]
+                return 200, [
+                    i
+                    for i in self.invitations
+                    if i["status"] == query.get("status", i["status"]) and query.get("query", "") in i["email_address"]
+                ]
             if parts.path == "/v1/users":
                 return self._list(query)
             if parts.path == "/v1/users/count":
@@ -248,8 +261,12 @@ class FakeClerk:
 def connected_fake_clerk(app, users: list[dict[str, Any]]) -> Iterator[FakeClerk]:
     """A running fake Clerk that `app` sends its outbox calls to (no SDK retries, a short budget)."""
     with FakeClerk(users) as server:
-        app.config.update(CLERK_SECRET_KEY=SECRET_KEY, CLERK_API_URL=server.url, CLERK_API_RETRY_MAX_MS=0,
-                          CLERK_OUTBOX_REQUEST_BUDGET_MS=800)
+        app.config.update(
+            CLERK_SECRET_KEY=SECRET_KEY,
+            CLERK_API_URL=server.url,
+            CLERK_API_RETRY_MAX_MS=0,
+            CLERK_OUTBOX_REQUEST_BUDGET_MS=800,
+        )
         yield server
         if server._server is None:  # a test stopped it: start again so the block can end cleanly
             server.start()

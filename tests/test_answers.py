@@ -17,9 +17,20 @@ def item(db, ada) -> UserData:
 
 
 GETS = [
-    "/", "/users", "/users/count", "/webhooks", "/clerk", "/audit", "/users/no-such-user",
-    "/users/{ada}/status?to=suspended", "/users/{ada}/status?to=suspended&view=row", "/users/{ada}/row",
-    "/users/{ada}/status-panel", "/users/{ada}/data", "/users/{ada}/data/{item}/edit", "/users/{ada}/data/{item}",
+    "/",
+    "/users",
+    "/users/count",
+    "/webhooks",
+    "/clerk",
+    "/audit",
+    "/users/no-such-user",
+    "/users/{ada}/status?to=suspended",
+    "/users/{ada}/status?to=suspended&view=row",
+    "/users/{ada}/row",
+    "/users/{ada}/status-panel",
+    "/users/{ada}/data",
+    "/users/{ada}/data/{item}/edit",
+    "/users/{ada}/data/{item}",
     "/users/{ada}/data/no-such-pair/edit",
 ]
 POSTS = [

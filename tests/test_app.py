@@ -12,8 +12,10 @@ def test_healthz_checks_the_database(client):
 
 
 def test_healthz_is_503_when_the_database_is_unreachable():
-    app = make_app("postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
-                   SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 2}})
+    app = make_app(
+        "postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 2}},
+    )
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["database"] == "unreachable"

@@ -3,9 +3,8 @@
 import pytest
 
 from app.audit.services import Actor, record
-from app.models import UserRole
+from app.models import UserRole, UserStatus
 from app.users.services import invite_user, set_status
-from app.models import UserStatus
 
 
 @pytest.fixture

@@ -37,9 +37,18 @@ def test_an_htmx_fragment_sends_sign_in_back_to_the_page_it_was_on(client):
     assert next_of(response.headers["HX-Redirect"]) == ["/users?q=ada&status=active"]
 
 
-@pytest.mark.parametrize("current_url", [None, "https://evil.example/users", "//evil.example/x", "javascript:alert(1)",
-                                         "http://localhost/auth/sign-in?next=/users", "http://[localhost/users",
-                                         "http://localhost//evil.example/x"])
+@pytest.mark.parametrize(
+    "current_url",
+    [
+        None,
+        "https://evil.example/users",
+        "//evil.example/x",
+        "javascript:alert(1)",
+        "http://localhost/auth/sign-in?next=/users",
+        "http://[localhost/users",
+        "http://localhost//evil.example/x",
+    ],
+)
 def test_an_htmx_fragment_never_becomes_next(client, current_url):
     headers = {"HX-Request": "true"} | ({"HX-Current-URL": current_url} if current_url else {})
     response = client.get("/users/count?q=ada", headers=headers)

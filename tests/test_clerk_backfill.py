@@ -19,8 +19,12 @@ N_USERS = 1_234  # three pages of 500
 @pytest.fixture(scope="module")
 def clerk_users() -> list[dict]:
     return [
-        bapi_user(email=f"member{i:04d}@example.com", first_name=f"Member{i}", created_at=BASE_MS + i,
-                  public_metadata={"n": i})
+        bapi_user(
+            email=f"member{i:04d}@example.com",
+            first_name=f"Member{i}",
+            created_at=BASE_MS + i,
+            public_metadata={"n": i},
+        )
         for i in range(N_USERS)
     ]
 
@@ -28,8 +32,10 @@ def clerk_users() -> list[dict]:
 @pytest.fixture
 def fake(app):
     """A small Clerk (120 users, pages of 50 in the tests that use it) for the rules; big_fake has the pages."""
-    users = [bapi_user(email=f"member{i:04d}@example.com", first_name=f"Member{i}", created_at=BASE_MS + i)
-             for i in range(120)]
+    users = [
+        bapi_user(email=f"member{i:04d}@example.com", first_name=f"Member{i}", created_at=BASE_MS + i)
+        for i in range(120)
+    ]
     with FakeClerk(users) as server:
         app.config.update(CLERK_SECRET_KEY=SECRET_KEY, CLERK_API_URL=server.url, CLERK_API_RETRY_MAX_MS=0)
         yield server
@@ -112,7 +118,11 @@ def test_sync_claims_invited_rows_and_leaves_deleted_users_deleted(runner, db, f
     assert "1 claimed from invitations" in result.output and "1 skipped (deleted here)" in result.output
     assert count(db, User) == 120
     claimed = db.session.get(User, invited.id)
-    assert (claimed.clerk_id, claimed.status, claimed.first_name) == (clerk_users[5]["id"], UserStatus.ACTIVE, "Member5")
+    assert (claimed.clerk_id, claimed.status, claimed.first_name) == (
+        clerk_users[5]["id"],
+        UserStatus.ACTIVE,
+        "Member5",
+    )
     assert [d.key for d in claimed.data] == ["plan"]
     assert count(db, User, User.deleted_at.is_not(None)) == 1
 

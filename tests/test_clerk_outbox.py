@@ -28,8 +28,7 @@ BEARER = f"Bearer {SECRET_KEY}"
 
 @pytest.fixture
 def member_in_clerk() -> dict:
-    return bapi_user(email="grace@example.com", first_name="Grace", last_name="Hopper",
-                     public_metadata={"plan": "pro"})
+    return bapi_user(email="grace@example.com", first_name="Grace", last_name="Hopper", public_metadata={"plan": "pro"})
 
 
 @pytest.fixture
@@ -40,8 +39,7 @@ def fake(app, member_in_clerk):
 
 @pytest.fixture
 def member(make_user, member_in_clerk) -> User:
-    return make_user(email="grace@example.com", first_name="Grace", last_name="Hopper",
-                     clerk_id=member_in_clerk["id"])
+    return make_user(email="grace@example.com", first_name="Grace", last_name="Hopper", clerk_id=member_in_clerk["id"])
 
 
 def calls(db, **where) -> list[ClerkCall]:
@@ -83,9 +81,16 @@ def test_suspend_bans_and_sets_metadata_in_clerk(client, token, member, fake, db
     assert response.status_code == 302
     ban, metadata = mutations(fake)
     assert (ban.method, ban.path, ban.body, ban.authorization) == (
-        "POST", f"/v1/users/{member.clerk_id}/ban", None, BEARER)
+        "POST",
+        f"/v1/users/{member.clerk_id}/ban",
+        None,
+        BEARER,
+    )
     assert (metadata.method, metadata.path, metadata.authorization) == (
-        "PATCH", f"/v1/users/{member.clerk_id}/metadata", BEARER)
+        "PATCH",
+        f"/v1/users/{member.clerk_id}/metadata",
+        BEARER,
+    )
     assert metadata.body == {"public_metadata": {"role": "user", "status": "suspended"}}
     assert member_in_clerk["banned"] is True
     # A deep merge: what else Clerk holds in public_metadata stays.
@@ -101,7 +106,9 @@ def test_reactivate_unbans_and_mark_inactive_only_updates_metadata(client, token
 
     set_status(client, token, member, "active")
     assert [(c.method, c.path) for c in mutations(fake)] == [
-        ("POST", f"/v1/users/{member.clerk_id}/unban"), ("PATCH", f"/v1/users/{member.clerk_id}/metadata")]
+        ("POST", f"/v1/users/{member.clerk_id}/unban"),
+        ("PATCH", f"/v1/users/{member.clerk_id}/metadata"),
+    ]
     assert member_in_clerk["banned"] is False
 
     fake.calls.clear()
@@ -111,8 +118,15 @@ def test_reactivate_unbans_and_mark_inactive_only_updates_metadata(client, token
 
 
 def test_a_role_change_from_the_edit_form_updates_metadata(client, token, member, fake, db, member_in_clerk):
-    form = {"csrf_token": token, "email": member.email, "first_name": "Grace", "last_name": "Hopper",
-            "role": "admin", "status": "active", "version": str(member.version)}
+    form = {
+        "csrf_token": token,
+        "email": member.email,
+        "first_name": "Grace",
+        "last_name": "Hopper",
+        "role": "admin",
+        "status": "active",
+        "version": str(member.version),
+    }
     response = client.post(f"/users/{member.id}/edit", data=form)
 
     assert response.status_code == 302
@@ -122,25 +136,44 @@ def test_a_role_change_from_the_edit_form_updates_metadata(client, token, member
 
 
 def test_a_field_edit_without_role_or_status_sends_nothing(client, token, member, fake, db):
-    form = {"csrf_token": token, "email": member.email, "first_name": "Amazing", "last_name": "Hopper",
-            "role": "user", "status": "active", "version": str(member.version)}
+    form = {
+        "csrf_token": token,
+        "email": member.email,
+        "first_name": "Amazing",
+        "last_name": "Hopper",
+        "role": "user",
+        "status": "active",
+        "version": str(member.version),
+    }
     assert client.post(f"/users/{member.id}/edit", data=form).status_code == 302
     assert mutations(fake) == [] and calls(db) == []
 
 
 def test_bulk_suspend_bans_each_user_in_clerk(client, token, member, fake, db, make_user):
     local_only = make_user(email="local@example.com", clerk_id="local_abc")  # never in Clerk: nothing sent
-    response = client.post("/users/bulk", data={"csrf_token": token, "action": "suspended", "confirm": "y",
-                                                "ids": [member.id, local_only.id]})
+    response = client.post(
+        "/users/bulk",
+        data={"csrf_token": token, "action": "suspended", "confirm": "y", "ids": [member.id, local_only.id]},
+    )
     assert response.status_code == 302
-    assert [c.path for c in mutations(fake)] == [f"/v1/users/{member.clerk_id}/ban",
-                                                 f"/v1/users/{member.clerk_id}/metadata"]
+    assert [c.path for c in mutations(fake)] == [
+        f"/v1/users/{member.clerk_id}/ban",
+        f"/v1/users/{member.clerk_id}/metadata",
+    ]
     assert {c.user_id for c in calls(db)} == {member.id}
 
 
 def test_invite_creates_a_clerk_invitation_with_the_role_and_keeps_its_id(client, token, fake, db):
-    response = client.post("/users", data={"csrf_token": token, "email": "New@Example.com",
-                                           "first_name": "New", "last_name": "Person", "role": "admin"})
+    response = client.post(
+        "/users",
+        data={
+            "csrf_token": token,
+            "email": "New@Example.com",
+            "first_name": "New",
+            "last_name": "Person",
+            "role": "admin",
+        },
+    )
 
     assert response.status_code == 302
     (call,) = mutations(fake)
@@ -166,7 +199,9 @@ def test_revoke_and_resend_an_invitation_from_the_users_page(client, token, fake
     response = client.post(f"/users/{user.id}/invitation/resend", data={"csrf_token": token})
     assert response.status_code == 302
     assert [(c.method, c.path) for c in mutations(fake)] == [
-        ("POST", f"/v1/invitations/{first}/revoke"), ("POST", "/v1/invitations")]
+        ("POST", f"/v1/invitations/{first}/revoke"),
+        ("POST", "/v1/invitations"),
+    ]
     db.session.expire_all()
     second = user.clerk_id
     assert second != first and second.startswith("inv_")
@@ -192,7 +227,8 @@ def test_revoke_refuses_a_user_who_is_not_invited_and_needs_csrf(client, token, 
 
 
 def test_clerk_refusing_connections_keeps_the_change_and_push_delivers_it_later(
-        client, token, member, fake, db, runner, member_in_clerk):
+    client, token, member, fake, db, runner, member_in_clerk
+):
     fake.stop()
     started = time.monotonic()
     response = set_status(client, token, member, "suspended", **{})
@@ -230,11 +266,13 @@ def test_the_htmx_status_change_says_pending_in_the_fragment(client, token, memb
 def test_a_500_is_retried_with_backoff(client, token, member, fake, db, runner, member_in_clerk):
     fake.fail_next = [(500, {})]
     set_status(client, token, member, "suspended")
-    ban, metadata = calls(db)
+    ban, _metadata = calls(db)
     assert ban.state == "pending" and "500" in ban.last_error
     delay = (ban.next_attempt_at - utcnow()).total_seconds()
     assert 5 < delay <= 10  # the first backoff step
-    assert delivery.backoff_seconds(1) == 10 and delivery.backoff_seconds(4) == 80 and delivery.backoff_seconds(30) == 3600
+    assert (
+        delivery.backoff_seconds(1) == 10 and delivery.backoff_seconds(4) == 80 and delivery.backoff_seconds(30) == 3600
+    )
 
     make_due(db)
     assert "2 delivered" in push(runner).output
@@ -312,9 +350,20 @@ def test_an_invalid_invitation_fails_and_says_why(client, token, fake, db):
 
 def test_a_repeated_invitation_adopts_the_one_clerk_already_holds(client, token, fake, db):
     # An earlier attempt reached Clerk but its answer was lost: Clerk refuses a second one.
-    fake.invitations.append({"object": "invitation", "id": "inv_earlier", "email_address": "twice@example.com",
-                             "public_metadata": {"role": "user"}, "status": "pending", "revoked": False,
-                             "url": None, "expires_at": None, "created_at": 1, "updated_at": 1})
+    fake.invitations.append(
+        {
+            "object": "invitation",
+            "id": "inv_earlier",
+            "email_address": "twice@example.com",
+            "public_metadata": {"role": "user"},
+            "status": "pending",
+            "revoked": False,
+            "url": None,
+            "expires_at": None,
+            "created_at": 1,
+            "updated_at": 1,
+        }
+    )
     client.post("/users", data={"csrf_token": token, "email": "twice@example.com", "role": "user"})
     (call,) = calls(db)
     assert call.state == "delivered" and "inv_earlier" in call.last_error
@@ -331,12 +380,17 @@ def test_a_second_ban_is_success(client, token, member, fake, db, member_in_cler
 
 
 def test_a_newer_change_supersedes_older_pending_ones_and_order_is_kept(
-        client, token, member, fake, db, runner, member_in_clerk):
+    client, token, member, fake, db, runner, member_in_clerk
+):
     fake.stop()
     set_status(client, token, member, "suspended")
     set_status(client, token, member, "active")
-    assert states(db) == [("ban", "superseded"), ("update_metadata", "superseded"),
-                          ("unban", "pending"), ("update_metadata", "pending")]
+    assert states(db) == [
+        ("ban", "superseded"),
+        ("update_metadata", "superseded"),
+        ("unban", "pending"),
+        ("update_metadata", "pending"),
+    ]
     member_in_clerk["banned"] = True
     fake.start()
     make_due(db)
@@ -370,7 +424,8 @@ def test_two_workers_never_take_the_same_call_or_a_users_later_call(app, db, mak
     worker = sa.orm.Session(db.engine)
     try:
         claimed = worker.scalars(
-            sa.select(ClerkCall).where(ClerkCall.id == a1.id).with_for_update(skip_locked=True)).one()
+            sa.select(ClerkCall).where(ClerkCall.id == a1.id).with_for_update(skip_locked=True)
+        ).one()
         assert claimed.id == a1.id  # worker one is sending a1 now
         # Worker two skips the locked row, and user a's later call waits for it: user b's is next.
         assert delivery._claim_next(None).id == b1.id
@@ -458,7 +513,6 @@ def test_an_admin_cannot_retry_a_call_for_a_super_admin(client, auth, make_user,
     assert calls(db)[0].state == "failed"
 
 
-
 def test_the_retry_service_refuses_an_admin_for_a_super_admins_call(make_user, fake, db):
     boss = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN, clerk_id="user_boss_gone")
     admin = make_user(email="admin@example.com", role=UserRole.ADMIN)
@@ -485,8 +539,7 @@ def test_the_list_asks_for_pending_calls_once_per_page(app, client, staff, make_
     assert many_html.count("pending in Clerk") == 1 and few_html.count("pending in Clerk") <= 1
 
 
-def test_push_loop_runs_passes_until_interrupted(client, token, member, fake, db, runner, monkeypatch,
-                                                 member_in_clerk):
+def test_push_loop_runs_passes_until_interrupted(client, token, member, fake, db, runner, monkeypatch, member_in_clerk):
     fake.stop()
     set_status(client, token, member, "suspended")
     fake.start()

@@ -34,8 +34,16 @@ def clerk_app(app, keys):
 
 def token_for(key, sub, **claims):
     now = int(time.time())
-    payload = {"sub": sub, "sid": "sess_1", "azp": ORIGIN, "iat": now - 5, "nbf": now - 5, "exp": now + 60,
-               "iss": "https://clerk.example.com", "v": 2}
+    payload = {
+        "sub": sub,
+        "sid": "sess_1",
+        "azp": ORIGIN,
+        "iat": now - 5,
+        "nbf": now - 5,
+        "exp": now + 60,
+        "iss": "https://clerk.example.com",
+        "v": 2,
+    }
     payload.update(claims)
     payload = {k: v for k, v in payload.items() if v is not None}
     return jwt.encode(payload, key, algorithm="RS256", headers={"kid": "ins_test"})
@@ -64,8 +72,19 @@ def test_a_bearer_token_signs_in_one_request_only(clerk_app, client, keys, admin
 
 @pytest.mark.parametrize(
     "case",
-    ["expired", "not_yet_valid", "issued_in_future", "other_key", "wrong_azp", "no_azp", "no_exp", "hs256",
-     "garbage", "pending", "no_sub"],
+    [
+        "expired",
+        "not_yet_valid",
+        "issued_in_future",
+        "other_key",
+        "wrong_azp",
+        "no_azp",
+        "no_exp",
+        "hs256",
+        "garbage",
+        "pending",
+        "no_sub",
+    ],
 )
 def test_bad_tokens_are_kept_out(clerk_app, client, keys, admin, case):
     key = keys[0]
@@ -78,7 +97,9 @@ def test_bad_tokens_are_kept_out(clerk_app, client, keys, admin, case):
         "wrong_azp": lambda: token_for(key, admin.clerk_id, azp="https://evil.example.com"),
         "no_azp": lambda: token_for(key, admin.clerk_id, azp=None),
         "no_exp": lambda: token_for(key, admin.clerk_id, exp=None),
-        "hs256": lambda: jwt.encode({"sub": admin.clerk_id, "exp": now + 60, "azp": ORIGIN}, "secret" * 8, algorithm="HS256"),
+        "hs256": lambda: jwt.encode(
+            {"sub": admin.clerk_id, "exp": now + 60, "azp": ORIGIN}, "secret" * 8, algorithm="HS256"
+        ),
         "garbage": lambda: "not.a.jwt",
         "pending": lambda: token_for(key, admin.clerk_id, sts="pending"),
         "no_sub": lambda: token_for(key, None),
@@ -101,8 +122,9 @@ def test_a_plain_user_gets_403(clerk_app, client, keys, make_user):
     assert client.get("/users").status_code == 403
 
 
-@pytest.mark.parametrize("change", [{"status": UserStatus.SUSPENDED}, {"status": UserStatus.INACTIVE},
-                                    {"deleted_at": "now"}])
+@pytest.mark.parametrize(
+    "change", [{"status": UserStatus.SUSPENDED}, {"status": UserStatus.INACTIVE}, {"deleted_at": "now"}]
+)
 def test_suspended_inactive_or_deleted_admins_are_kept_out(clerk_app, client, keys, admin, db, change):
     for field, value in change.items():
         setattr(admin, field, utcnow() if value == "now" else value)
@@ -167,8 +189,16 @@ def test_tokens_against_a_running_server(clerk_app, live_server, keys, admin, ma
     with httpx.Client(base_url=live_server, follow_redirects=False) as http:
         assert http.get("/users", headers={"Authorization": f"Bearer {good}"}).status_code == 200
         assert http.get("/users", headers={"Authorization": f"Bearer {expired}"}).status_code == 302
-        assert http.get("/users", headers={"Authorization": f"Bearer {token_for(keys[0], plain.clerk_id)}"}).status_code == 403
-        assert http.get("/users", headers={"Authorization": f"Bearer {token_for(make_key()[0], admin.clerk_id)}"}).status_code == 302
+        assert (
+            http.get("/users", headers={"Authorization": f"Bearer {token_for(keys[0], plain.clerk_id)}"}).status_code
+            == 403
+        )
+        assert (
+            http.get(
+                "/users", headers={"Authorization": f"Bearer {token_for(make_key()[0], admin.clerk_id)}"}
+            ).status_code
+            == 302
+        )
         http.cookies.set("__session", good)
         signed_in = http.get("/users")
         assert signed_in.status_code == 200

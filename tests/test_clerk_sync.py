@@ -17,8 +17,13 @@ from tests.fake_clerk import bapi_user
 
 
 def test_an_sdk_user_and_a_webhook_user_give_the_same_columns():
-    raw = bapi_user(email="same@example.com", username="same", external_id="ext-1",
-                    last_sign_in_at=BASE_MS + 1, public_metadata={"b": 1, "a": [1, 2]})
+    raw = bapi_user(
+        email="same@example.com",
+        username="same",
+        external_id="ext-1",
+        last_sign_in_at=BASE_MS + 1,
+        public_metadata={"b": 1, "a": [1, 2]},
+    )
     sdk_user = models.User.model_validate(raw)
 
     from_sdk = clerk_user_from_dict(sdk_user.model_dump(mode="python", by_alias=True))
@@ -42,13 +47,25 @@ def test_an_sdk_user_and_a_webhook_user_agree_on_an_unverified_email():
 
 @pytest.mark.parametrize(
     ("verification", "verified"),
-    [({"status": "verified"}, True), ({"status": "unverified"}, False), ({"status": "expired"}, False),
-     (None, False), ({}, False), ("verified", False), ({"status": ["verified"]}, False)],
+    [
+        ({"status": "verified"}, True),
+        ({"status": "unverified"}, False),
+        ({"status": "expired"}, False),
+        (None, False),
+        ({}, False),
+        ("verified", False),
+        ({"status": ["verified"]}, False),
+    ],
 )
 def test_only_a_verified_status_on_the_primary_entry_counts(verification, verified):
-    data = {"id": "user_1", "primary_email_address_id": "b", "email_addresses": [
-        {"id": "a", "email_address": "a@x.io", "verification": {"status": "verified"}},
-        {"id": "b", "email_address": "b@x.io", "verification": verification}]}
+    data = {
+        "id": "user_1",
+        "primary_email_address_id": "b",
+        "email_addresses": [
+            {"id": "a", "email_address": "a@x.io", "verification": {"status": "verified"}},
+            {"id": "b", "email_address": "b@x.io", "verification": verification},
+        ],
+    }
     assert clerk_user_from_dict(data).email_verified is verified
 
 
@@ -61,8 +78,13 @@ def test_only_the_keys_a_payload_carries_become_changes():
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"primary_email_address_id": "b", "email_addresses": [
-            {"id": "a", "email_address": "a@x.io"}, {"id": "b", "email_address": "b@x.io"}]}, "b@x.io"),
+        (
+            {
+                "primary_email_address_id": "b",
+                "email_addresses": [{"id": "a", "email_address": "a@x.io"}, {"id": "b", "email_address": "b@x.io"}],
+            },
+            "b@x.io",
+        ),
         ({"primary_email_address_id": "gone", "email_addresses": [{"id": "a", "email_address": "a@x.io"}]}, "a@x.io"),
         ({"primary_email_address_id": None, "email_addresses": []}, ""),
         ({"email_addresses": "not a list"}, ""),
@@ -75,8 +97,18 @@ def test_the_primary_email_is_chosen_by_id(data, expected):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(1654012591514, 1654012591514), (1.5e12, 1_500_000_000_000), (0, 0), (-1, None), (True, None),
-     ("1654012591514", None), (None, None), (float("nan"), None), (float("inf"), None), (10**20, None)],
+    [
+        (1654012591514, 1654012591514),
+        (1.5e12, 1_500_000_000_000),
+        (0, 0),
+        (-1, None),
+        (True, None),
+        ("1654012591514", None),
+        (None, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        (10**20, None),
+    ],
 )
 def test_milliseconds_are_read_strictly(value, expected):
     assert ms(value) == expected
@@ -97,12 +129,14 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-user_keys = st.sampled_from(sorted(clerk_user()) + ["birthday", "gender", "whatever"])
+user_keys = st.sampled_from([*sorted(clerk_user()), "birthday", "gender", "whatever"])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_type=st.sampled_from(["user.created", "user.updated", "user.deleted", "session.created", "x"]),
-       data=st.dictionaries(user_keys, json_values, max_size=10) | json_values)
+@given(
+    event_type=st.sampled_from(["user.created", "user.updated", "user.deleted", "session.created", "x"]),
+    data=st.dictionaries(user_keys, json_values, max_size=10) | json_values,
+)
 def test_any_json_is_either_an_event_or_malformed_never_a_crash(event_type, data):
     try:
         event = parse_event({"type": event_type, "data": data})

@@ -60,7 +60,10 @@ def test_missing_secret_key_is_one_clear_line_on_the_command_line(tmp_path):
     env.update(APP_ENV="production", DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "routes"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr

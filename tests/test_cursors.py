@@ -21,8 +21,9 @@ from tests.conftest import HX
 
 @pytest.fixture
 def staff(auth):
-    return auth.sign_in(auth.make_user(email="staff@admin.test", role=UserRole.SUPER_ADMIN,
-                                       created_at=utcnow() - timedelta(days=900)))
+    return auth.sign_in(
+        auth.make_user(email="staff@admin.test", role=UserRole.SUPER_ADMIN, created_at=utcnow() - timedelta(days=900))
+    )
 
 
 def crafted(*parts) -> str:
@@ -95,8 +96,11 @@ def newest_first_cursors() -> list[str]:
 def test_a_crafted_audit_cursor_falls_back_to_the_first_page(app, client, staff, db):
     now = utcnow()
     for i in range(3):
-        db.session.add(AuditEvent(source="cli", actor_label="cli", action=f"test.crafted{i}",
-                                  occurred_at=now - timedelta(minutes=i)))
+        db.session.add(
+            AuditEvent(
+                source="cli", actor_label="cli", action=f"test.crafted{i}", occurred_at=now - timedelta(minutes=i)
+            )
+        )
     db.session.commit()
     first = client.get("/audit", headers=HX).get_data(as_text=True)
     assert "test.crafted0" in first
@@ -109,8 +113,15 @@ def test_a_crafted_audit_cursor_falls_back_to_the_first_page(app, client, staff,
 def test_a_crafted_webhooks_cursor_falls_back_to_the_first_page(app, client, staff, db):
     now = utcnow()
     for i in range(3):
-        db.session.add(WebhookEvent(id=f"msg_crafted{i}", type="user.updated", outcome="applied", payload="{}",
-                                    received_at=now - timedelta(minutes=i)))
+        db.session.add(
+            WebhookEvent(
+                id=f"msg_crafted{i}",
+                type="user.updated",
+                outcome="applied",
+                payload="{}",
+                received_at=now - timedelta(minutes=i),
+            )
+        )
     db.session.commit()
     first = client.get("/webhooks", headers=HX).get_data(as_text=True)
     assert "msg_crafted0" in first

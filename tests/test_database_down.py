@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from app.auth.guard import public
 from app.database import UNREACHABLE_AFTER_SAVE_MESSAGE, UNREACHABLE_MESSAGE, is_database_unreachable
 from app.extensions import db as _db
-from app.models import User, UserData, UserRole, WebhookEvent
+from app.models import UserData, UserRole, WebhookEvent
 from tests.clerk_payloads import SECRET, clerk_user, sign, user_created
 from tests.conftest import HX, csrf_token_from, make_app
 
@@ -86,7 +86,10 @@ def test_a_form_post_answers_503_and_changes_nothing(client, staff, ada, dead_ap
 
     assert db.session.scalar(sa.select(sa.func.count()).select_from(UserData)) == 0
     # The same browser, on the database that is there, carries on.
-    assert client.post(f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"}).status_code == 302
+    assert (
+        client.post(f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"}).status_code
+        == 302
+    )
 
 
 def test_the_webhook_answers_503_so_svix_retries(dead_app):
@@ -94,7 +97,11 @@ def test_the_webhook_answers_503_so_svix_retries(dead_app):
     response = signed.post(dead_app.test_client())
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
-    assert response.get_json() == {"id": signed.msg_id, "outcome": "failed", "error": "database unavailable; retry later"}
+    assert response.get_json() == {
+        "id": signed.msg_id,
+        "outcome": "failed",
+        "error": "database unavailable; retry later",
+    }
 
 
 def test_healthz_says_when_to_ask_again(dead_app):
@@ -140,7 +147,9 @@ def test_a_change_committed_before_the_database_went_away_is_not_denied(client, 
 
     token = csrf_token_from(client.get(f"/users/{ada.id}").get_data(as_text=True))
     monkeypatch.setattr(views, "render_data", lost)
-    response = client.post(f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"}, headers=HX)
+    response = client.post(
+        f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"}, headers=HX
+    )
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert UNREACHABLE_AFTER_SAVE_MESSAGE in response.get_data(as_text=True)
     assert db.session.scalar(sa.select(UserData.value).where(UserData.user_id == ada.id)) == "pro"
@@ -198,11 +207,15 @@ def terminate_backends(database_url: str, pid: int | None = None) -> int:
     admin = sa.create_engine(sa.make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            return len(connection.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid <> pg_backend_pid() AND (CAST(:pid AS integer) IS NULL OR pid = CAST(:pid AS integer))"),
-                {"name": sa.make_url(database_url).database, "pid": pid},
-            ).all())
+            return len(
+                connection.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid() AND (CAST(:pid AS integer) IS NULL OR pid = CAST(:pid AS integer))"
+                    ),
+                    {"name": sa.make_url(database_url).database, "pid": pid},
+                ).all()
+            )
     finally:
         admin.dispose()
 
@@ -216,7 +229,10 @@ def test_after_the_backends_die_the_next_requests_are_served(app, client, staff,
     # Every pooled connection is dead now; the ping on checkout replaces it, so nothing fails.
     assert client.get("/users").status_code == 200
     assert client.get("/users?q=ada", headers=HX).status_code == 200
-    assert client.post(f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"}).status_code == 302
+    assert (
+        client.post(f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"}).status_code
+        == 302
+    )
     signed = sign(user_created(clerk_user()))
     assert signed.post(client).status_code == 200
 

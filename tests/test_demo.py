@@ -141,9 +141,9 @@ def test_existing_demo_users_and_other_users_are_left_alone(db, make_user):
     assert db.session.get(User, other.id).first_name == "Kept"
     assert db.session.get(User, other.id).email == "Someone@Elsewhere.example"
     assert db.session.get(User, edited.id).first_name == "Edited"
-    assert db.session.scalar(
-        sa.select(UserData).where(UserData.user_id == item_user_id, UserData.key == item_key)
-    ) is None
+    assert (
+        db.session.scalar(sa.select(UserData).where(UserData.user_id == item_user_id, UserData.key == item_key)) is None
+    )
 
 
 def test_one_audit_event_per_call(db):

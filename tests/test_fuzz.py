@@ -18,6 +18,7 @@ a 4xx must leave every table as it was, but for the writes listed in REFUSAL_WRI
 is fuzzed with every parameter name known here, and `test_every_route_is_fuzzed` fails until it
 is described in ROUTES (or excluded, with a reason, in EXCLUDED).
 """
+
 from __future__ import annotations
 
 import base64
@@ -129,19 +130,25 @@ EXCLUDED: dict[str, str] = {
 # Refused requests that write by design: the table they may write, which rows, and why.
 REFUSAL_WRITES: dict[str, tuple[str, Callable[[dict], bool], str]] = {
     "auth.redeem_link": (
-        "audit_events", lambda row: row["action"] == "auth.sign_in_refused",
+        "audit_events",
+        lambda row: row["action"] == "auth.sign_in_refused",
         "a refused sign-in link is audited: the throttle counts these rows",
     ),
     "webhooks.receive_clerk": (
-        "webhook_events", lambda row: row["outcome"] == WebhookOutcome.FAILED.value,
+        "webhook_events",
+        lambda row: row["outcome"] == WebhookOutcome.FAILED.value,
         "a signed delivery that is not a Clerk event is kept (failed) for the page and a replay",
     ),
 }
 
 
 def field_names(form_class: type[Form]) -> tuple[str, ...]:
-    names = [name for cls in reversed(form_class.__mro__) for name, value in vars(cls).items()
-             if isinstance(value, UnboundField)]
+    names = [
+        name
+        for cls in reversed(form_class.__mro__)
+        for name, value in vars(cls).items()
+        if isinstance(value, UnboundField)
+    ]
     return tuple(dict.fromkeys(names))
 
 
@@ -176,9 +183,38 @@ def route_id(pair: tuple[Rule, str]) -> str:
 
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 ODD_CHARS = [
-    "\x00", "\ud800", "\udbff", "\udc00", "\udfff", *BIDI, "\ufeff", "\uffff", "\U0010ffff", "\x7f", "\x1b",
-    "\r", "\n", "\t", "\u2028", "\u00a0", "\u0301", "\U0001f600", "%", "_", "\\", "'", '"', "<", ">", "&", "/",
-    "?", "#", "=", ";", " ",
+    "\x00",
+    "\ud800",
+    "\udbff",
+    "\udc00",
+    "\udfff",
+    *BIDI,
+    "\ufeff",
+    "\uffff",
+    "\U0010ffff",
+    "\x7f",
+    "\x1b",
+    "\r",
+    "\n",
+    "\t",
+    "\u2028",
+    "\u00a0",
+    "\u0301",
+    "\U0001f600",
+    "%",
+    "_",
+    "\\",
+    "'",
+    '"',
+    "<",
+    ">",
+    "&",
+    "/",
+    "?",
+    "#",
+    "=",
+    ";",
+    " ",
 ]
 KB100 = "x" * 100_000
 DEEP_ARRAY = "[" * 5000 + "]" * 5000
@@ -190,32 +226,111 @@ def nested(depth: int) -> str:
 
 
 NUMBERS = [
-    "-1", "0", "-0", "1.5", "99999999999999999999", "-99999999999999999999", "9223372036854775807",
-    "9223372036854775808", "-9223372036854775809", "2147483648", "1e309", "-1e309", "1e-400", "NaN", "nan",
-    "inf", "-Infinity", "0x10", "1_000", " 7 ", "\u0661\u0662", "1" * 5000,
+    "-1",
+    "0",
+    "-0",
+    "1.5",
+    "99999999999999999999",
+    "-99999999999999999999",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "2147483648",
+    "1e309",
+    "-1e309",
+    "1e-400",
+    "NaN",
+    "nan",
+    "inf",
+    "-Infinity",
+    "0x10",
+    "1_000",
+    " 7 ",
+    "\u0661\u0662",
+    "1" * 5000,
 ]
 DATES = [
-    "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00-14:00",
-    "9999-12-31T23:59:59+14:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59.999999+00:00",
-    "1970-01-01T00:00:00Z", "2024-02-30T00:00:00Z", "2024-01-01T25:00:00Z", "0000-00-00", "-0001-01-01",
-    "2038-01-19T03:14:08+00:00", "2024-06-01T12:00:00+23:59",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01T00:00:00-14:00",
+    "9999-12-31T23:59:59+14:00",
+    "0001-01-01T00:00:00",
+    "9999-12-31T23:59:59.999999+00:00",
+    "1970-01-01T00:00:00Z",
+    "2024-02-30T00:00:00Z",
+    "2024-01-01T25:00:00Z",
+    "0000-00-00",
+    "-0001-01-01",
+    "2038-01-19T03:14:08+00:00",
+    "2024-06-01T12:00:00+23:59",
 ]
 STRINGS = [
-    "", " ", "\x00", "a\x00b", "\ud800", "x\udfffy", "\u202eevil\u202c", "\u2066a\u2069", KB100, KB100 + "\x00",
-    "\x00" * 1000, "%", "_%_", "\\", "' OR 1=1 --", "<script>alert(1)</script>", "{{ 7 * 7 }}", "../../etc/passwd",
-    "//example.org", "https://example.org/", "/users\x00", "javascript:alert(1)", "\U0001f600" * 50,
-    DEEP_ARRAY, DEEP_OBJECT, "null", "[]", "{}",
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "x\udfffy",
+    "\u202eevil\u202c",
+    "\u2066a\u2069",
+    KB100,
+    KB100 + "\x00",
+    "\x00" * 1000,
+    "%",
+    "_%_",
+    "\\",
+    "' OR 1=1 --",
+    "<script>alert(1)</script>",
+    "{{ 7 * 7 }}",
+    "../../etc/passwd",
+    "//example.org",
+    "https://example.org/",
+    "/users\x00",
+    "javascript:alert(1)",
+    "\U0001f600" * 50,
+    DEEP_ARRAY,
+    DEEP_OBJECT,
+    "null",
+    "[]",
+    "{}",
 ]
 JSON_TEXTS = [  # the first ten go into the battery
-    DEEP_ARRAY, DEEP_OBJECT, nested(990), nested(400), '{"k": "\\ud800"}', '{"\\udfff": 1}', '{"k": "a\\u0000b"}',
-    '{"\\u0000": 1}', '{"k": 1e999}', '{"k": ' + "9" * 5000 + "}", nested(600), nested(200), '{"k": -1e999}',
-    '{"k": NaN}', '{"k": Infinity}', '{"k": 99999999999999999999}', '{"a": 1, "a": 2}', '{"\\u202e": "\\u202e"}',
-    '{"k": "<script>alert(1)</script>"}', '{"k": "' + "x" * 100_000 + '"}', '{"k": "0001-01-01T00:00:00+14:00"}',
-    "[]", '"x"', "null", "{", '{"k": "\\ud800"', "{}",
+    DEEP_ARRAY,
+    DEEP_OBJECT,
+    nested(990),
+    nested(400),
+    '{"k": "\\ud800"}',
+    '{"\\udfff": 1}',
+    '{"k": "a\\u0000b"}',
+    '{"\\u0000": 1}',
+    '{"k": 1e999}',
+    '{"k": ' + "9" * 5000 + "}",
+    nested(600),
+    nested(200),
+    '{"k": -1e999}',
+    '{"k": NaN}',
+    '{"k": Infinity}',
+    '{"k": 99999999999999999999}',
+    '{"a": 1, "a": 2}',
+    '{"\\u202e": "\\u202e"}',
+    '{"k": "<script>alert(1)</script>"}',
+    '{"k": "' + "x" * 100_000 + '"}',
+    '{"k": "0001-01-01T00:00:00+14:00"}',
+    "[]",
+    '"x"',
+    "null",
+    "{",
+    '{"k": "\\ud800"',
+    "{}",
 ]
 
-OFFSETS = [UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-14)),
-           timezone(timedelta(hours=23, minutes=59)), timezone(timedelta(hours=-23, minutes=59))]
+OFFSETS = [
+    UTC,
+    timezone(timedelta(hours=14)),
+    timezone(timedelta(hours=-14)),
+    timezone(timedelta(hours=23, minutes=59)),
+    timezone(timedelta(hours=-23, minutes=59)),
+]
 
 
 def b64(raw: bytes) -> str:
@@ -232,13 +347,25 @@ CRAFTED_CURSORS = [
     cursor("-created_at", "9999-12-31T23:59:59-14:00", "x"),
     cursor("-created_at", "2020-01-01T00:00:00+00:00", "\ud800"),
     cursor("-created_at", "2020-01-01T00:00:00+00:00", "a\x00b"),
-    cursor("email", "\ud800", "x"), cursor("email", "a\x00b", "x"), cursor("-name", "\u202e", "\ud800"),
+    cursor("email", "\ud800", "x"),
+    cursor("email", "a\x00b", "x"),
+    cursor("-name", "\u202e", "\ud800"),
     cursor("-last_sign_in_at", "0001-01-01T00:00:00+14:00", "x"),
-    cursor("0001-01-01T00:00:00+14:00", "x"), cursor("9999-12-31T23:59:59-14:00", "x"),
-    cursor("2020-01-01T00:00:00+00:00", "\ud800"), cursor("2020-01-01T00:00:00+00:00", "a\x00b"),
-    cursor("2020-01-01T00:00:00+00:00", 1e309), cursor(None, None), cursor(),
-    b64(b"\xff\xfe\x00"), b64(b"[" * 400 + b"]" * 400), "A" * 3000, "!!!",
-    cursor(2**31), cursor(-(2**31) - 1), cursor(10**400), cursor(True),
+    cursor("0001-01-01T00:00:00+14:00", "x"),
+    cursor("9999-12-31T23:59:59-14:00", "x"),
+    cursor("2020-01-01T00:00:00+00:00", "\ud800"),
+    cursor("2020-01-01T00:00:00+00:00", "a\x00b"),
+    cursor("2020-01-01T00:00:00+00:00", 1e309),
+    cursor(None, None),
+    cursor(),
+    b64(b"\xff\xfe\x00"),
+    b64(b"[" * 400 + b"]" * 400),
+    "A" * 3000,
+    "!!!",
+    cursor(2**31),
+    cursor(-(2**31) - 1),
+    cursor(10**400),
+    cursor(True),
 ]
 
 # Valid values, so that requests also get past validation into the code behind it.
@@ -254,19 +381,25 @@ VALID: dict[str, list[str]] = {
     "view": ["row", "detail"],
     "outcome": [o.value for o in WebhookOutcome],
     "type": list(HANDLED_TYPES),
-    "within": list(WITHIN), "received": list(WITHIN),
+    "within": list(WITHIN),
+    "received": list(WITHIN),
     "state": [s.value for s in ClerkCallState],
-    "action": ["user.invite", "user.update", "auth.sign_in_refused"] + list(BULK_ACTIONS),
+    "action": ["user.invite", "user.update", "auth.sign_in_refused", *list(BULK_ACTIONS)],
     "source": [s.value for s in Source],
     "next": ["/users", "/audit?actor=x"],
     "signed_out": ["1"],
     "back": ["user"],
     "email": ["fuzz.new@example.com", "Fuzz.Person@Example.COM"],
-    "first_name": ["Ada", ""], "last_name": ["Lovelace", ""], "username": ["ada", ""],
-    "image_url": ["https://img.example.com/a.png", ""], "external_id": ["ext-1", ""],
-    "public_metadata": ['{"plan": "pro"}', ""], "private_metadata": ['{"stripe": "cus_1"}', ""],
+    "first_name": ["Ada", ""],
+    "last_name": ["Lovelace", ""],
+    "username": ["ada", ""],
+    "image_url": ["https://img.example.com/a.png", ""],
+    "external_id": ["ext-1", ""],
+    "public_metadata": ['{"plan": "pro"}', ""],
+    "private_metadata": ['{"stripe": "cus_1"}', ""],
     "unsafe_metadata": ['{"theme": "dark"}', ""],
-    "key": ["fuzz.key", "plan"], "value": ["pro", "x"],
+    "key": ["fuzz.key", "plan"],
+    "value": ["pro", "x"],
 }
 CURSOR_NAMES = {"after", "before"}
 JSON_NAMES = {"public_metadata", "private_metadata", "unsafe_metadata", "value"}
@@ -274,8 +407,19 @@ JSON_NAMES = {"public_metadata", "private_metadata", "unsafe_metadata", "value"}
 
 def battery_values(name: str) -> list[str]:
     """The fixed list each parameter is sent in turn: the issue's inputs, and more for cursors and JSON."""
-    values = ["a\x00b", "x\ud800y", "\u202eabc\u202c", KB100, "99999999999999999999", "-1", "1e309", "NaN",
-              "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", DEEP_OBJECT]
+    values = [
+        "a\x00b",
+        "x\ud800y",
+        "\u202eabc\u202c",
+        KB100,
+        "99999999999999999999",
+        "-1",
+        "1e309",
+        "NaN",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        DEEP_OBJECT,
+    ]
     if name in CURSOR_NAMES:
         values += CRAFTED_CURSORS[:12]
     if name in JSON_NAMES:
@@ -289,17 +433,20 @@ odd_text = st.text(st.one_of(st.sampled_from(ODD_CHARS), st.characters()), max_s
 number_text = st.one_of(st.sampled_from(NUMBERS), st.integers().map(str), st.floats().map(repr))
 date_text = st.one_of(
     st.sampled_from(DATES),
-    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59),
-                 timezones=st.sampled_from(OFFSETS)).map(datetime.isoformat),
+    st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59), timezones=st.sampled_from(OFFSETS)
+    ).map(datetime.isoformat),
 )
 nasty_text = st.one_of(st.sampled_from(STRINGS), odd_text, number_text, date_text)
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), odd_text, number_text, date_text)
-json_value = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=3)
-                          | st.dictionaries(odd_text, inner, max_size=3), max_leaves=8)
+json_value = st.recursive(
+    json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(odd_text, inner, max_size=3), max_leaves=8
+)
 cursor_text = st.one_of(
     st.sampled_from(CRAFTED_CURSORS),
-    st.tuples(st.sampled_from(list(SORTS)) | odd_text, date_text | json_scalar, odd_text | json_scalar)
-    .map(lambda parts: cursor(*parts)),
+    st.tuples(st.sampled_from(list(SORTS)) | odd_text, date_text | json_scalar, odd_text | json_scalar).map(
+        lambda parts: cursor(*parts)
+    ),
     st.tuples(date_text | json_scalar, odd_text | json_scalar).map(lambda parts: cursor(*parts)),
     json_value.map(lambda v: cursor(v)),
     st.binary(max_size=60).map(b64),
@@ -401,7 +548,7 @@ def clip(text: str, limit: int) -> str:
 def short(value: Any, limit: int = 70) -> str:
     text = repr(value)
     if len(text) > limit:
-        text = f"{text[:limit - 25]}…({len(value) if isinstance(value, str) else '?'} chars)"
+        text = f"{text[: limit - 25]}…({len(value) if isinstance(value, str) else '?'} chars)"
     if isinstance(value, str) and 8 < len(value) <= 3000 and re.fullmatch(r"[A-Za-z0-9_-]+", value):
         try:  # a cursor: show what it holds
             decoded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
@@ -498,42 +645,103 @@ class World:
         db, now = self.db, utcnow()
         people = [
             User(id=ADMIN_ID, email="fuzz-admin@staff.example", clerk_id="user_fuzzadmin", role=UserRole.SUPER_ADMIN),
-            User(id=USER_IDS["plain"], email="ada@example.com", first_name="Ada", last_name="Lovelace",
-                 username="ada", clerk_id=PLAIN_CLERK_ID, public_metadata='{"plan": "pro"}',
-                 last_sign_in_at=now - timedelta(days=1)),
-            User(id=USER_IDS["invited"], email="invited@example.com", clerk_id="local_fuzzinvited",
-                 status=UserStatus.INVITED),
+            User(
+                id=USER_IDS["plain"],
+                email="ada@example.com",
+                first_name="Ada",
+                last_name="Lovelace",
+                username="ada",
+                clerk_id=PLAIN_CLERK_ID,
+                public_metadata='{"plan": "pro"}',
+                last_sign_in_at=now - timedelta(days=1),
+            ),
+            User(
+                id=USER_IDS["invited"],
+                email="invited@example.com",
+                clerk_id="local_fuzzinvited",
+                status=UserStatus.INVITED,
+            ),
             User(id=USER_IDS["admin"], email="admin@staff.example", clerk_id="user_fuzzadmin2", role=UserRole.ADMIN),
             User(id=USER_IDS["deleted"], email="gone@example.com", clerk_id="user_fuzzdeleted", deleted_at=now),
-            User(id=USER_IDS["suspended"], email="suspended@example.com", clerk_id="user_fuzzsuspended",
-                 status=UserStatus.SUSPENDED),
+            User(
+                id=USER_IDS["suspended"],
+                email="suspended@example.com",
+                clerk_id="user_fuzzsuspended",
+                status=UserStatus.SUSPENDED,
+            ),
         ]
         db.session.add_all(people)
         db.session.flush()
-        db.session.add_all([
-            UserData(id="00000000-0000-4000-8000-0000000000d1", user_id=USER_IDS["plain"], key="plan", value="pro"),
-            UserData(id="00000000-0000-4000-8000-0000000000d2", user_id=USER_IDS["deleted"], key="k", value="v"),
-        ])
-        payload = json.dumps(envelope("user.updated", clerk_user(id=PLAIN_CLERK_ID, email="ada@example.com",
-                                                                 updated_at=1_760_000_001_000)))
-        db.session.add_all([
-            WebhookEvent(id="msg_fuzz_failed", type="user.updated", clerk_user_id=PLAIN_CLERK_ID, payload=payload,
-                         outcome=WebhookOutcome.FAILED.value, error="fuzz", received_at=now, processed_at=now),
-            WebhookEvent(id="msg_fuzz_applied", type="user.updated", clerk_user_id=PLAIN_CLERK_ID, payload=payload,
-                         outcome=WebhookOutcome.APPLIED.value, received_at=now, processed_at=now),
-        ])
-        db.session.add_all([
-            ClerkCall(id=1, user_id=USER_IDS["plain"], operation="ban", payload='{"user_id": "%s"}' % PLAIN_CLERK_ID,
-                      state=ClerkCallState.FAILED.value, attempts=3, last_error="fuzz"),
-            ClerkCall(id=2, user_id=USER_IDS["plain"], operation="unban",
-                      payload='{"user_id": "%s"}' % PLAIN_CLERK_ID, state=ClerkCallState.PENDING.value),
-        ])
-        token = issue_sign_in_link(people[0], secret_key=self.app.config["SECRET_KEY"],
-                                   max_age=self.app.config["SIGN_IN_LINK_MAX_AGE"], actor=Actor.cli())
+        db.session.add_all(
+            [
+                UserData(id="00000000-0000-4000-8000-0000000000d1", user_id=USER_IDS["plain"], key="plan", value="pro"),
+                UserData(id="00000000-0000-4000-8000-0000000000d2", user_id=USER_IDS["deleted"], key="k", value="v"),
+            ]
+        )
+        payload = json.dumps(
+            envelope(
+                "user.updated", clerk_user(id=PLAIN_CLERK_ID, email="ada@example.com", updated_at=1_760_000_001_000)
+            )
+        )
+        db.session.add_all(
+            [
+                WebhookEvent(
+                    id="msg_fuzz_failed",
+                    type="user.updated",
+                    clerk_user_id=PLAIN_CLERK_ID,
+                    payload=payload,
+                    outcome=WebhookOutcome.FAILED.value,
+                    error="fuzz",
+                    received_at=now,
+                    processed_at=now,
+                ),
+                WebhookEvent(
+                    id="msg_fuzz_applied",
+                    type="user.updated",
+                    clerk_user_id=PLAIN_CLERK_ID,
+                    payload=payload,
+                    outcome=WebhookOutcome.APPLIED.value,
+                    received_at=now,
+                    processed_at=now,
+                ),
+            ]
+        )
+        db.session.add_all(
+            [
+                ClerkCall(
+                    id=1,
+                    user_id=USER_IDS["plain"],
+                    operation="ban",
+                    payload=f'{{"user_id": "{PLAIN_CLERK_ID}"}}',
+                    state=ClerkCallState.FAILED.value,
+                    attempts=3,
+                    last_error="fuzz",
+                ),
+                ClerkCall(
+                    id=2,
+                    user_id=USER_IDS["plain"],
+                    operation="unban",
+                    payload=f'{{"user_id": "{PLAIN_CLERK_ID}"}}',
+                    state=ClerkCallState.PENDING.value,
+                ),
+            ]
+        )
+        token = issue_sign_in_link(
+            people[0],
+            secret_key=self.app.config["SECRET_KEY"],
+            max_age=self.app.config["SIGN_IN_LINK_MAX_AGE"],
+            actor=Actor.cli(),
+        )
         db.session.commit()
         self.real = {
-            "user": [USER_IDS["plain"], USER_IDS["invited"], USER_IDS["admin"], USER_IDS["deleted"],
-                     USER_IDS["suspended"], ADMIN_ID],
+            "user": [
+                USER_IDS["plain"],
+                USER_IDS["invited"],
+                USER_IDS["admin"],
+                USER_IDS["deleted"],
+                USER_IDS["suspended"],
+                ADMIN_ID,
+            ],
             "data": ["00000000-0000-4000-8000-0000000000d1", "00000000-0000-4000-8000-0000000000d2"],
             "event": ["msg_fuzz_failed", "msg_fuzz_applied"],
             "call": ["1", "2"],
@@ -627,8 +835,11 @@ class World:
             old = before[table]
             if rows == old:
                 continue
-            if (table == allowed_table and old.keys() <= rows.keys()
-                    and all(allowed_row(row) for key, row in rows.items() if old.get(key) != row)):
+            if (
+                table == allowed_table
+                and old.keys() <= rows.keys()
+                and all(allowed_row(row) for key, row in rows.items() if old.get(key) != row)
+            ):
                 continue
             changed.append(f"{table} ({len(old)} -> {len(rows)} rows)")
         return changed
@@ -645,11 +856,43 @@ def world(app, db, auth) -> Iterator[World]:
 
 # --- Deliveries to the Clerk webhook -----------------------------------------------------------
 
-CLERK_USER_FIELDS = ("id", "first_name", "last_name", "username", "external_id", "image_url", "created_at",
-                     "updated_at", "last_sign_in_at", "public_metadata", "private_metadata", "unsafe_metadata",
-                     "email_addresses", "primary_email_address_id", "banned", "locked")
-MS_VALUES: list[Any] = [-1, 0, 2**63, 2**64, 10**20, 1e309, -1e309, float("nan"), 1.5, -62135596800000,
-                        253402300800000, "1760000000000", "0001-01-01T00:00:00+14:00", None, True, [], {}]
+CLERK_USER_FIELDS = (
+    "id",
+    "first_name",
+    "last_name",
+    "username",
+    "external_id",
+    "image_url",
+    "created_at",
+    "updated_at",
+    "last_sign_in_at",
+    "public_metadata",
+    "private_metadata",
+    "unsafe_metadata",
+    "email_addresses",
+    "primary_email_address_id",
+    "banned",
+    "locked",
+)
+MS_VALUES: list[Any] = [
+    -1,
+    0,
+    2**63,
+    2**64,
+    10**20,
+    1e309,
+    -1e309,
+    float("nan"),
+    1.5,
+    -62135596800000,
+    253402300800000,
+    "1760000000000",
+    "0001-01-01T00:00:00+14:00",
+    None,
+    True,
+    [],
+    {},
+]
 DEEP = "__fuzz_deep__"
 
 
@@ -675,7 +918,7 @@ def delivery_battery() -> list[tuple[str, str, str | None]]:
     for name in ("id", "first_name", "last_name", "username", "external_id", "image_url"):
         for value in texts + ([KB100] if name in ("id", "first_name") else []):
             add(f"data.{name}={short(value, 30)}", delivery_body("user.created", user(**{name: value})))
-    for value in texts + [KB100]:
+    for value in [*texts, KB100]:
         data = user()
         data["email_addresses"][-1]["email_address"] = value
         add(f"email={short(value, 30)}", delivery_body("user.created", data))
@@ -693,8 +936,10 @@ def delivery_battery() -> list[tuple[str, str, str | None]]:
     for value in ["a\x00b", "\ud800", 5, None, []]:
         add(f"type={short(value, 30)}", delivery_body(value, user()))
         add(f"user.deleted id={short(value, 30)}", delivery_body("user.deleted", user_deleted(value)["data"]))
-        add(f"session user_id={short(value, 30)}",
-            delivery_body("session.created", {**session_created("x", at=1)["data"], "user_id": value}))
+        add(
+            f"session user_id={short(value, 30)}",
+            delivery_body("session.created", {**session_created("x", at=1)["data"], "user_id": value}),
+        )
     for text in (DEEP_ARRAY, DEEP_OBJECT, nested(990), "[]", "null", '"\\ud800"', "1e309", '{"type": "\\u0000"}'):
         add(f"body={short(text, 40)}", text)
     for svix_id in ("\x00", "msg_\x00", "msg_" + "x" * 300, "m\xe9", "\x7f", "msg_fuzz_failed"):
@@ -706,17 +951,26 @@ def delivery_battery() -> list[tuple[str, str, str | None]]:
 def deliveries(draw) -> tuple[str, str | None]:
     event_type = draw(st.sampled_from([*HANDLED_TYPES, "organization.created"]) | odd_text)
     base = clerk_user(id=draw(st.sampled_from(["user_fuzzhook", PLAIN_CLERK_ID]) | odd_text), email="hook@example.com")
-    changes = draw(st.fixed_dictionaries({}, optional={
-        name: st.one_of(json_value, st.sampled_from(MS_VALUES), odd_text, nasty_text) for name in CLERK_USER_FIELDS
-    }))
+    changes = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                name: st.one_of(json_value, st.sampled_from(MS_VALUES), odd_text, nasty_text)
+                for name in CLERK_USER_FIELDS
+            },
+        )
+    )
     deep = None
     if draw(st.booleans()):
         name = draw(st.sampled_from(["public_metadata", "private_metadata", "unsafe_metadata", "first_name"]))
         changes[name], deep = DEEP, draw(st.sampled_from(JSON_TEXTS))
     data: Any = {**base, **changes}
     if event_type == "session.created" and draw(st.booleans()):
-        data = {**session_created(data["id"] if isinstance(data.get("id"), str) else "x", at=1)["data"],
-                "created_at": draw(st.sampled_from(MS_VALUES)), "user": data}
+        data = {
+            **session_created(data["id"] if isinstance(data.get("id"), str) else "x", at=1)["data"],
+            "created_at": draw(st.sampled_from(MS_VALUES)),
+            "user": data,
+        }
     body = delivery_body(event_type, data, deep=deep, timestamp=draw(st.sampled_from(MS_VALUES[:10])))
     svix_id = draw(st.none() | st.sampled_from(["\x00", "msg_fuzz_failed", "msg_" + "x" * 300, "m\xe9"]))
     return body, svix_id
@@ -727,19 +981,29 @@ def deliver_and_look(world: World, body: str, svix_id: str | None, note: str) ->
     rules = {(rule.endpoint, method): rule for rule, method in ALL_ROUTES}
     svix_id = svix_id or f"msg_fuzz_{world.requests}"
     try:
-        sent = world.check(Call(rules["webhooks.receive_clerk", "POST"], "POST", body=body, svix_id=svix_id,
-                                note=note), keep=True)
-        looks = [Call(rules["webhooks.detail", "GET"], "GET", path={"svix_id": svix_id}),
-                 Call(rules["webhooks.index", "GET"], "GET")]
+        sent = world.check(
+            Call(rules["webhooks.receive_clerk", "POST"], "POST", body=body, svix_id=svix_id, note=note), keep=True
+        )
+        looks = [
+            Call(rules["webhooks.detail", "GET"], "GET", path={"svix_id": svix_id}),
+            Call(rules["webhooks.index", "GET"], "GET"),
+        ]
         if sent.status < 400:
             with world.db.engine.connect() as connection:
-                user_ids = list(connection.scalars(
-                    sa.select(User.id).where(User.id.not_in([ADMIN_ID, *USER_IDS.values()])).limit(2)))
-            looks += [Call(rules["users.index", "GET"], "GET", query=(("deleted", "1"),)),
-                      Call(rules["audit.index", "GET"], "GET")]
+                user_ids = list(
+                    connection.scalars(
+                        sa.select(User.id).where(User.id.not_in([ADMIN_ID, *USER_IDS.values()])).limit(2)
+                    )
+                )
+            looks += [
+                Call(rules["users.index", "GET"], "GET", query=(("deleted", "1"),)),
+                Call(rules["audit.index", "GET"], "GET"),
+            ]
             for user_id in user_ids:
-                looks += [Call(rules["users.detail", "GET"], "GET", path={"user_id": user_id}),
-                          Call(rules["users.edit", "GET"], "GET", path={"user_id": user_id})]
+                looks += [
+                    Call(rules["users.detail", "GET"], "GET", path={"user_id": user_id}),
+                    Call(rules["users.edit", "GET"], "GET", path={"user_id": user_id}),
+                ]
         looks.append(Call(rules["webhooks.replay", "POST"], "POST", path={"svix_id": svix_id}))
         for look in looks:
             world.check(replace(look, note=f"after delivering {note}"), keep=True)
@@ -789,8 +1053,14 @@ def base_call(rule: Rule, method: str) -> Call:
     route = route_for(rule, method)
     form = tuple((name, VALID[name][0]) for name in route.form_fields() if name in VALID)
     if rule.endpoint == "users.edit":
-        form = (("email", "ada@example.com"), ("first_name", "Ada"), ("last_name", "Lovelace"),
-                ("role", "user"), ("status", "active"), ("version", "1"))
+        form = (
+            ("email", "ada@example.com"),
+            ("first_name", "Ada"),
+            ("last_name", "Lovelace"),
+            ("role", "user"),
+            ("status", "active"),
+            ("version", "1"),
+        )
     if rule.endpoint in ("users.change_status", "users.bulk"):
         form = (("status", "suspended"), ("action", "suspended"), ("ids", Real("user")))
     path = base_path_values(rule)
@@ -815,7 +1085,7 @@ def battery(rule: Rule, method: str) -> Iterator[Call]:
                 yield replace(base, query=((name, value),), htmx=True, note=f"htmx, query {name}={short(value, 40)}")
     for name in route.form_fields():
         for value in battery_values(name):
-            form = tuple(pair for pair in base.form if pair[0] != name) + ((name, value),)
+            form = (*tuple(pair for pair in base.form if pair[0] != name), (name, value))
             yield replace(base, form=form, note=f"form {name}={short(value, 40)}")
     if method == "POST" and not route.signed:
         for value in ("a\x00b", "x\ud800y", KB100, DEEP_OBJECT):
@@ -855,7 +1125,9 @@ def test_each_odd_delivery(world, rule, method):
 
 # Hypothesis: a fixed sequence of examples in CI (so CI does not flake), fresh ones locally.
 settings.register_profile(
-    "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", 12)), deadline=None,
+    "fuzz",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 12)),
+    deadline=None,
     # Each failure is reported with its whole request, and the battery above gives one-input
     # reproductions; shrinking (minutes on a failing route) only with FUZZ_SHRINK=1.
     phases=tuple(Phase) if os.environ.get("FUZZ_SHRINK") else tuple(p for p in Phase if p != Phase.shrink),
@@ -874,8 +1146,9 @@ def calls(draw, rule: Rule, method: str) -> Call:
     path = draw(st.fixed_dictionaries(path_values(rule)))
     names = list(route.query) or list(ALL_QUERY_NAMES)
     max_query = 6 if route.query else 1
-    query = draw(st.lists(st.sampled_from(names).flatmap(lambda n: st.tuples(st.just(n), value_for(n))),
-                          max_size=max_query))
+    query = draw(
+        st.lists(st.sampled_from(names).flatmap(lambda n: st.tuples(st.just(n), value_for(n))), max_size=max_query)
+    )
     form: list[tuple[str, Any]] = []
     if method == "POST":
         fields = draw(st.fixed_dictionaries({}, optional={name: value_for(name) for name in route.form_fields()}))
@@ -886,8 +1159,7 @@ def calls(draw, rule: Rule, method: str) -> Call:
     csrf = draw(st.sampled_from([VALID_CSRF] * 6 + [None, "bad"]))
     if csrf == "bad":
         csrf = draw(nasty_text)
-    return Call(rule, method, path=path, query=tuple(query), form=tuple(form), csrf=csrf,
-                htmx=draw(st.booleans()))
+    return Call(rule, method, path=path, query=tuple(query), form=tuple(form), csrf=csrf, htmx=draw(st.booleans()))
 
 
 @pytest.mark.parametrize("rule, method", FAST, ids=[route_id(p) for p in FAST])

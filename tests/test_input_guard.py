@@ -15,8 +15,9 @@ from tests.conftest import HX, csrf_token_from
 
 @pytest.fixture
 def staff(auth):
-    return auth.sign_in(auth.make_user(email="staff@admin.test", role=UserRole.SUPER_ADMIN,
-                                       created_at=utcnow() - timedelta(days=900)))
+    return auth.sign_in(
+        auth.make_user(email="staff@admin.test", role=UserRole.SUPER_ADMIN, created_at=utcnow() - timedelta(days=900))
+    )
 
 
 # --- NUL bytes and lone surrogates: 400 with a reason, never a 500 ---------------------------
@@ -52,8 +53,16 @@ def test_a_nul_byte_in_the_invite_form_is_a_400_and_nobody_is_invited(client, st
     from app.models import User
 
     token = csrf_token_from(client.get("/users/new").get_data(as_text=True))
-    response = client.post("/users", data={"csrf_token": token, "email": "nul@example.com", "first_name": "Ad\x00a",
-                                           "last_name": "Lovelace", "role": "user"})
+    response = client.post(
+        "/users",
+        data={
+            "csrf_token": token,
+            "email": "nul@example.com",
+            "first_name": "Ad\x00a",
+            "last_name": "Lovelace",
+            "role": "user",
+        },
+    )
     assert response.status_code == 400
     assert "The field “first_name” contains a NUL character." in response.get_data(as_text=True)
     db.session.expire_all()

@@ -19,7 +19,8 @@ def test_every_module_is_in_a_layer():
     }
     # The factory (app) composes everything; a package's __init__ may stay out while it imports nothing.
     unlisted = {
-        module for module in modules - {"app"}
+        module
+        for module in modules - {"app"}
         if not any(module == name or module.startswith(name + ".") for name in layered)
         and not _imports_nothing(ROOT / module.replace(".", "/") / "__init__.py")
     }

@@ -8,9 +8,15 @@ from app.models import ClerkCall, User, UserStatus
 from tests.conftest import HX
 
 
-@pytest.mark.parametrize("path, fragment_marker", [
-    ("/users", "results-head"), ("/webhooks", "No deliveries yet"), ("/audit", "audit-table"), ("/clerk", "clerk-calls"),
-])
+@pytest.mark.parametrize(
+    "path, fragment_marker",
+    [
+        ("/users", "results-head"),
+        ("/webhooks", "No deliveries yet"),
+        ("/audit", "audit-table"),
+        ("/clerk", "clerk-calls"),
+    ],
+)
 def test_each_list_answers_htmx_with_its_results_only(client, staff, db, make_user, path, fragment_marker):
     make_user(email="ada@example.com")
     db.session.add(ClerkCall(operation="update_metadata", payload="{}", state="failed", attempts=1))
@@ -24,8 +30,12 @@ def test_each_list_answers_htmx_with_its_results_only(client, staff, db, make_us
 
 
 def test_the_outbox_filter_keeps_its_state_in_the_fragment(client, staff, db):
-    db.session.add_all([ClerkCall(operation="ban_user", payload="{}", state="failed", attempts=1, last_error="no"),
-                        ClerkCall(operation="unban_user", payload="{}", state="pending", attempts=0)])
+    db.session.add_all(
+        [
+            ClerkCall(operation="ban_user", payload="{}", state="failed", attempts=1, last_error="no"),
+            ClerkCall(operation="unban_user", payload="{}", state="pending", attempts=0),
+        ]
+    )
     db.session.commit()
     html = client.get("/clerk?state=failed", headers=HX).get_data(as_text=True)
     assert html.count('id="clerk-call-') == 1 and "Calls to Clerk, failed" in html
@@ -40,11 +50,14 @@ def test_the_invite_form_posts_to_its_own_address(client, token, db):
     assert invited.status_code == 302
     assert db.session.scalars(sa.select(User.status).where(User.email == "new@example.com")).one() == UserStatus.INVITED
     # POST /users, the design's endpoint, still invites.
-    assert client.post("/users", data={"csrf_token": token, "email": "two@example.com", "role": "user"}).status_code == 302
+    assert (
+        client.post("/users", data={"csrf_token": token, "email": "two@example.com", "role": "user"}).status_code == 302
+    )
 
 
 def test_adding_a_key_value_pair_says_so_in_the_fragment(client, token, make_user):
     ada = make_user(email="ada@example.com")
-    html = client.post(f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"},
-                       headers=HX).get_data(as_text=True)
+    html = client.post(
+        f"/users/{ada.id}/data", data={"csrf_token": token, "key": "plan", "value": "pro"}, headers=HX
+    ).get_data(as_text=True)
     assert '<p class="notice" role="status" tabindex="-1" data-focus>Added plan.</p>' in html

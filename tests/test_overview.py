@@ -34,8 +34,10 @@ def population(app, db, runner, staff):
         invite_user(f"invitee{i}@example.com", role=UserRole.ADMIN, actor=CLI)
     db.session.commit()
     active = db.session.scalars(
-        sa.select(User.id).where(User.status == UserStatus.ACTIVE, User.role == UserRole.USER,
-                                 User.deleted_at.is_(None)).order_by(User.id).limit(4)
+        sa.select(User.id)
+        .where(User.status == UserStatus.ACTIVE, User.role == UserRole.USER, User.deleted_at.is_(None))
+        .order_by(User.id)
+        .limit(4)
     ).all()
     bulk_set_status(list(active), UserStatus.SUSPENDED, actor=CLI)
     db.session.commit()
@@ -92,22 +94,23 @@ def test_sign_ups_per_day_chart_equals_a_recount(client, db, population):
         day = created.astimezone(UTC).date()
         if start <= day <= today:
             expected[day.isoformat()] = expected.get(day.isoformat(), 0) + 1
-    chart = html[html.index('id="chart-signups"'):html.index('id="chart-signins"')]
+    chart = html[html.index('id="chart-signups"') : html.index('id="chart-signins"')]
     bars = dict(re.findall(r"<title>(\d{4}-\d{2}-\d{2}): ([\d,]+)</title>", chart))
     assert len(bars) == 90
     assert {day: int(n.replace(",", "")) for day, n in bars.items() if n != "0"} == expected
     assert 'role="img"' in chart and "<desc" in chart
 
 
-@pytest.mark.parametrize(("query", "days"), [("", 30), ("days=7", 7), ("days=90", 90), ("days=13", 30),
-                                              ("days=abc", 30), ("days=-7", 30)])
+@pytest.mark.parametrize(
+    ("query", "days"), [("", 30), ("days=7", 7), ("days=90", 90), ("days=13", 30), ("days=abc", 30), ("days=-7", 30)]
+)
 def test_the_range_is_in_the_url_and_a_bad_one_falls_back(client, staff, query, days):
     html = client.get(f"/?{query}", headers=HX).get_data(as_text=True)
     # htmx gets the charts only; the chosen range is marked and each chart has a bar per day.
     assert "Users by status" not in html
     assert f'id="range-{days}" href="/?days={days}"' in html and 'aria-current="true"' in html
     assert re.search(rf'id="range-{days}"[^>]*aria-current="true"', html)
-    chart = html[html.index('id="chart-signups"'):html.index('id="chart-signins"')]
+    chart = html[html.index('id="chart-signups"') : html.index('id="chart-signins"')]
     assert len(re.findall(r"<rect ", chart)) == days
 
 
@@ -115,8 +118,16 @@ def test_webhook_deliveries_of_the_last_24_hours_by_outcome_and_the_latest_failu
     now = utcnow()
 
     def delivery(svix_id, outcome, hours_ago, error=None):
-        db.session.add(WebhookEvent(id=svix_id, type="user.updated", outcome=outcome, error=error,
-                                    received_at=now - timedelta(hours=hours_ago), payload="{}"))
+        db.session.add(
+            WebhookEvent(
+                id=svix_id,
+                type="user.updated",
+                outcome=outcome,
+                error=error,
+                received_at=now - timedelta(hours=hours_ago),
+                payload="{}",
+            )
+        )
 
     for i in range(5):
         delivery(f"msg_applied{i}", "applied", i)
@@ -155,7 +166,7 @@ def test_the_ten_latest_audit_events(client, db, staff):
         invite_user(f"audited{i:02d}@example.com", actor=CLI)
     db.session.commit()
     html = client.get("/").get_data(as_text=True)
-    recent = html[html.index('id="recent-heading"'):]
+    recent = html[html.index('id="recent-heading"') :]
     shown = re.findall(r"audited(\d\d)@example\.com", recent)
     assert sorted(set(shown), reverse=True) == [f"{i:02d}" for i in range(13, 3, -1)]
 

@@ -12,8 +12,12 @@ from app.users.services import statuses_offered
 
 @pytest.mark.parametrize(
     ("clerk_id", "kind", "waits", "invitation"),
-    [("user_2abc", ClerkIdKind.USER, False, None), ("inv_9", ClerkIdKind.INVITATION, True, "inv_9"),
-     ("local_1f", ClerkIdKind.PLACEHOLDER, True, None), ("other", None, True, None)],
+    [
+        ("user_2abc", ClerkIdKind.USER, False, None),
+        ("inv_9", ClerkIdKind.INVITATION, True, "inv_9"),
+        ("local_1f", ClerkIdKind.PLACEHOLDER, True, None),
+        ("other", None, True, None),
+    ],
 )
 def test_a_clerk_id_says_what_the_row_is(make_user, clerk_id, kind, waits, invitation):
     user = make_user(clerk_id=clerk_id)
@@ -34,4 +38,5 @@ def test_a_deleted_user_or_one_managed_by_others_is_offered_nothing(make_user):
 
 def test_no_template_global_reads_the_database(app):
     assert not {"may_manage", "status_targets", "may_change_roles", "clerk_open_calls", "clerk_pending_ids"} & set(
-        app.jinja_env.globals)
+        app.jinja_env.globals
+    )

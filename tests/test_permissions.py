@@ -17,8 +17,9 @@ def state(db):
 
 @pytest.fixture
 def targets(make_user, db):
-    users = {role: make_user(email=f"{role.value}-target@example.com", role=role, first_name="Before")
-             for role in UserRole}
+    users = {
+        role: make_user(email=f"{role.value}-target@example.com", role=role, first_name="Before") for role in UserRole
+    }
     for user in users.values():
         db.session.add(UserData(user_id=user.id, key="k", value="v"))
     db.session.commit()
@@ -32,8 +33,15 @@ def sign_in_as(auth, client, role):
 
 
 def edit_data(user, token, **changes):
-    data = {"csrf_token": token, "email": user.email, "first_name": "After", "last_name": "",
-            "status": user.status.value, "version": str(user.version), "role": user.role.value}
+    data = {
+        "csrf_token": token,
+        "email": user.email,
+        "first_name": "After",
+        "last_name": "",
+        "status": user.status.value,
+        "version": str(user.version),
+        "role": user.role.value,
+    }
     data.update(changes)
     return data
 
@@ -45,8 +53,13 @@ def test_admin_manages_users_with_role_user(auth, client, targets, db):
     _, token = sign_in_as(auth, client, UserRole.ADMIN)
     target = targets[UserRole.USER]
     assert client.post(f"/users/{target.id}/edit", data=edit_data(target, token)).status_code == 302
-    assert client.post(f"/users/{target.id}/status", data={"csrf_token": token, "status": "suspended"}).status_code == 302
-    assert client.post(f"/users/{target.id}/data", data={"csrf_token": token, "key": "new", "value": "1"}).status_code == 302
+    assert (
+        client.post(f"/users/{target.id}/status", data={"csrf_token": token, "status": "suspended"}).status_code == 302
+    )
+    assert (
+        client.post(f"/users/{target.id}/data", data={"csrf_token": token, "key": "new", "value": "1"}).status_code
+        == 302
+    )
     db.session.expire_all()
     assert (target.first_name, target.status) == ("After", UserStatus.SUSPENDED)
 
@@ -96,12 +109,18 @@ def test_admin_invites_only_users(auth, client, db):
 def test_admin_bulk_skips_users_it_may_not_change(auth, client, targets, db):
     _, token = sign_in_as(auth, client, UserRole.ADMIN)
     ids = [u.id for u in targets.values()]
-    html = client.post("/users/bulk", data={"csrf_token": token, "action": "suspended", "confirm": "y", "ids": ids},
-                       headers={"HX-Request": "true"}).get_data(as_text=True)
+    html = client.post(
+        "/users/bulk",
+        data={"csrf_token": token, "action": "suspended", "confirm": "y", "ids": ids},
+        headers={"HX-Request": "true"},
+    ).get_data(as_text=True)
     assert "1 of 3 selected users changed" in html and html.count("not changed.") == 2
     db.session.expire_all()
     assert {r: u.status for r, u in targets.items()} == {
-        UserRole.USER: UserStatus.SUSPENDED, UserRole.ADMIN: UserStatus.ACTIVE, UserRole.SUPER_ADMIN: UserStatus.ACTIVE}
+        UserRole.USER: UserStatus.SUSPENDED,
+        UserRole.ADMIN: UserStatus.ACTIVE,
+        UserRole.SUPER_ADMIN: UserStatus.ACTIVE,
+    }
 
 
 def test_admin_list_offers_actions_only_on_users(auth, client, targets):
@@ -119,7 +138,10 @@ def test_super_admin_manages_everyone_and_changes_roles(auth, client, targets, d
     admin = targets[UserRole.ADMIN]
     assert client.post(f"/users/{admin.id}/edit", data=edit_data(admin, token, role="user")).status_code == 302
     other_super = targets[UserRole.SUPER_ADMIN]
-    assert client.post(f"/users/{other_super.id}/status", data={"csrf_token": token, "status": "suspended"}).status_code == 302
+    assert (
+        client.post(f"/users/{other_super.id}/status", data={"csrf_token": token, "status": "suspended"}).status_code
+        == 302
+    )
     db.session.expire_all()
     assert admin.role == UserRole.USER and other_super.status == UserStatus.SUSPENDED
 

@@ -4,10 +4,22 @@ import pytest
 import sqlalchemy as sa
 
 SEED_USER_COLUMNS = {
-    "id": False, "email": False, "first_name": True, "last_name": True, "role": False,
-    "status": False, "image_url": True, "username": True, "external_id": True,
-    "public_metadata": True, "private_metadata": True, "unsafe_metadata": True,
-    "last_sign_in_at": True, "clerk_id": False, "created_at": False, "updated_at": False,
+    "id": False,
+    "email": False,
+    "first_name": True,
+    "last_name": True,
+    "role": False,
+    "status": False,
+    "image_url": True,
+    "username": True,
+    "external_id": True,
+    "public_metadata": True,
+    "private_metadata": True,
+    "unsafe_metadata": True,
+    "last_sign_in_at": True,
+    "clerk_id": False,
+    "created_at": False,
+    "updated_at": False,
 }
 ADDED_USER_COLUMNS = {"deleted_at": True, "clerk_updated_at": True, "version": False, "session_generation": False}
 
@@ -25,8 +37,13 @@ def test_user_data_columns_foreign_key_and_unique_key(db):
     inspector = sa.inspect(db.engine)
     columns = {c["name"]: c["nullable"] for c in inspector.get_columns("user_data")}
     assert columns == {
-        "id": False, "user_id": False, "key": False, "value": False,
-        "created_at": False, "updated_at": False, "version": False,
+        "id": False,
+        "user_id": False,
+        "key": False,
+        "value": False,
+        "created_at": False,
+        "updated_at": False,
+        "version": False,
     }
     (fk,) = inspector.get_foreign_keys("user_data")
     assert fk["referred_table"] == "users" and fk["constrained_columns"] == ["user_id"]
@@ -46,16 +63,19 @@ def index_names(db, table: str) -> set[str]:
 def test_indexes_serve_the_list_filters_and_sorts(db):
     names = index_names(db, "users")
     assert {
-        "ix_users_created_at_id", "ix_users_email_id", "ix_users_role_created_at",
-        "ix_users_status_created_at", "ix_users_sign_in_sort", "ix_users_name_sort", "ix_users_lower_email",
+        "ix_users_created_at_id",
+        "ix_users_email_id",
+        "ix_users_role_created_at",
+        "ix_users_status_created_at",
+        "ix_users_sign_in_sort",
+        "ix_users_name_sort",
+        "ix_users_lower_email",
     } <= names
 
 
 @pytest.mark.postgresql
 def test_substring_search_has_a_trigram_index(db):
-    definition = db.session.scalar(
-        sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_users_search_trgm'")
-    )
+    definition = db.session.scalar(sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_users_search_trgm'"))
     assert "USING gin" in definition and "gin_trgm_ops" in definition
 
 

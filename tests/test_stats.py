@@ -57,8 +57,9 @@ def ms(when: datetime) -> int:
 def test_a_live_user_counts_by_status_role_and_days_a_deleted_one_once():
     created, signed_in = datetime(2026, 3, 1, 23, 30, tzinfo=UTC), datetime(2026, 3, 2, 0, 15, tzinfo=UTC)
     live = user_counts.Counted("active", "admin", created, signed_in, None)
-    assert user_counts.buckets(live) == Counter({("status", "active"): 1, ("role", "admin"): 1,
-                                           ("signup", "2026-03-01"): 1, ("signin", "2026-03-02"): 1})
+    assert user_counts.buckets(live) == Counter(
+        {("status", "active"): 1, ("role", "admin"): 1, ("signup", "2026-03-01"): 1, ("signin", "2026-03-02"): 1}
+    )
     never = user_counts.Counted("invited", "user", created, None, None)
     assert ("signin", "2026-03-02") not in user_counts.buckets(never)
     gone = user_counts.Counted("active", "admin", created, signed_in, created)
@@ -189,12 +190,17 @@ def test_the_migration_fills_the_counters_from_existing_rows(database_url, tmp_p
             upgrade(revision="0005_short_search_indexes")
             now = datetime(2026, 5, 1, 12, tzinfo=UTC)
             rows = [
-                {"id": str(uuid.uuid4()), "email": f"m{i}@example.com", "clerk_id": f"user_m{i}",
-                 "role": ("user", "admin")[i % 2], "status": ("active", "suspended", "invited")[i % 3],
-                 "created_at": (now - timedelta(days=i % 4)).replace(tzinfo=None),
-                 "updated_at": now.replace(tzinfo=None),
-                 "last_sign_in_at": None if i % 5 == 0 else (now - timedelta(days=i % 3)).replace(tzinfo=None),
-                 "deleted_at": now.replace(tzinfo=None) if i % 7 == 0 else None}
+                {
+                    "id": str(uuid.uuid4()),
+                    "email": f"m{i}@example.com",
+                    "clerk_id": f"user_m{i}",
+                    "role": ("user", "admin")[i % 2],
+                    "status": ("active", "suspended", "invited")[i % 3],
+                    "created_at": (now - timedelta(days=i % 4)).replace(tzinfo=None),
+                    "updated_at": now.replace(tzinfo=None),
+                    "last_sign_in_at": None if i % 5 == 0 else (now - timedelta(days=i % 3)).replace(tzinfo=None),
+                    "deleted_at": now.replace(tzinfo=None) if i % 7 == 0 else None,
+                }
                 for i in range(30)
             ]
             users = sa.table("users", *(sa.column(k) for k in rows[0]))
@@ -237,8 +243,11 @@ class Mix:
 
     def live_users(self) -> list[User]:
         self.db.session.rollback()
-        return list(self.db.session.scalars(
-            sa.select(User).where(User.deleted_at.is_(None), User.email != "boss@example.com").order_by(User.id)))
+        return list(
+            self.db.session.scalars(
+                sa.select(User).where(User.deleted_at.is_(None), User.email != "boss@example.com").order_by(User.id)
+            )
+        )
 
     def next_email(self) -> str:
         self.n += 1
@@ -262,8 +271,9 @@ class Mix:
         if not self.clerk_users:
             return self.clerk_creates()
         data = self.rng.choice(self.clerk_users)
-        changed = user_updated(data, first_name=f"Name{self.rng.randrange(99)}",
-                               last_sign_in_at=ms(at(self.rng.uniform(0, 100))))
+        changed = user_updated(
+            data, first_name=f"Name{self.rng.randrange(99)}", last_sign_in_at=ms(at(self.rng.uniform(0, 100)))
+        )
         data.update(changed["data"])
         self.post_webhook(changed)
 
@@ -282,8 +292,16 @@ class Mix:
 
     def dashboard_invites(self):
         role = self.rng.choice(["user", "admin"])
-        response = self.client.post("/users", data={"csrf_token": self.token, "email": self.next_email(),
-                                                    "first_name": "In", "last_name": "Vited", "role": role})
+        response = self.client.post(
+            "/users",
+            data={
+                "csrf_token": self.token,
+                "email": self.next_email(),
+                "first_name": "In",
+                "last_name": "Vited",
+                "role": role,
+            },
+        )
         assert response.status_code == 302, response.get_data(as_text=True)
 
     def dashboard_edits(self):
@@ -291,13 +309,21 @@ class Mix:
         if not users:
             return self.dashboard_invites()
         user = self.rng.choice(users)
-        form = {"csrf_token": self.token, "email": user.email, "first_name": user.first_name or "",
-                "last_name": user.last_name or "", "username": user.username or "",
-                "role": self.rng.choice(["user", "admin", "super_admin"]),
-                "status": self.rng.choice([s.value for s in UserStatus]), "image_url": user.image_url or "",
-                "external_id": user.external_id or "", "public_metadata": user.public_metadata or "",
-                "private_metadata": user.private_metadata or "", "unsafe_metadata": user.unsafe_metadata or "",
-                "version": str(user.version)}
+        form = {
+            "csrf_token": self.token,
+            "email": user.email,
+            "first_name": user.first_name or "",
+            "last_name": user.last_name or "",
+            "username": user.username or "",
+            "role": self.rng.choice(["user", "admin", "super_admin"]),
+            "status": self.rng.choice([s.value for s in UserStatus]),
+            "image_url": user.image_url or "",
+            "external_id": user.external_id or "",
+            "public_metadata": user.public_metadata or "",
+            "private_metadata": user.private_metadata or "",
+            "unsafe_metadata": user.unsafe_metadata or "",
+            "version": str(user.version),
+        }
         response = self.client.post(f"/users/{user.id}/edit", data=form)
         assert response.status_code in (302, 200, 409, 422), response.status_code
 
@@ -313,9 +339,16 @@ class Mix:
     def bulk_action(self):
         users = self.live_users()
         chosen = self.rng.sample(users, min(len(users), self.rng.randint(1, 6))) if users else []
-        response = self.client.post("/users/bulk", headers=HX, data={
-            "csrf_token": self.token, "action": self.rng.choice(["suspended", "active", "inactive"]),
-            "confirm": "y", "ids": [u.id for u in chosen]})
+        response = self.client.post(
+            "/users/bulk",
+            headers=HX,
+            data={
+                "csrf_token": self.token,
+                "action": self.rng.choice(["suspended", "active", "inactive"]),
+                "confirm": "y",
+                "ids": [u.id for u in chosen],
+            },
+        )
         assert response.status_code == 200
 
     def cli_create_admin(self):
@@ -328,9 +361,17 @@ class Mix:
         assert result.exit_code in (0, 1), result.output
 
     def run(self, steps: int) -> None:
-        operations = [self.clerk_creates, self.clerk_updates, self.clerk_signs_in, self.clerk_deletes,
-                      self.dashboard_invites, self.dashboard_edits, self.dashboard_sets_status, self.bulk_action,
-                      self.cli_create_admin]
+        operations = [
+            self.clerk_creates,
+            self.clerk_updates,
+            self.clerk_signs_in,
+            self.clerk_deletes,
+            self.dashboard_invites,
+            self.dashboard_edits,
+            self.dashboard_sets_status,
+            self.bulk_action,
+            self.cli_create_admin,
+        ]
         for step in range(steps):
             operation = self.rng.choice(operations)
             operation()

@@ -17,24 +17,38 @@ from tests.conftest import HX, form_values
 def table_state(db) -> tuple:
     """Everything a refused request must leave untouched."""
     db.session.expire_all()
-    users = db.session.execute(sa.select(User.id, User.email, User.first_name, User.last_name, User.role,
-                                         User.status, User.version).order_by(User.id)).all()
+    users = db.session.execute(
+        sa.select(User.id, User.email, User.first_name, User.last_name, User.role, User.status, User.version).order_by(
+            User.id
+        )
+    ).all()
     data = db.session.execute(sa.select(UserData.id, UserData.key, UserData.value).order_by(UserData.id)).all()
     audits = db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent))
     return users, data, audits
 
 
 def audit_actions(db, user) -> list[str]:
-    return list(db.session.scalars(sa.select(AuditEvent.action).where(AuditEvent.target_id == user.id)
-                                   .order_by(AuditEvent.occurred_at)))
+    return list(
+        db.session.scalars(
+            sa.select(AuditEvent.action).where(AuditEvent.target_id == user.id).order_by(AuditEvent.occurred_at)
+        )
+    )
 
 
 # --- invite ------------------------------------------------------------------------------------
 
 
 def test_invite_creates_an_invited_user_and_audits_it(client, token, staff, db):
-    response = client.post("/users", data={"csrf_token": token, "email": "New.Person@Example.com",
-                                           "first_name": "New", "last_name": "Person", "role": "admin"})
+    response = client.post(
+        "/users",
+        data={
+            "csrf_token": token,
+            "email": "New.Person@Example.com",
+            "first_name": "New",
+            "last_name": "Person",
+            "role": "admin",
+        },
+    )
     assert response.status_code == 302
     user = db.session.scalars(sa.select(User).where(User.email == "new.person@example.com")).one()
     assert (user.status, user.role, user.first_name) == (UserStatus.INVITED, UserRole.ADMIN, "New")
@@ -69,11 +83,13 @@ def test_invite_refusals_show_by_the_field_keep_input_and_change_nothing(client,
 
 def test_a_post_without_csrf_is_refused(client, staff, ada, db):
     before = table_state(db)
-    for url, data in [("/users", {"email": "x@example.com"}),
-                      (f"/users/{ada.id}/status", {"status": "suspended"}),
-                      (f"/users/{ada.id}/edit", {"email": "y@example.com"}),
-                      (f"/users/{ada.id}/data", {"key": "k", "value": "v"}),
-                      ("/users/bulk", {"ids": ada.id, "action": "suspended"})]:
+    for url, data in [
+        ("/users", {"email": "x@example.com"}),
+        (f"/users/{ada.id}/status", {"status": "suspended"}),
+        (f"/users/{ada.id}/edit", {"email": "y@example.com"}),
+        (f"/users/{ada.id}/data", {"key": "k", "value": "v"}),
+        ("/users/bulk", {"ids": ada.id, "action": "suspended"}),
+    ]:
         response = client.post(url, data=data)
         assert response.status_code == 400, url
         assert "CSRF" in response.get_data(as_text=True)
@@ -84,31 +100,63 @@ def test_a_post_without_csrf_is_refused(client, staff, ada, db):
 
 
 def edit_form(user, token, **changes) -> dict:
-    form = {"csrf_token": token, "email": user.email, "first_name": user.first_name or "",
-            "last_name": user.last_name or "", "username": user.username or "", "role": user.role.value,
-            "status": user.status.value, "image_url": user.image_url or "", "external_id": user.external_id or "",
-            "public_metadata": user.public_metadata or "", "private_metadata": user.private_metadata or "",
-            "unsafe_metadata": user.unsafe_metadata or "", "version": str(user.version)}
+    form = {
+        "csrf_token": token,
+        "email": user.email,
+        "first_name": user.first_name or "",
+        "last_name": user.last_name or "",
+        "username": user.username or "",
+        "role": user.role.value,
+        "status": user.status.value,
+        "image_url": user.image_url or "",
+        "external_id": user.external_id or "",
+        "public_metadata": user.public_metadata or "",
+        "private_metadata": user.private_metadata or "",
+        "unsafe_metadata": user.unsafe_metadata or "",
+        "version": str(user.version),
+    }
     form.update(changes)
     return form
 
 
 def test_edit_form_names_fields_as_columns(client, staff, ada):
     html = client.get(f"/users/{ada.id}/edit").get_data(as_text=True)
-    for name in ("email", "first_name", "last_name", "username", "role", "status", "image_url", "external_id",
-                 "public_metadata", "private_metadata", "unsafe_metadata", "version"):
+    for name in (
+        "email",
+        "first_name",
+        "last_name",
+        "username",
+        "role",
+        "status",
+        "image_url",
+        "external_id",
+        "public_metadata",
+        "private_metadata",
+        "unsafe_metadata",
+        "version",
+    ):
         assert f'name="{name}"' in html
 
 
 def test_edit_saves_audits_before_and_after(client, token, staff, ada, db):
-    response = client.post(f"/users/{ada.id}/edit", data=edit_form(
-        ada, token, first_name="Augusta", public_metadata='{"plan": "pro"}', role="admin"))
+    response = client.post(
+        f"/users/{ada.id}/edit",
+        data=edit_form(ada, token, first_name="Augusta", public_metadata='{"plan": "pro"}', role="admin"),
+    )
     assert response.status_code == 302
     db.session.expire_all()
-    assert (ada.first_name, ada.role, ada.public_metadata, ada.version) == ("Augusta", UserRole.ADMIN, '{"plan": "pro"}', 2)
+    assert (ada.first_name, ada.role, ada.public_metadata, ada.version) == (
+        "Augusta",
+        UserRole.ADMIN,
+        '{"plan": "pro"}',
+        2,
+    )
     event = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "user.update")).one()
     assert json.loads(event.changes) == {
-        "first_name": ["Ada", "Augusta"], "public_metadata": [None, '{"plan": "pro"}'], "role": ["user", "admin"]}
+        "first_name": ["Ada", "Augusta"],
+        "public_metadata": [None, '{"plan": "pro"}'],
+        "role": ["user", "admin"],
+    }
     page = client.get(f"/users/{ada.id}").get_data(as_text=True)
     assert "Augusta" in page and "Edited" in page and staff.email in page
 
@@ -181,8 +229,9 @@ def test_status_change_asks_for_confirmation_first(client, staff, ada, db):
 
 
 def test_suspend_from_the_list_returns_the_updated_row(client, token, ada, db):
-    response = client.post(f"/users/{ada.id}/status", data={"csrf_token": token, "status": "suspended", "view": "row"},
-                           headers=HX)
+    response = client.post(
+        f"/users/{ada.id}/status", data={"csrf_token": token, "status": "suspended", "view": "row"}, headers=HX
+    )
     html = response.get_data(as_text=True)
     assert response.status_code == 200
     assert html.strip().startswith(f'<tr id="user-{ada.id}">') and "badge-status-suspended" in html
@@ -219,8 +268,16 @@ def test_confirm_with_an_unknown_target_is_400(client, staff, ada):
 def test_bulk_suspend_in_one_transaction_re_renders_the_results(client, token, make_user, db):
     users = [make_user(email=f"b{i}@example.com") for i in range(3)]
     spared = make_user(email="spared@example.com")
-    response = client.post("/users/bulk", data={"csrf_token": token, "action": "suspended", "confirm": "y",
-                                                 "ids": [u.id for u in users] + ["no-such-id"]}, headers=HX)
+    response = client.post(
+        "/users/bulk",
+        data={
+            "csrf_token": token,
+            "action": "suspended",
+            "confirm": "y",
+            "ids": [u.id for u in users] + ["no-such-id"],
+        },
+        headers=HX,
+    )
     html = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "3 of 4 selected users changed (suspend)." in html
@@ -243,8 +300,9 @@ def test_bulk_without_selection_or_action_changes_nothing(client, token, ada, db
 def test_bulk_keeps_the_filters_of_the_view(client, token, make_user):
     make_user(email="keep@example.com", role=UserRole.ADMIN)
     make_user(email="hidden@example.com")
-    html = client.post("/users/bulk?role=admin", data={"csrf_token": token, "action": "suspended", "confirm": "y"},
-                       headers=HX).get_data(as_text=True)
+    html = client.post(
+        "/users/bulk?role=admin", data={"csrf_token": token, "action": "suspended", "confirm": "y"}, headers=HX
+    ).get_data(as_text=True)
     assert "keep@example.com" in html and "hidden@example.com" not in html
 
 
@@ -258,8 +316,9 @@ def test_add_edit_delete_key_value_data(client, token, ada, db):
 
     form = client.get(f"/users/{ada.id}/data/{item.id}/edit", headers=HX).get_data(as_text=True)
     assert 'value="plan"' in form
-    saved = client.post(f"/users/{ada.id}/data/{item.id}", data={"csrf_token": token, "key": "plan", "value": "team"},
-                        headers=HX)
+    saved = client.post(
+        f"/users/{ada.id}/data/{item.id}", data={"csrf_token": token, "key": "plan", "value": "team"}, headers=HX
+    )
     assert saved.status_code == 200 and "team" in saved.get_data(as_text=True)
 
     deleted = client.post(f"/users/{ada.id}/data/{item.id}/delete", data={"csrf_token": token}, headers=HX)
@@ -283,8 +342,9 @@ def test_renaming_a_key_onto_another_is_refused(client, token, ada, db):
     db.session.commit()
     item = db.session.scalars(sa.select(UserData).where(UserData.key == "b")).one()
     before = table_state(db)
-    response = client.post(f"/users/{ada.id}/data/{item.id}", data={"csrf_token": token, "key": "a", "value": "2"},
-                           headers=HX)
+    response = client.post(
+        f"/users/{ada.id}/data/{item.id}", data={"csrf_token": token, "key": "a", "value": "2"}, headers=HX
+    )
     assert response.status_code == 422 and "already has a key named" in response.get_data(as_text=True)
     assert table_state(db) == before
 
@@ -320,8 +380,9 @@ def test_key_value_rules(client, token, ada, db, key, value, message):
 
 
 def test_key_value_limits_are_accepted_at_the_edge(client, token, ada, db):
-    response = client.post(f"/users/{ada.id}/data",
-                           data={"csrf_token": token, "key": "k" * 255, "value": "v" * 10_000}, headers=HX)
+    response = client.post(
+        f"/users/{ada.id}/data", data={"csrf_token": token, "key": "k" * 255, "value": "v" * 10_000}, headers=HX
+    )
     assert response.status_code == 200
     assert db.session.scalar(sa.select(sa.func.length(UserData.value))) == 10_000
 
@@ -349,6 +410,8 @@ def test_unknown_ids_are_404_on_post(client, token):
 
 
 def test_markup_typed_into_data_is_shown_as_text(client, token, ada):
-    client.post(f"/users/{ada.id}/data", data={"csrf_token": token, "key": "note", "value": "<img src=x onerror=alert(1)>"})
+    client.post(
+        f"/users/{ada.id}/data", data={"csrf_token": token, "key": "note", "value": "<img src=x onerror=alert(1)>"}
+    )
     html = client.get(f"/users/{ada.id}").get_data(as_text=True)
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html

@@ -12,27 +12,61 @@ from tests.conftest import HX, csrf_token_from
 
 @pytest.fixture
 def staff(auth):
-    return auth.sign_in(auth.make_user(email="staff@admin.test", role=UserRole.SUPER_ADMIN,
-                                       created_at=utcnow() - timedelta(days=900)))
+    return auth.sign_in(
+        auth.make_user(email="staff@admin.test", role=UserRole.SUPER_ADMIN, created_at=utcnow() - timedelta(days=900))
+    )
 
 
 @pytest.fixture
 def people(make_user):
     now = utcnow()
     return {
-        "ada": make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace", username="countess",
-                         created_at=now - timedelta(days=5), last_sign_in_at=now - timedelta(hours=1)),
-        "alan": make_user(email="alan@turing.org", first_name="Alan", last_name="Turing", role=UserRole.ADMIN,
-                          created_at=now - timedelta(days=4), last_sign_in_at=now - timedelta(days=3)),
-        "grace": make_user(email="grace@navy.mil", first_name="Grace", last_name="Hopper", status=UserStatus.SUSPENDED,
-                           created_at=now - timedelta(days=3)),
-        "edsger": make_user(email="edsger@example.com", first_name="Edsger", last_name="Dijkstra",
-                            clerk_id="user_2edsgerCLERK", status=UserStatus.INVITED, created_at=now - timedelta(days=2)),
-        "barbara": make_user(email="barbara@example.com", first_name="Barbara", last_name="Liskov",
-                             status=UserStatus.INACTIVE, created_at=now - timedelta(days=1),
-                             last_sign_in_at=now - timedelta(days=30)),
-        "gone": make_user(email="gone@example.com", first_name="Gone", last_name="Away", deleted_at=now,
-                          created_at=now - timedelta(hours=5)),
+        "ada": make_user(
+            email="ada@example.com",
+            first_name="Ada",
+            last_name="Lovelace",
+            username="countess",
+            created_at=now - timedelta(days=5),
+            last_sign_in_at=now - timedelta(hours=1),
+        ),
+        "alan": make_user(
+            email="alan@turing.org",
+            first_name="Alan",
+            last_name="Turing",
+            role=UserRole.ADMIN,
+            created_at=now - timedelta(days=4),
+            last_sign_in_at=now - timedelta(days=3),
+        ),
+        "grace": make_user(
+            email="grace@navy.mil",
+            first_name="Grace",
+            last_name="Hopper",
+            status=UserStatus.SUSPENDED,
+            created_at=now - timedelta(days=3),
+        ),
+        "edsger": make_user(
+            email="edsger@example.com",
+            first_name="Edsger",
+            last_name="Dijkstra",
+            clerk_id="user_2edsgerCLERK",
+            status=UserStatus.INVITED,
+            created_at=now - timedelta(days=2),
+        ),
+        "barbara": make_user(
+            email="barbara@example.com",
+            first_name="Barbara",
+            last_name="Liskov",
+            status=UserStatus.INACTIVE,
+            created_at=now - timedelta(days=1),
+            last_sign_in_at=now - timedelta(days=30),
+        ),
+        "gone": make_user(
+            email="gone@example.com",
+            first_name="Gone",
+            last_name="Away",
+            deleted_at=now,
+            created_at=now - timedelta(hours=5),
+        ),
     }
 
 
@@ -89,15 +123,21 @@ def test_sorts(client, staff, people, sort, first_three):
     assert listed(client, f"sort={sort}")[:3] == first_three
 
 
-@pytest.mark.parametrize("sort", ["-created_at", "created_at", "email", "-email", "name", "-name",
-                                  "last_sign_in_at", "-last_sign_in_at"])
+@pytest.mark.parametrize(
+    "sort", ["-created_at", "created_at", "email", "-email", "name", "-name", "last_sign_in_at", "-last_sign_in_at"]
+)
 def test_every_sort_pages_through_everyone_exactly_once(app, client, staff, make_user, sort):
     app.config["USERS_PER_PAGE"] = 4
     now = utcnow()
     for i in range(13):
         # Ties on purpose: equal names and sign-in times, so the id tie-breaker matters.
-        make_user(email=f"p{i:02d}@example.com", first_name=["Zoë", "Émile", "al"][i % 3], last_name="Same",
-                  last_sign_in_at=None if i % 4 == 0 else now - timedelta(days=i % 2), created_at=now - timedelta(minutes=i))
+        make_user(
+            email=f"p{i:02d}@example.com",
+            first_name=["Zoë", "Émile", "al"][i % 3],
+            last_name="Same",
+            last_sign_in_at=None if i % 4 == 0 else now - timedelta(days=i % 2),
+            created_at=now - timedelta(minutes=i),
+        )
     seen, url, pages = [], f"/users?sort={sort}", 0
     while url:
         html = client.get(url, headers=HX).get_data(as_text=True)
@@ -132,9 +172,21 @@ def test_pager_links_keep_the_filters(app, client, staff, make_user):
 
 @pytest.mark.parametrize(
     "query",
-    ["role=owner", "status=banned&status=", "sort=drop+table", "after=%%%", "before=e30", "deleted=maybe",
-     "q=" + "x" * 5000, "after=WyJlbWFpbCIsICJ4IiwgMV0", "sort=email&after=" + "A" * 3000, "per_page=-1",
-     "per_page=7", "per_page=abc", "per_page=100000"],
+    [
+        "role=owner",
+        "status=banned&status=",
+        "sort=drop+table",
+        "after=%%%",
+        "before=e30",
+        "deleted=maybe",
+        "q=" + "x" * 5000,
+        "after=WyJlbWFpbCIsICJ4IiwgMV0",
+        "sort=email&after=" + "A" * 3000,
+        "per_page=-1",
+        "per_page=7",
+        "per_page=abc",
+        "per_page=100000",
+    ],
 )
 def test_malformed_parameters_fall_back_to_defaults(client, staff, people, query):
     response = client.get(f"/users?{query}")
@@ -192,8 +244,9 @@ def test_the_count_is_lazy_and_capped(app, client, staff, people, monkeypatch):
 
 @pytest.mark.parametrize("headers", [HX, {}])
 def test_the_export_link_carries_the_filters_shown(client, staff, people, headers):
-    html = client.get("/users?q=example&status=invited&status=inactive&role=user&sort=email&per_page=10",
-                      headers=headers).get_data(as_text=True)
+    html = client.get(
+        "/users?q=example&status=invited&status=inactive&role=user&sort=email&per_page=10", headers=headers
+    ).get_data(as_text=True)
     path, args, text = export_link(html)
     assert path == "/users/export.csv" and text == "Export CSV"  # until the count answers
     assert args == {"q": ["example"], "status": ["invited", "inactive"], "role": ["user"], "sort": ["email"]}
@@ -204,18 +257,22 @@ def test_the_export_link_says_how_many_rows_it_holds(client, staff, people, monk
     html = client.get("/users/count?status=invited&q=edsger", headers=HX).get_data(as_text=True)
     assert export_link(html) == ("/users/export.csv", {"q": ["edsger"], "status": ["invited"]}, "Export 1 user (CSV)")
     assert export_link(client.get("/users/count?q=example", headers=HX).get_data(as_text=True))[2] == (
-        "Export 3 users (CSV)")
+        "Export 3 users (CSV)"
+    )
     monkeypatch.setattr("app.users.queries.COUNT_CAP", 2)
     # Filtered, so it is counted (an unfiltered PostgreSQL table is estimated from its statistics).
     assert export_link(client.get("/users/count?q=example", headers=HX).get_data(as_text=True))[2] == (
-        "Export more than 2 users (CSV)")
+        "Export more than 2 users (CSV)"
+    )
 
 
 def test_a_bulk_action_keeps_the_export_link_on_the_filters(client, staff, people):
     token = csrf_token_from(client.get("/users").get_data(as_text=True))
-    html = client.post("/users/bulk?status=suspended&q=grace", headers=HX,
-                       data={"csrf_token": token, "action": "active", "confirm": "y",
-                             "ids": [people["grace"].id]}).get_data(as_text=True)
+    html = client.post(
+        "/users/bulk?status=suspended&q=grace",
+        headers=HX,
+        data={"csrf_token": token, "action": "active", "confirm": "y", "ids": [people["grace"].id]},
+    ).get_data(as_text=True)
     assert export_link(html)[1] == {"q": ["grace"], "status": ["suspended"]}
 
 
@@ -233,10 +290,10 @@ def test_a_large_unfiltered_table_is_estimated_not_counted(client, staff, people
 
 def test_badges_and_row_actions_follow_the_status(client, staff, people):
     html = client.get("/users", headers=HX).get_data(as_text=True)
-    assert 'badge badge-status-suspended' in html and 'badge badge-role-admin' in html
-    grace_row = re.search(r'<tr id="user-%s">.*?</tr>' % people["grace"].id, html, re.S).group(0)
+    assert "badge badge-status-suspended" in html and "badge badge-role-admin" in html
+    grace_row = re.search(r'<tr id="user-{}">.*?</tr>'.format(people["grace"].id), html, re.S).group(0)
     assert "Reactivate" in grace_row and "Suspend" not in grace_row
-    ada_row = re.search(r'<tr id="user-%s">.*?</tr>' % people["ada"].id, html, re.S).group(0)
+    ada_row = re.search(r'<tr id="user-{}">.*?</tr>'.format(people["ada"].id), html, re.S).group(0)
     assert "Suspend" in ada_row and "Mark inactive" in ada_row
 
 
@@ -287,8 +344,11 @@ def test_search_pages_hold_every_match_once_in_order(app, client, staff, make_us
     app.config["USERS_PER_PAGE"] = 3
     now = utcnow()
     for i in range(24):
-        make_user(email=f"u{i:02d}@{'zebra' if i % 3 == 0 else 'other'}.test", first_name=f"N{23 - i:02d}",
-                  created_at=now - timedelta(minutes=i))
+        make_user(
+            email=f"u{i:02d}@{'zebra' if i % 3 == 0 else 'other'}.test",
+            first_name=f"N{23 - i:02d}",
+            created_at=now - timedelta(minutes=i),
+        )
     expected = listed(client, f"q=zebra&sort={sort}&per_page=100")
     assert len(expected) == 8
     seen, url, html = [], f"/users?q=zebra&sort={sort}", ""

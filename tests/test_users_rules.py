@@ -54,8 +54,10 @@ def test_a_deleted_user_is_read_only_on_every_path(client, token, ghost, db):
     before = table_state(db)
     attempts = [
         client.get(f"/users/{ghost.id}/edit"),
-        client.post(f"/users/{ghost.id}/edit", data={"csrf_token": token, "email": "ghost@example.com",
-                                                     "first_name": "Back", "status": "active"}),
+        client.post(
+            f"/users/{ghost.id}/edit",
+            data={"csrf_token": token, "email": "ghost@example.com", "first_name": "Back", "status": "active"},
+        ),
         client.post(f"/users/{ghost.id}/status", data={"csrf_token": token, "status": "suspended"}),
         client.post(f"/users/{ghost.id}/data", data={"csrf_token": token, "key": "new", "value": "v"}),
         client.post(f"/users/{ghost.id}/data/{item.id}", data={"csrf_token": token, "key": "plan", "value": "x"}),
@@ -113,8 +115,9 @@ def test_an_invited_users_status_cannot_be_changed_by_edit_row_or_bulk(client, t
     assert edit.status_code == 422
     status = client.post(f"/users/{invited.id}/status", data={"csrf_token": token, "status": "inactive"})
     assert status.status_code == 409 and "is invited" in status.text
-    bulk = client.post("/users/bulk", headers=HX, data={"csrf_token": token, "action": "inactive", "confirm": "y",
-                                                         "ids": [invited.id]})
+    bulk = client.post(
+        "/users/bulk", headers=HX, data={"csrf_token": token, "action": "inactive", "confirm": "y", "ids": [invited.id]}
+    )
     assert "newbie@example.com: not changed." in bulk.text and "is invited" in bulk.text
     assert table_state(db) == before
     # Its row offers no status action either; the invitation can still be revoked.
@@ -175,7 +178,9 @@ def test_two_tabs_saving_one_pair_cannot_overwrite_each_other(client, token, ada
     item = add_user_data(ada, "plan", "pro", actor=CLI)
     db.session.commit()
     first, second = pair_form(client, ada, item), pair_form(client, ada, item)
-    assert client.post(f"/users/{ada.id}/data/{item.id}", data={**first, "value": "team"}, headers=HX).status_code == 200
+    assert (
+        client.post(f"/users/{ada.id}/data/{item.id}", data={**first, "value": "team"}, headers=HX).status_code == 200
+    )
     before = table_state(db)
     response = client.post(f"/users/{ada.id}/data/{item.id}", data={**second, "value": "free"}, headers=HX)
     assert response.status_code == 409
@@ -313,7 +318,9 @@ def test_nobody_acts_on_themselves_in_any_path(client, token, staff, make_user, 
 def test_an_idna_domain_is_one_address_whichever_way_it_is_written(client, token, db):
     first = client.post("/users", data={"csrf_token": token, "email": "User@Bücher.de", "role": "user"})
     assert first.status_code == 302
-    assert db.session.scalars(sa.select(User.email).where(User.status == UserStatus.INVITED)).all() == ["user@bücher.de"]
+    assert db.session.scalars(sa.select(User.email).where(User.status == UserStatus.INVITED)).all() == [
+        "user@bücher.de"
+    ]
     second = client.post("/users", data={"csrf_token": token, "email": "user@xn--bcher-kva.de", "role": "user"})
     assert second.status_code == 422 and "already belongs to another user" in second.text
 

@@ -54,10 +54,14 @@ def clerk_connected(app) -> None:
 def state(db) -> tuple:
     """Every row a refused operation must leave as it was."""
     db.session.expire_all()
-    users = db.session.execute(sa.select(User.id, User.email, User.first_name, User.last_name, User.role,
-                                         User.status, User.clerk_id, User.version).order_by(User.id)).all()
-    data = db.session.execute(sa.select(UserData.id, UserData.key, UserData.value, UserData.version)
-                              .order_by(UserData.id)).all()
+    users = db.session.execute(
+        sa.select(
+            User.id, User.email, User.first_name, User.last_name, User.role, User.status, User.clerk_id, User.version
+        ).order_by(User.id)
+    ).all()
+    data = db.session.execute(
+        sa.select(UserData.id, UserData.key, UserData.value, UserData.version).order_by(UserData.id)
+    ).all()
     events = db.session.scalars(sa.select(AuditEvent.id).order_by(AuditEvent.id)).all()
     calls = db.session.execute(sa.select(ClerkCall.id, ClerkCall.state).order_by(ClerkCall.id)).all()
     return users, data, events, calls
@@ -80,8 +84,9 @@ def events(db, action: str | None = None) -> list[AuditEvent]:
 
 
 def pending_calls(db) -> list[str]:
-    return list(db.session.scalars(sa.select(ClerkCall.operation).where(ClerkCall.state == "pending")
-                                   .order_by(ClerkCall.id)))
+    return list(
+        db.session.scalars(sa.select(ClerkCall.operation).where(ClerkCall.state == "pending").order_by(ClerkCall.id))
+    )
 
 
 # --- update_user_fields, the one write path -----------------------------------------------------
@@ -90,7 +95,8 @@ def pending_calls(db) -> list[str]:
 def test_update_user_fields_audits_only_real_changes(make_user, db):
     user = make_user(email="a@example.com", first_name="Ann")
     changed = update_user_fields(
-        user, {"first_name": "Anna", "email": "a@example.com", "status": UserStatus.SUSPENDED},
+        user,
+        {"first_name": "Anna", "email": "a@example.com", "status": UserStatus.SUSPENDED},
         actor=Actor.cli(),
     )
     db.session.commit()
@@ -125,13 +131,19 @@ def test_edit_user_saves_the_change_and_its_audit_event_in_one_transaction(boss,
     db.session.expire_all()
     assert (ada.first_name, ada.email, ada.version) == ("Augusta", "ada.king@example.com", 2)
     [event] = events(db)
-    assert (event.action, event.source, event.actor_id, event.target_id) == ("user.update", "dashboard", boss.id, ada.id)
+    assert (event.action, event.source, event.actor_id, event.target_id) == (
+        "user.update",
+        "dashboard",
+        boss.id,
+        ada.id,
+    )
     assert json.loads(event.changes) == changed
 
 
 def test_edit_user_changes_a_role_for_a_super_admin(boss, ada, db):
     assert edit_user(ada, {"role": UserRole.ADMIN}, expected_version=None, actor=Actor.staff(boss)) == {
-        "role": ["user", "admin"]}
+        "role": ["user", "admin"]
+    }
 
 
 def test_edit_user_refusals_raise_and_write_nothing(boss, admin, ada, make_user, db):
@@ -139,17 +151,33 @@ def test_edit_user_refusals_raise_and_write_nothing(boss, admin, ada, make_user,
     make_user(email="taken@example.com")
     as_boss, as_admin = Actor.staff(boss), Actor.staff(admin)
 
-    refused(db, EditConflict, lambda: edit_user(ada, {"first_name": "Late"}, expected_version=ada.version + 1,
-                                                actor=as_boss))
-    refused(db, DuplicateEmail, lambda: edit_user(ada, {"email": "TAKEN@example.com"}, expected_version=None,
-                                                  actor=as_boss))
-    refused(db, NotAllowed, lambda: edit_user(other_admin, {"first_name": "X"}, expected_version=None,
-                                              actor=as_admin), match="role 'user' only")
-    refused(db, NotAllowed, lambda: edit_user(ada, {"role": UserRole.ADMIN}, expected_version=None,
-                                              actor=as_admin), match="Only super admins change roles")
+    refused(
+        db,
+        EditConflict,
+        lambda: edit_user(ada, {"first_name": "Late"}, expected_version=ada.version + 1, actor=as_boss),
+    )
+    refused(
+        db, DuplicateEmail, lambda: edit_user(ada, {"email": "TAKEN@example.com"}, expected_version=None, actor=as_boss)
+    )
+    refused(
+        db,
+        NotAllowed,
+        lambda: edit_user(other_admin, {"first_name": "X"}, expected_version=None, actor=as_admin),
+        match="role 'user' only",
+    )
+    refused(
+        db,
+        NotAllowed,
+        lambda: edit_user(ada, {"role": UserRole.ADMIN}, expected_version=None, actor=as_admin),
+        match="Only super admins change roles",
+    )
     # The command line may do anything but leave the dashboard without an active super admin.
-    refused(db, NotAllowed, lambda: edit_user(boss, {"role": UserRole.ADMIN}, expected_version=None, actor=CLI),
-            match="at least one active super admin")
+    refused(
+        db,
+        NotAllowed,
+        lambda: edit_user(boss, {"role": UserRole.ADMIN}, expected_version=None, actor=CLI),
+        match="at least one active super admin",
+    )
 
 
 def test_an_admin_edits_a_user_with_the_role_user(admin, ada, db):
@@ -202,17 +230,22 @@ def test_set_status_queues_the_ban_for_a_clerk_user(boss, make_user, db, clerk_c
 
 
 def test_invite_user_creates_an_invited_row_and_its_audit_event(boss, db):
-    user = invite_user(" Grace@Navy.MIL ", first_name="Grace", last_name="Hopper", role=UserRole.ADMIN,
-                       actor=Actor.staff(boss))
+    user = invite_user(
+        " Grace@Navy.MIL ", first_name="Grace", last_name="Hopper", role=UserRole.ADMIN, actor=Actor.staff(boss)
+    )
     db.session.commit()
     db.session.expire_all()
     assert (user.email, user.status, user.role) == ("grace@navy.mil", UserStatus.INVITED, UserRole.ADMIN)
     assert user.clerk_id.startswith("local_")
     [event] = events(db)
     assert (event.action, event.actor_id, event.target_id) == ("user.invite", boss.id, user.id)
-    assert json.loads(event.changes) == {"email": [None, "grace@navy.mil"], "first_name": [None, "Grace"],
-                                         "last_name": [None, "Hopper"], "role": [None, "admin"],
-                                         "status": [None, "invited"]}
+    assert json.loads(event.changes) == {
+        "email": [None, "grace@navy.mil"],
+        "first_name": [None, "Grace"],
+        "last_name": [None, "Hopper"],
+        "role": [None, "admin"],
+        "status": [None, "invited"],
+    }
     assert pending_calls(db) == []  # Clerk is not connected: the row waits here
 
 
@@ -224,8 +257,12 @@ def test_invite_user_queues_a_clerk_invitation_when_connected(boss, db, clerk_co
 
 def test_invite_user_refusals_raise_and_write_nothing(admin, ada, db):
     refused(db, DuplicateEmail, lambda: invite_user("ADA@Example.com", actor=CLI))
-    refused(db, NotAllowed, lambda: invite_user("new@example.com", role=UserRole.ADMIN, actor=Actor.staff(admin)),
-            match="Only super admins give")
+    refused(
+        db,
+        NotAllowed,
+        lambda: invite_user("new@example.com", role=UserRole.ADMIN, actor=Actor.staff(admin)),
+        match="Only super admins give",
+    )
 
 
 def test_revoke_invitation_makes_the_row_inactive_and_audits_it(boss, db, clerk_connected):
@@ -290,8 +327,10 @@ def test_bulk_set_status_sorts_users_into_changed_unchanged_and_refused(admin, m
 
     assert sorted(u.email for u in result.changed) == ["b0@example.com", "b1@example.com"]
     assert result.unchanged == [already]
-    assert result.refused == {"no-such-id": "there is no user with this id",
-                              "other-admin@staff.example": result.refused["other-admin@staff.example"]}
+    assert result.refused == {
+        "no-such-id": "there is no user with this id",
+        "other-admin@staff.example": result.refused["other-admin@staff.example"],
+    }
     assert "role 'user' only" in result.refused["other-admin@staff.example"]
     db.session.expire_all()
     assert [u.status for u in fresh] == [UserStatus.SUSPENDED] * 2 and other_admin.status == UserStatus.ACTIVE
@@ -343,7 +382,10 @@ def test_add_update_and_delete_a_pair_each_write_their_audit_event(boss, ada, db
     assert update_user_data(item, "plan", "team", actor=me) == {"data.plan": ["pro", "team"]}
     db.session.commit()
     assert item.version == 2
-    assert update_user_data(item, "tier", "team", actor=me) == {"data.plan": ["team", None], "data.tier": [None, "team"]}
+    assert update_user_data(item, "tier", "team", actor=me) == {
+        "data.plan": ["team", None],
+        "data.tier": [None, "team"],
+    }
     db.session.commit()
     assert update_user_data(item, "tier", "team", actor=me) == {}  # nothing new: no event
     delete_user_data(item, actor=me)

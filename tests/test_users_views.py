@@ -19,8 +19,9 @@ def emails_on(page_html: str, users) -> list[str]:
 
 
 def test_list_shows_users_newest_first_with_badges(client, staff, make_user):
-    make_user(email="older@example.com", first_name="Ada", last_name="Lovelace",
-              created_at=utcnow() - timedelta(days=2))
+    make_user(
+        email="older@example.com", first_name="Ada", last_name="Lovelace", created_at=utcnow() - timedelta(days=2)
+    )
     response = client.get("/users")
     html = response.get_data(as_text=True)
     assert response.status_code == 200
@@ -48,7 +49,7 @@ def test_keyset_pages_walk_forwards_and_backwards(client, staff, many_users):
 
     # From the last page, "Newer" leads back to exactly the middle page.
     last_html = pages[-1][1]
-    prev = [part for part in last_html.split('"') if part.startswith("/users?before=")][0]
+    prev = next(part for part in last_html.split('"') if part.startswith("/users?before="))
     middle = client.get(prev, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert emails_on(middle, everyone) == emails_on(pages[1][1], everyone)
 
@@ -76,8 +77,9 @@ def test_deleted_users_are_not_listed(client, staff, make_user):
 
 
 def test_markup_in_fields_is_shown_as_text(client, staff, make_user):
-    user = make_user(email="x@example.com", first_name="<script>alert(1)</script>",
-                     public_metadata='{"html": "<b>bold</b>"}')
+    user = make_user(
+        email="x@example.com", first_name="<script>alert(1)</script>", public_metadata='{"html": "<b>bold</b>"}'
+    )
     for url in ("/users", f"/users/{user.id}"):
         html = client.get(url).get_data(as_text=True)
         assert "<script>alert(1)</script>" not in html
@@ -88,14 +90,19 @@ def test_markup_in_fields_is_shown_as_text(client, staff, make_user):
 def test_detail_shows_every_field_and_pretty_metadata(client, staff, make_user, db):
     from app.models import UserData
 
-    user = make_user(email="full@example.com", username="fully", clerk_id="user_abc",
-                     private_metadata='{"b": 1, "a": {"c": true}}', role=UserRole.ADMIN)
+    user = make_user(
+        email="full@example.com",
+        username="fully",
+        clerk_id="user_abc",
+        private_metadata='{"b": 1, "a": {"c": true}}',
+        role=UserRole.ADMIN,
+    )
     db.session.add(UserData(user_id=user.id, key="plan", value="pro"))
     db.session.commit()
     html = client.get(f"/users/{user.id}").get_data(as_text=True)
     for text in ("full@example.com", "fully", "user_abc", user.id, "plan", "pro"):
         assert text in html
-    assert '{\n  &#34;a&#34;: {\n    &#34;c&#34;: true\n  },\n  &#34;b&#34;: 1\n}' in html
+    assert "{\n  &#34;a&#34;: {\n    &#34;c&#34;: true\n  },\n  &#34;b&#34;: 1\n}" in html
 
 
 def test_unknown_user_is_404_page(client, staff):

@@ -85,7 +85,9 @@ def test_the_page_lists_deliveries_newest_first_with_outcome_and_reason(client, 
     for outcome in ("applied", "stale", "ignored", "failed"):
         assert f"outcome-{outcome}" in html
     assert "is older than" in html and "malformed: data is not a JSON object" in html
-    assert f'href="/users/{user_with(db, data["id"]).id}"><span class="long-value">listed@example.com</span></a>' in html
+    assert (
+        f'href="/users/{user_with(db, data["id"]).id}"><span class="long-value">listed@example.com</span></a>' in html
+    )
     assert ">Apply anyway<" not in html and ">Retry<" not in html  # a plain admin may not replay
     assert 'aria-current="page">Webhooks</a>' in html
 
@@ -130,8 +132,7 @@ def test_filters_by_outcome_and_type_and_ignores_nonsense(client, db, staff):
     ignored = deliver(client, envelope("organization.created", {"id": "org_1"}))
 
     assert row_ids(client.get("/webhooks?outcome=stale").get_data(as_text=True)) == [stale.msg_id]
-    assert row_ids(client.get("/webhooks?type=user.created&outcome=applied").get_data(as_text=True)) == [
-        created.msg_id]
+    assert row_ids(client.get("/webhooks?type=user.created&outcome=applied").get_data(as_text=True)) == [created.msg_id]
     filtered = client.get("/webhooks?type=organization.created").get_data(as_text=True)
     assert row_ids(filtered) == [ignored.msg_id]
     assert '<option selected value="organization.created">' in filtered
@@ -152,8 +153,15 @@ def test_keyset_pages_walk_every_delivery_once(app, client, db, staff):
     app.config["WEBHOOKS_PER_PAGE"] = 3
     start = utcnow() - timedelta(hours=1)
     for i in range(7):
-        db.session.add(WebhookEvent(id=f"msg_{i}", type="user.updated", outcome="applied", payload="{}",
-                                    received_at=start + timedelta(minutes=i // 2)))  # ties on the time
+        db.session.add(
+            WebhookEvent(
+                id=f"msg_{i}",
+                type="user.updated",
+                outcome="applied",
+                payload="{}",
+                received_at=start + timedelta(minutes=i // 2),
+            )
+        )  # ties on the time
     db.session.commit()
 
     seen, url, pages = [], "/webhooks?outcome=applied", 0
@@ -296,7 +304,11 @@ def test_a_plain_admin_cannot_rewrite_a_super_admin_through_replay(client, db, m
     assert "Only super admins" in response.get_data(as_text=True)
     user = user_with(db, data["id"])
     assert (user.id, user.email, user.first_name, user.clerk_updated_at) == (
-        boss.id, "boss@example.com", "Current", BASE_MS + 10)
+        boss.id,
+        "boss@example.com",
+        "Current",
+        BASE_MS + 10,
+    )
     row = db.session.get(WebhookEvent, stale.msg_id)
     assert (row.outcome, row.attempts) == ("stale", 1)
 

@@ -100,8 +100,12 @@ def _clerk_user(request) -> User | None:
         return None
     if not found.bearer and found.user.can_use_dashboard:
         sign_in(found.user)
-        record("auth.signed_in", actor=Actor.staff(found.user, request.remote_addr), target=found.user,
-               changes={"via": [None, "clerk session"]})
+        record(
+            "auth.signed_in",
+            actor=Actor.staff(found.user, request.remote_addr),
+            target=found.user,
+            changes={"via": [None, "clerk session"]},
+        )
         db.session.commit()
     return found.user
 

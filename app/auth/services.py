@@ -26,9 +26,7 @@ def _serializer(secret_key: str) -> URLSafeTimedSerializer:
 def issue_sign_in_link(user: User, *, secret_key: str, max_age: int, actor: Actor) -> str:
     """Store a single-use link for a staff member and return its signed token."""
     if not user.can_use_dashboard:
-        raise SignInRefused(
-            f"{user.email} cannot sign in to the dashboard: it needs an active admin or super admin"
-        )
+        raise SignInRefused(f"{user.email} cannot sign in to the dashboard: it needs an active admin or super admin")
     link = SignInLink(
         id=secrets.token_urlsafe(24),
         user_id=user.id,

@@ -66,7 +66,9 @@ def redeem_link(token: str):
         )
     except SignInRefused as refused:
         db.session.rollback()
-        record("auth.sign_in_refused", actor=Actor.anonymous(request.remote_addr), changes={"reason": [None, str(refused)]})
+        record(
+            "auth.sign_in_refused", actor=Actor.anonymous(request.remote_addr), changes={"reason": [None, str(refused)]}
+        )
         db.session.commit()
         return render_template("auth/link_refused.html", reason=str(refused)), 403
     db.session.commit()

@@ -33,13 +33,17 @@ class BackfillProgress:
     def summary(self) -> str:
         c = self.counts
         text = f"{c['created']} created, {c['updated']} updated, {c['unchanged']} unchanged"
-        extras = [f"{c[k]} {label}" for k, label in (
-            ("claimed", "claimed from invitations"),
-            ("unclaimed", "created apart from a staff account (email not verified in Clerk)"),
-            ("stale", "skipped (newer data already here)"),
-            ("gone", "skipped (deleted here)"),
-            ("malformed", "malformed"),
-        ) if c[k]]
+        extras = [
+            f"{c[k]} {label}"
+            for k, label in (
+                ("claimed", "claimed from invitations"),
+                ("unclaimed", "created apart from a staff account (email not verified in Clerk)"),
+                ("stale", "skipped (newer data already here)"),
+                ("gone", "skipped (deleted here)"),
+                ("malformed", "malformed"),
+            )
+            if c[k]
+        ]
         return text + (f"; {', '.join(extras)}" if extras else "")
 
 

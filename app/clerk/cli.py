@@ -12,10 +12,20 @@ clerk_cli = AppGroup("clerk", help="Keep the users table in step with Clerk.")
 
 
 @clerk_cli.command("sync")
-@click.option("--page-size", type=click.IntRange(1, 500), default=500, show_default=True,
-              help="Users per request to Clerk (Clerk allows at most 500).")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Start from this user (oldest first): the place an interrupted run printed.")
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 500),
+    default=500,
+    show_default=True,
+    help="Users per request to Clerk (Clerk allows at most 500).",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Start from this user (oldest first): the place an interrupted run printed.",
+)
 def sync_command(page_size: int, offset: int) -> None:
     """Backfill every user from Clerk's API (idempotent; safe to run again at any time)."""
     import httpx
@@ -66,12 +76,23 @@ def replay_command(svix_id: str) -> None:
 
 @clerk_cli.command("push")
 @click.option("--loop", is_flag=True, help="Keep running (a worker process); otherwise one pass (for cron).")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
-              help="Seconds between passes with --loop.")
-@click.option("--limit", type=click.IntRange(min=1), default=500, show_default=True,
-              help="At most this many calls per pass.")
-@click.option("--max-seconds", type=click.FloatRange(min=1), default=300.0, show_default=True,
-              help="A pass stops starting new calls after this long.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between passes with --loop.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=500, show_default=True, help="At most this many calls per pass."
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="A pass stops starting new calls after this long.",
+)
 def push_command(loop: bool, interval: float, limit: int, max_seconds: float) -> None:
     """Deliver pending outbox calls to Clerk (safe to run on several machines at once)."""
     import time

@@ -52,7 +52,7 @@ def clerk_client(
     *,
     secret_key: str | None = None,
     api_url: str | None = None,
-    retry_config: RetryConfig | None | object = _FROM_CONFIG,
+    retry_config: RetryConfig | object | None = _FROM_CONFIG,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
 ) -> Clerk:
     """A client for CLERK_API_URL with CLERK_SECRET_KEY; use it as `with clerk_client() as clerk:`.

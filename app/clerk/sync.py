@@ -132,7 +132,8 @@ def _primary_email_entry(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The entry whose id is primary_email_address_id (else the first one, else none)."""
     entries = data.get("email_addresses")
     addresses = [
-        entry for entry in (entries if isinstance(entries, list) else [])
+        entry
+        for entry in (entries if isinstance(entries, list) else [])
         if isinstance(entry, Mapping) and isinstance(entry.get("email_address"), str)
     ]
     primary_id = data.get("primary_email_address_id")
@@ -200,10 +201,7 @@ def find_user_by_clerk_id(clerk_id: str) -> User | None:
     sees the version the other one applied (SQLite has one writer at a time anyway).
     """
     return db.session.scalars(
-        sa.select(User)
-        .where(User.clerk_id == clerk_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        sa.select(User).where(User.clerk_id == clerk_id).with_for_update().execution_options(populate_existing=True)
     ).first()
 
 
@@ -212,9 +210,7 @@ STAFF_ROLES = (UserRole.ADMIN, UserRole.SUPER_ADMIN)
 
 def _waiting_rows(email: str):
     """Live rows waiting for their Clerk user, with this email."""
-    waiting = sa.or_(
-        User.status == UserStatus.INVITED, *(User.clerk_id.startswith(p) for p in CLAIMABLE_ID_PREFIXES)
-    )
+    waiting = sa.or_(User.status == UserStatus.INVITED, *(User.clerk_id.startswith(p) for p in CLAIMABLE_ID_PREFIXES))
     # Equality on both spellings, so the b-tree index on email serves it (no lower() scan).
     return sa.select(User).where(User.email.in_({email, normalise_email(email)}), User.deleted_at.is_(None), waiting)
 
@@ -231,10 +227,7 @@ def find_claimable_user(email: str, *, verified: bool) -> User | None:
     if not verified:
         query = query.where(User.role.not_in(STAFF_ROLES))
     return db.session.scalars(
-        query.order_by(User.created_at, User.id)
-        .limit(1)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        query.order_by(User.created_at, User.id).limit(1).with_for_update().execution_options(populate_existing=True)
     ).first()
 
 
@@ -249,10 +242,7 @@ def _staff_row_waiting_for(email: str) -> bool:
 def _insert_user_if_absent(values: dict[str, Any], *, actor: Actor, action: str) -> User | None:
     """Insert a user unless its clerk_id exists; None when another transaction got there first."""
     statement = (
-        dialect_insert(User)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[User.clerk_id])
-        .returning(User)
+        dialect_insert(User).values(**values).on_conflict_do_nothing(index_elements=[User.clerk_id]).returning(User)
     )
     user = db.session.scalars(statement, execution_options={"populate_existing": True}).first()
     if user is not None:
@@ -295,13 +285,18 @@ def upsert_clerk_user(incoming: ClerkUser, *, actor: Actor, ignore_order: bool =
         waiting = find_claimable_user(incoming.email, verified=incoming.email_verified)
         if waiting is not None:
             return _claim(waiting, incoming, actor=actor)
-        values = {"clerk_id": incoming.clerk_id, "email": "", **incoming.fields,
-                  "clerk_updated_at": incoming.updated_at}
+        values = {
+            "clerk_id": incoming.clerk_id,
+            "email": "",
+            **incoming.fields,
+            "clerk_updated_at": incoming.updated_at,
+        }
         user = _insert_user_if_absent(values, actor=actor, action="user.create")
         if user is not None:
             if not incoming.email_verified and _staff_row_waiting_for(incoming.email):
-                reason = (f"not claimed: {incoming.email} belongs to a staff account "
-                          "and Clerk does not report it verified")
+                reason = (
+                    f"not claimed: {incoming.email} belongs to a staff account and Clerk does not report it verified"
+                )
                 return SyncResult(SyncOutcome.CREATED, user, reason=reason, noteworthy=True)
             return SyncResult(SyncOutcome.CREATED, user, reason="created")
         # A concurrent event for the same new user inserted (or claimed) it first: update that row.

@@ -40,9 +40,16 @@ def index():
     page = list_calls(state=filters.state, after=request.args.get("after"), per_page=PAGE_SIZE)
     actor = current_actor()
     manageable_ids = {call.user.id for call in page.rows if call.user is not None and can_act_on(actor, call.user)}
-    return answer("clerk/index.html", "clerk/_results.html", page=page, filters=filters,
-                  states=[s.value for s in ClerkCallState], health=outbox_health(),
-                  action_form=ClerkActionForm(formdata=None), manageable_ids=manageable_ids)
+    return answer(
+        "clerk/index.html",
+        "clerk/_results.html",
+        page=page,
+        filters=filters,
+        states=[s.value for s in ClerkCallState],
+        health=outbox_health(),
+        action_form=ClerkActionForm(formdata=None),
+        manageable_ids=manageable_ids,
+    )
 
 
 @bp.post(f"/clerk/calls/<int(max={MAX_CALL_ID}):call_id>/retry")
@@ -59,8 +66,10 @@ def retry(call_id: int):
     if call.state == "delivered":
         flash(f"Call #{call.id} reached Clerk.", "success")
     else:
-        flash(f"Call #{call.id} is {call.state} in Clerk: {call.last_error or report.stopped or 'not sent yet'}.",
-              "error" if call.state == "failed" else "warning")
+        flash(
+            f"Call #{call.id} is {call.state} in Clerk: {call.last_error or report.stopped or 'not sent yet'}.",
+            "error" if call.state == "failed" else "warning",
+        )
     if request.form.get("back") == "user" and call.user is not None:
         return redirect(url_for("users.detail", user_id=call.user.id, _anchor="clerk"))
     return redirect(url_for("clerk.index"))
@@ -72,8 +81,9 @@ def push():
     ensure_form_accepted(ClerkActionForm())
     if not clerk_connected():
         abort(409, description="Clerk is not connected: set CLERK_SECRET_KEY.")
-    report = deliver_due(50, deadline=time.monotonic() + REQUEST_BUDGET_MS / 1000, timeout_ms=REQUEST_BUDGET_MS,
-                         actor=current_actor())
+    report = deliver_due(
+        50, deadline=time.monotonic() + REQUEST_BUDGET_MS / 1000, timeout_ms=REQUEST_BUDGET_MS, actor=current_actor()
+    )
     stopped = f" Stopped: {report.stopped}." if report.stopped and report.stopped != "out of time" else ""
     flash(f"Clerk push: {report.summary()}.{stopped}", "warning" if report.stopped else "success")
     return redirect(url_for("clerk.index"))

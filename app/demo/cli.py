@@ -9,8 +9,14 @@ from app.extensions import db
 
 
 @click.command("demo")
-@click.option("--users", "n_users", type=click.IntRange(min=0), default=200, show_default=True,
-              help="How many demo users there should be in all.")
+@click.option(
+    "--users",
+    "n_users",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="How many demo users there should be in all.",
+)
 def demo_command(n_users: int) -> None:
     """Seed realistic demo users and data (idempotent: it only adds what is missing)."""
     from app.demo.load import seed_demo

@@ -140,9 +140,7 @@ def generate_users(
                 yield user, rows
 
 
-def make_user(
-    index: int, rng: random.Random, pools: Pools, now_ts: float
-) -> tuple[UserRow, list[DataRow]]:
+def make_user(index: int, rng: random.Random, pools: Pools, now_ts: float) -> tuple[UserRow, list[DataRow]]:
     """One demo user and its key-value rows, drawn from `rng` (always the same draws, in order)."""
     locale = rng.choice(pools.locales)
     firsts, lasts = pools.names[locale]

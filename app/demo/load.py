@@ -107,27 +107,23 @@ def _dialect() -> str:
 def _existing_demo_indexes(start: int, stop: int) -> set[int]:
     """Indexes in [start, stop) whose demo user exists, by a range scan of the clerk_id index."""
     found = db.session.scalars(
-        sa.select(User.clerk_id).where(
-            User.clerk_id >= demo_clerk_id(start), User.clerk_id < demo_clerk_id(stop)
-        )
+        sa.select(User.clerk_id).where(User.clerk_id >= demo_clerk_id(start), User.clerk_id < demo_clerk_id(stop))
     )
     indexes = set()
     for clerk_id in found:
         # Other ids can sort into the range ('user_demo_0000005x', or more under a linguistic
         # collation): keep exact matches only.
         digits = clerk_id[len(CLERK_ID_PREFIX) :]
-        if clerk_id.startswith(CLERK_ID_PREFIX) and len(digits) == 7 and digits.isdigit():
-            if start <= (index := int(digits)) < stop:
-                indexes.add(index)
+        exact = clerk_id.startswith(CLERK_ID_PREFIX) and len(digits) == 7 and digits.isdigit()
+        if exact and start <= (index := int(digits)) < stop:
+            indexes.add(index)
     return indexes
 
 
 # --- Making and storing, side by side --------------------------------------------------------
 
 
-def _made_ahead(
-    ranges: list[tuple[int, int]], pools: Pools, now_ts: float
-) -> Iterator[tuple[int, Chunk]]:
+def _made_ahead(ranges: list[tuple[int, int]], pools: Pools, now_ts: float) -> Iterator[tuple[int, Chunk]]:
     """(stop, rows) for each range; a worker thread makes the next chunk while this one is stored.
 
     Making rows is pure Python and storing them mostly waits on the database, so the two overlap
@@ -164,13 +160,8 @@ class _PostgresWriter:
         self.dropped_indexes: list[str] = []
         with self.connection.cursor() as cursor:
             # ON COMMIT DROP cleans up if the caller never gets to close(); one set per call.
-            cursor.execute(
-                "CREATE TEMP TABLE demo_seed_users (LIKE users INCLUDING DEFAULTS) ON COMMIT DROP"
-            )
-            cursor.execute(
-                "CREATE TEMP TABLE demo_seed_user_data (LIKE user_data INCLUDING DEFAULTS) "
-                "ON COMMIT DROP"
-            )
+            cursor.execute("CREATE TEMP TABLE demo_seed_users (LIKE users INCLUDING DEFAULTS) ON COMMIT DROP")
+            cursor.execute("CREATE TEMP TABLE demo_seed_user_data (LIKE user_data INCLUDING DEFAULTS) ON COMMIT DROP")
             if self._worth_rebuilding_indexes(cursor, n_users):
                 self.dropped_indexes = self._drop_plain_indexes(cursor)
 
@@ -196,10 +187,7 @@ class _PostgresWriter:
             for row in rows:
                 copy.write_row(row)
         # A clash on any unique key (clerk_id, id, (user_id, key)) means the row is there already.
-        cursor.execute(
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM demo_seed_{table} "
-            "ON CONFLICT DO NOTHING"
-        )
+        cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM demo_seed_{table} ON CONFLICT DO NOTHING")
         return cursor.rowcount
 
     @staticmethod
@@ -252,9 +240,7 @@ class _SqliteWriter:
         return users_created, data_created
 
     @staticmethod
-    def _insert(
-        table: sa.Table, columns: Sequence[str], timestamps: Sequence[str], rows: list[tuple]
-    ) -> int:
+    def _insert(table: sa.Table, columns: Sequence[str], timestamps: Sequence[str], rows: list[tuple]) -> int:
         if not rows:
             return 0
         from sqlalchemy.dialects.sqlite import insert

@@ -27,8 +27,9 @@ def rebuild_command() -> None:
 
     differences = rebuild()
     db.session.commit()
-    _report(differences, exact="The counters were exact; recounted and stored again.",
-            differ="Corrected {n} counter(s):")
+    _report(
+        differences, exact="The counters were exact; recounted and stored again.", differ="Corrected {n} counter(s):"
+    )
 
 
 @stats_cli.command("check")
@@ -39,7 +40,10 @@ def check_command() -> None:
     snapshot_isolation()
     found = differences(read_counts(), recount())
     db.session.rollback()
-    _report(found, exact="The counters equal a recount.",
-            differ="{n} counter(s) differ from a recount (run `flask stats rebuild`):")
+    _report(
+        found,
+        exact="The counters equal a recount.",
+        differ="{n} counter(s) differ from a recount (run `flask stats rebuild`):",
+    )
     if found:
         raise SystemExit(1)

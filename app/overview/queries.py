@@ -120,7 +120,7 @@ def nice_ceiling(value: int) -> int:
     """The smallest 1, 2 or 5 times a power of ten at or above `value` (at least 1)."""
     if value <= 1:
         return 1
-    power = 10 ** int(math.floor(math.log10(value)))
+    power = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 5, 10):
         if step * power >= value:
             return step * power
@@ -137,8 +137,16 @@ def day_chart(key: str, title: str, noun: str, series: list[tuple[date, int]]) -
     bars = []
     for i, (when, n) in enumerate(series):
         height = plot_height * max(n, 0) / top
-        bars.append(Bar(when, n, round(PLOT_LEFT + i * slot + gap / 2, 2), round(PLOT_BOTTOM - height, 2),
-                        round(slot - gap, 2), round(height, 2)))
+        bars.append(
+            Bar(
+                when,
+                n,
+                round(PLOT_LEFT + i * slot + gap / 2, 2),
+                round(PLOT_BOTTOM - height, 2),
+                round(slot - gap, 2),
+                round(height, 2),
+            )
+        )
     # Each grid line sits where its own (whole) value falls: half of 5 is drawn at 2, not 2.5.
     values = sorted({0, top // 2, top})
     ticks = [Tick(value, round(PLOT_BOTTOM - plot_height * value / top, 2)) for value in values]
@@ -156,13 +164,24 @@ def day_chart(key: str, title: str, noun: str, series: list[tuple[date, int]]) -
     if peak is not None and peak.n > 0:
         description += f"; the most, {peak.n:,}, on {peak.day}"
     description += ". The table below lists every day."
-    return DayChart(key=key, title=title, description=description, days=days, bars=bars, ticks=ticks,
-                    labels=labels, total=total, peak=peak)
+    return DayChart(
+        key=key,
+        title=title,
+        description=description,
+        days=days,
+        bars=bars,
+        ticks=ticks,
+        labels=labels,
+        total=total,
+        peak=peak,
+    )
 
 
 def day_series(counts, dimension: str, start: date, days: int) -> list[tuple[date, int]]:
-    return [(start + timedelta(days=i), counts.get((dimension, (start + timedelta(days=i)).isoformat()), 0))
-            for i in range(days)]
+    return [
+        (start + timedelta(days=i), counts.get((dimension, (start + timedelta(days=i)).isoformat()), 0))
+        for i in range(days)
+    ]
 
 
 # --- Everything on the page ----------------------------------------------------------------------
@@ -195,10 +214,18 @@ def user_figures_and_activity(days: int, *, with_figures: bool = True) -> tuple[
     dimensions = user_counts.DIMENSIONS if with_figures else (user_counts.SIGNUP, user_counts.SIGNIN)
     counts = user_counts.read_counts(dimensions, since=start.isoformat())
     activity = Activity(
-        days=days, start=start, end=end,
-        signups=day_chart("signups", "Sign-ups per day", "sign-ups", day_series(counts, user_counts.SIGNUP, start, days)),
-        signins=day_chart("signins", "Latest sign-ins per day", "users whose latest sign-in fell in this range",
-                          day_series(counts, user_counts.SIGNIN, start, days)),
+        days=days,
+        start=start,
+        end=end,
+        signups=day_chart(
+            "signups", "Sign-ups per day", "sign-ups", day_series(counts, user_counts.SIGNUP, start, days)
+        ),
+        signins=day_chart(
+            "signins",
+            "Latest sign-ins per day",
+            "users whose latest sign-in fell in this range",
+            day_series(counts, user_counts.SIGNIN, start, days),
+        ),
     )
     if not with_figures:
         return None, activity
@@ -236,13 +263,17 @@ def webhook_health(now: datetime | None = None) -> WebhookHealth:
     ).all()
     counts = {("webhooks", outcome): n for outcome, n in rows}
     latest_failure = db.session.scalars(
-        sa.select(WebhookEvent).options(defer(WebhookEvent.payload))
+        sa.select(WebhookEvent)
+        .options(defer(WebhookEvent.payload))
         .where(WebhookEvent.outcome == WebhookOutcome.FAILED.value)
         .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
         .limit(1)
     ).first()
-    return WebhookHealth(since=since, by_outcome=breakdown(counts, "webhooks", map(_Outcome, WebhookOutcome)),
-                         latest_failure=latest_failure)
+    return WebhookHealth(
+        since=since,
+        by_outcome=breakdown(counts, "webhooks", map(_Outcome, WebhookOutcome)),
+        latest_failure=latest_failure,
+    )
 
 
 def recent_changes() -> KeysetPage:

@@ -20,5 +20,11 @@ def index():
         context = {"activity": activity}
     else:
         context = overview(days)
-    return answer("overview/index.html", "overview/_activity.html", ranges=RANGES,
-                  action_label=action_label, parse_changes=parse_changes, **context)
+    return answer(
+        "overview/index.html",
+        "overview/_activity.html",
+        ranges=RANGES,
+        action_label=action_label,
+        parse_changes=parse_changes,
+        **context,
+    )

@@ -50,8 +50,11 @@ def day(value: datetime) -> str:
 
 def counted(user: Any) -> Counted:
     return Counted(
-        status=_value(user.status), role=_value(user.role), created_at=user.created_at,
-        last_sign_in_at=user.last_sign_in_at, deleted_at=user.deleted_at,
+        status=_value(user.status),
+        role=_value(user.role),
+        created_at=user.created_at,
+        last_sign_in_at=user.last_sign_in_at,
+        deleted_at=user.deleted_at,
     )
 
 
@@ -156,8 +159,11 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
 
 def register_listeners(session: Any) -> None:
     """Write the deltas with each commit of `session` (the factory passes `db.session`); idempotent."""
-    for name, handler in (("before_commit", _before_commit), ("after_commit", _after_commit),
-                          ("after_transaction_end", _after_transaction_end)):
+    for name, handler in (
+        ("before_commit", _before_commit),
+        ("after_commit", _after_commit),
+        ("after_transaction_end", _after_transaction_end),
+    ):
         if not sa.event.contains(session, name, handler):
             sa.event.listen(session, name, handler)
 
@@ -183,8 +189,14 @@ def _day_sql(column) -> sa.ColumnElement:
 
 def recount_queries() -> list[tuple[str, sa.Select]]:
     """One GROUP BY per dimension over users: (dimension, SELECT bucket, count)."""
-    users = sa.table("users", sa.column("status"), sa.column("role"), sa.column("created_at"),
-                     sa.column("last_sign_in_at"), sa.column("deleted_at"))
+    users = sa.table(
+        "users",
+        sa.column("status"),
+        sa.column("role"),
+        sa.column("created_at"),
+        sa.column("last_sign_in_at"),
+        sa.column("deleted_at"),
+    )
     live = users.c.deleted_at.is_(None)
 
     def grouped(expression, *where) -> sa.Select:
@@ -196,8 +208,12 @@ def recount_queries() -> list[tuple[str, sa.Select]]:
         (ROLE, grouped(sa.cast(users.c.role, sa.Text), live)),
         (SIGNUP, grouped(_day_sql(users.c.created_at), live)),
         (SIGNIN, grouped(_day_sql(users.c.last_sign_in_at), live, users.c.last_sign_in_at.is_not(None))),
-        (DELETED, sa.select(sa.literal(ALL).label("bucket"), sa.func.count().label("n"))
-         .where(users.c.deleted_at.is_not(None))),
+        (
+            DELETED,
+            sa.select(sa.literal(ALL).label("bucket"), sa.func.count().label("n")).where(
+                users.c.deleted_at.is_not(None)
+            ),
+        ),
     ]
 
 
@@ -223,8 +239,11 @@ def snapshot_isolation() -> None:
 
 def differences(stored: Counter[Key], actual: Counter[Key]) -> dict[Key, tuple[int, int]]:
     """{bucket: (stored, actual)} wherever the two disagree."""
-    return {key: (stored.get(key, 0), actual.get(key, 0)) for key in sorted(set(stored) | set(actual))
-            if stored.get(key, 0) != actual.get(key, 0)}
+    return {
+        key: (stored.get(key, 0), actual.get(key, 0))
+        for key in sorted(set(stored) | set(actual))
+        if stored.get(key, 0) != actual.get(key, 0)
+    }
 
 
 def rebuild() -> dict[Key, tuple[int, int]]:

@@ -10,9 +10,23 @@ from app.models import User, utcnow
 from app.users.queries import UserFilters, iter_users
 
 COLUMNS = (
-    "id", "email", "first_name", "last_name", "username", "role", "status", "clerk_id",
-    "external_id", "image_url", "last_sign_in_at", "created_at", "updated_at", "deleted_at",
-    "public_metadata", "private_metadata", "unsafe_metadata",
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "username",
+    "role",
+    "status",
+    "clerk_id",
+    "external_id",
+    "image_url",
+    "last_sign_in_at",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+    "public_metadata",
+    "private_metadata",
+    "unsafe_metadata",
 )
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # A byte order mark, so Excel reads the file as UTF-8 and keeps accents intact.

@@ -56,7 +56,7 @@ class JSONObject:
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}.") from exc
         if not isinstance(parsed, dict):
-            raise ValidationError("Must be a JSON object, like {\"plan\": \"pro\"}.")
+            raise ValidationError('Must be a JSON object, like {"plan": "pro"}.')
 
 
 class PlainText:
@@ -85,8 +85,11 @@ def email_field(label: str = "Email") -> StringField:
         label,
         filters=[strip],
         validators=[
-            DataRequired("Email is required."), Email("Enter a valid email address."), Length(max=320),
-            PlainText(), NormalisedEmail(),
+            DataRequired("Email is required."),
+            Email("Enter a valid email address."),
+            Length(max=320),
+            PlainText(),
+            NormalisedEmail(),
         ],
     )
 
@@ -116,7 +119,8 @@ class UserEditForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
     status = SelectField("Status", choices=STATUS_CHOICES)
     image_url = StringField(
-        "Image URL", filters=[blank_to_none],
+        "Image URL",
+        filters=[blank_to_none],
         validators=[Optional(), URL(message="Enter a full URL, like https://…"), Length(max=2000)],
     )
     external_id = StringField(
@@ -130,8 +134,17 @@ class UserEditForm(FlaskForm):
     original = HiddenField()
 
     FIELDS = (
-        "email", "first_name", "last_name", "username", "role", "status", "image_url", "external_id",
-        "public_metadata", "private_metadata", "unsafe_metadata",
+        "email",
+        "first_name",
+        "last_name",
+        "username",
+        "role",
+        "status",
+        "image_url",
+        "external_id",
+        "public_metadata",
+        "private_metadata",
+        "unsafe_metadata",
     )
     ORIGINAL_SALT = "user-edit-original"
 
@@ -161,7 +174,8 @@ class UserEditForm(FlaskForm):
 
     def changed_fields(self, original: dict) -> set[str]:
         return {
-            name for name in self.FIELDS
+            name
+            for name in self.FIELDS
             if name in self and blank_to_none(original.get(name)) != blank_to_none(self[name].data)
         }
 
@@ -225,8 +239,10 @@ class BulkForm(FlaskForm):
     # Nothing is preselected: Enter on a ticked box must not suspend anyone.
     action = SelectField(
         "With the selected users",
-        choices=[SelectChoice("", "Choose an action…"),
-                 *(SelectChoice(value, label) for value, label in BULK_ACTIONS.items())],
+        choices=[
+            SelectChoice("", "Choose an action…"),
+            *(SelectChoice(value, label) for value, label in BULK_ACTIONS.items()),
+        ],
         validators=[DataRequired("Choose an action.")],
         default="",
     )

@@ -74,7 +74,9 @@ def ensure_can_change_role(actor: Actor, target: User, role: UserRole) -> None:
 
 def ensure_can_replay(actor: Actor) -> None:
     if not can_replay(actor):
-        raise NotAllowed("Only super admins re-apply webhook events: a replay can force an older version over newer data.")
+        raise NotAllowed(
+            "Only super admins re-apply webhook events: a replay can force an older version over newer data."
+        )
 
 
 def ensure_a_super_admin_remains(target: User, *, role: UserRole, status: UserStatus) -> None:

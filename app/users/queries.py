@@ -35,6 +35,7 @@ MIN_SUBSTRING_LENGTH = 3
 SEARCH_WINDOW = 6000
 PER_PAGE_CHOICES = (10, 25, 50, 100)
 
+
 @dataclass(frozen=True)
 class Sort:
     name: str
@@ -128,8 +129,9 @@ def list_users(
         return _rows(filters, sort, condition, descending=sort.descending != backwards, limit=limit, windowed=windowed)
 
     # The key comes back with each row, so cursors hold exactly what the database compares.
-    page = keyset_page(keyset(sort), fetch, lambda row: (row[1], row[0].id), after=after, before=before,
-                       per_page=per_page)
+    page = keyset_page(
+        keyset(sort), fetch, lambda row: (row[1], row[0].id), after=after, before=before, per_page=per_page
+    )
     page.rows = [user for user, _ in page.rows]
     return page
 
@@ -179,9 +181,7 @@ def _search_rows(filters: UserFilters, sort: Sort, condition, *, descending: boo
     if condition is not None:
         hits = hits.where(condition)
     hits = hits.cte("hits").prefix_with("MATERIALIZED")
-    first = (
-        sa.select(hits).order_by(*_ordered(hits.c.sort_key, hits.c.id, descending)).limit(limit).subquery("first")
-    )
+    first = sa.select(hits).order_by(*_ordered(hits.c.sort_key, hits.c.id, descending)).limit(limit).subquery("first")
     return db.session.execute(
         sa.select(User, first.c.sort_key)
         .join(first, first.c.id == User.id)

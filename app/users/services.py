@@ -147,8 +147,13 @@ def invite_user(
     email = normalise_email(email)
     _ensure_email_free(email)
     user = new_user(
-        email, role=role, status=UserStatus.INVITED, action="user.invite", actor=actor,
-        first_name=first_name, last_name=last_name,
+        email,
+        role=role,
+        status=UserStatus.INVITED,
+        action="user.invite",
+        actor=actor,
+        first_name=first_name,
+        last_name=last_name,
     )
     enqueue_invitation(user)  # a Clerk invitation carrying the role, when Clerk is connected
     return user
@@ -339,8 +344,6 @@ def delete_user_data(item: UserData, *, actor: Actor, expected_version: int | No
 
 
 def _ensure_key_free(user: User, key: str) -> None:
-    taken = db.session.scalar(
-        sa.select(UserData.id).where(UserData.user_id == user.id, UserData.key == key)
-    )
+    taken = db.session.scalar(sa.select(UserData.id).where(UserData.user_id == user.id, UserData.key == key))
     if taken is not None:
         raise DuplicateKey(f"This user already has a key named {key!r}.")

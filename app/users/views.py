@@ -17,8 +17,8 @@ from flask import (
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import SelectChoice
 
-from app.clerk.forms import ClerkActionForm
 from app.auth.guard import current_actor
+from app.clerk.forms import ClerkActionForm
 from app.clerk.outbox.delivery import PushReport, deliver_after_request
 from app.clerk.outbox.queries import open_calls_for, pending_user_ids
 from app.errors import ensure_form_accepted, error_page
@@ -31,25 +31,25 @@ from app.users.history import history_for
 from app.users.permissions import can_act_on, can_change_roles, ensure_can_manage
 from app.users.queries import PER_PAGE_CHOICES, SORTS, UserFilters, count_users, list_users
 from app.users.services import (
-    DuplicateEmail,
-    DuplicateKey,
-    NotAllowed,
-    EditConflict,
     MAX_BULK,
     DataConflict,
+    DuplicateEmail,
+    DuplicateKey,
+    EditConflict,
+    NotAllowed,
     UserError,
     add_user_data,
     bulk_set_status,
     can_invite_again,
     delete_user_data,
     edit_user,
+    ensure_status_change,
     has_open_invitation,
     invite_user,
-    resend_invitation,
-    revoke_invitation,
-    ensure_status_change,
     next_statuses,
     preview_bulk_status,
+    resend_invitation,
+    revoke_invitation,
     set_status,
     statuses_offered,
     update_user_data,
@@ -105,7 +105,11 @@ def results_context() -> dict:
     here = {k: request.args[k] for k in ("after", "before") if request.args.get(k)}
     bulk_url = url_for("users.bulk", **filters.to_args(), **here)
     return {
-        "page": page, "filters": filters, "sorts": SORTS, "bulk_form": BulkForm(), "bulk_url": bulk_url,
+        "page": page,
+        "filters": filters,
+        "sorts": SORTS,
+        "bulk_form": BulkForm(),
+        "bulk_url": bulk_url,
         "per_page_choices": PER_PAGE_CHOICES,
         # One query for the whole page: which of its users have a change not yet in Clerk.
         "clerk_pending": pending_user_ids(user.id for user in page.rows),
@@ -153,8 +157,13 @@ def bulk():
         status = UserStatus(form.action.data)
         preview = preview_bulk_status(ids, status, actor=current_actor())
         db.session.rollback()  # the preview locked nothing and wrote nothing; end its transaction
-        context = {"preview": preview, "form": form, "ids": ids, "verb": BULK_ACTIONS[form.action.data],
-                   "bulk_url": request.full_path if request.query_string else request.path}
+        context = {
+            "preview": preview,
+            "form": form,
+            "ids": ids,
+            "verb": BULK_ACTIONS[form.action.data],
+            "bulk_url": request.full_path if request.query_string else request.path,
+        }
         return answer("users/bulk_confirm.html", "users/_bulk_confirm.html", **context)
     else:
         result = bulk_set_status(ids, UserStatus(form.action.data), actor=current_actor())
@@ -214,15 +223,20 @@ def create():
 @bp.get("/users/<user_id>")
 def detail(user_id: str):
     user = get_user_or_404(user_id)
-    return render_template("users/detail.html", user=user, data_form=UserDataForm(formdata=None),
-                           **offers_for(user), **detail_extras(user))
+    return render_template(
+        "users/detail.html", user=user, data_form=UserDataForm(formdata=None), **offers_for(user), **detail_extras(user)
+    )
 
 
 def detail_extras(user: User) -> dict:
     """What the user's page shows besides the sections a fragment refreshes."""
     may_act = can_act_on(current_actor(), user)
-    return {"history": history_for(user), "open_calls": open_calls_for(user),
-            "open_invitation": may_act and has_open_invitation(user), "invite_again": may_act and can_invite_again(user)}
+    return {
+        "history": history_for(user),
+        "open_calls": open_calls_for(user),
+        "open_invitation": may_act and has_open_invitation(user),
+        "invite_again": may_act and can_invite_again(user),
+    }
 
 
 def edit_form(user: User) -> UserEditForm:
@@ -322,8 +336,9 @@ def change_status(user_id: str):
         fragment, context = "users/_row.html", row_context(user)
     else:
         fragment, context = "users/_status_panel.html", offers_for(user)
-    return fragment_or_redirect(fragment, url_for("users.detail", user_id=user.id), flashed=message,
-                                user=user, notice=message, **context)
+    return fragment_or_redirect(
+        fragment, url_for("users.detail", user_id=user.id), flashed=message, user=user, notice=message, **context
+    )
 
 
 # --- invitations -----------------------------------------------------------------------------
@@ -355,9 +370,15 @@ def invitation(user_id: str, action: str):
 
 def render_data(user: User, notice: str | None = None):
     """The key-value section for htmx; a full request goes back to it on the user's page, `notice` flashed."""
-    return fragment_or_redirect("users/_data.html", url_for("users.detail", user_id=user.id, _anchor="data"),
-                                flashed=notice, user=user, data_form=UserDataForm(formdata=None), notice=notice,
-                                **offers_for(user))
+    return fragment_or_redirect(
+        "users/_data.html",
+        url_for("users.detail", user_id=user.id, _anchor="data"),
+        flashed=notice,
+        user=user,
+        data_form=UserDataForm(formdata=None),
+        notice=notice,
+        **offers_for(user),
+    )
 
 
 def find_item(user: User, data_id: str) -> UserData | None:
@@ -367,9 +388,19 @@ def find_item(user: User, data_id: str) -> UserData | None:
 
 def data_gone(user: User, data_id: str, form: UserDataForm | None = None):
     """A pair deleted in another tab (or never there): said in its row, with what was typed; a 404."""
-    message = "This key-value pair no longer exists (someone may have deleted it after you opened it); nothing was saved."
-    return answer("errors/error.html", "users/_data_row_gone.html", status=404, **error_page(404, message),
-                  user=user, data_id=data_id, form=form, message=message)
+    message = (
+        "This key-value pair no longer exists (someone may have deleted it after you opened it); nothing was saved."
+    )
+    return answer(
+        "errors/error.html",
+        "users/_data_row_gone.html",
+        status=404,
+        **error_page(404, message),
+        user=user,
+        data_id=data_id,
+        form=form,
+        message=message,
+    )
 
 
 def data_conflict(user: User, item: UserData, form: UserDataForm, message: str):
@@ -377,8 +408,15 @@ def data_conflict(user: User, item: UserData, form: UserDataForm, message: str):
     db.session.rollback()
     db.session.refresh(item)
     form.version.data = item.version
-    return answer("users/data_edit.html", "users/_data_row_form.html", status=409,
-                  user=user, item=item, form=form, conflict=message)
+    return answer(
+        "users/data_edit.html",
+        "users/_data_row_form.html",
+        status=409,
+        user=user,
+        item=item,
+        form=form,
+        conflict=message,
+    )
 
 
 @bp.get("/users/<user_id>/data")
@@ -401,8 +439,15 @@ def add_data(user_id: str):
             abort(409, description=str(error))
         else:
             return render_data(user, notice=f"Added {item.key}.")
-    return answer("users/detail.html", "users/_data.html", status=422, page_extras=lambda: detail_extras(user),
-                  user=user, data_form=form, **offers_for(user))
+    return answer(
+        "users/detail.html",
+        "users/_data.html",
+        status=422,
+        page_extras=lambda: detail_extras(user),
+        user=user,
+        data_form=form,
+        **offers_for(user),
+    )
 
 
 @bp.get("/users/<user_id>/data/<data_id>/edit")
@@ -411,7 +456,9 @@ def edit_data(user_id: str, data_id: str):
     item = get_item_or_404(user, data_id)
     if user.deleted_at is not None:
         abort(409, description=f"{user.label} was deleted in Clerk: the account is read-only here.")
-    return answer("users/data_edit.html", "users/_data_row_form.html", user=user, item=item, form=UserDataForm(obj=item))
+    return answer(
+        "users/data_edit.html", "users/_data_row_form.html", user=user, item=item, form=UserDataForm(obj=item)
+    )
 
 
 @bp.post("/users/<user_id>/data/<data_id>")
@@ -423,8 +470,9 @@ def update_data(user_id: str, data_id: str):
         return data_gone(user, data_id, form)
     if form.validate():
         try:
-            update_user_data(item, form.key.data, form.value.data, actor=current_actor(),
-                             expected_version=form.expected_version())
+            update_user_data(
+                item, form.key.data, form.value.data, actor=current_actor(), expected_version=form.expected_version()
+            )
             db.session.commit()
         except DuplicateKey as error:
             db.session.rollback()
@@ -435,8 +483,15 @@ def update_data(user_id: str, data_id: str):
             abort(409, description=str(error))
         else:
             saved = f"Saved {item.key}."
-            return fragment_or_redirect("users/_data_row.html", url_for("users.detail", user_id=user.id, _anchor="data"),
-                                        flashed=saved, user=user, item=item, row_notice=saved, **offers_for(user))
+            return fragment_or_redirect(
+                "users/_data_row.html",
+                url_for("users.detail", user_id=user.id, _anchor="data"),
+                flashed=saved,
+                user=user,
+                item=item,
+                row_notice=saved,
+                **offers_for(user),
+            )
     item = find_item(user, data_id)
     if item is None:
         return data_gone(user, data_id, form)
@@ -460,7 +515,9 @@ def delete_data(user_id: str, data_id: str):
     except UserError as error:
         abort(409, description=str(error))
     # An empty answer: htmx removes the row.
-    return fragment_or_redirect(None, url_for("users.detail", user_id=user.id, _anchor="data"), flashed=f"Deleted {key}.")
+    return fragment_or_redirect(
+        None, url_for("users.detail", user_id=user.id, _anchor="data"), flashed=f"Deleted {key}."
+    )
 
 
 # --- fragments for "Cancel" ----------------------------------------------------------------
@@ -470,20 +527,35 @@ def delete_data(user_id: str, data_id: str):
 def row(user_id: str):
     user = get_user_or_404(user_id)
     # After a Cancel, focus returns to the button that asked (`focus` is its target status).
-    return fragment_or_redirect("users/_row.html", url_for("users.detail", user_id=user.id),
-                                user=user, focus=request.args.get("focus"), **row_context(user))
+    return fragment_or_redirect(
+        "users/_row.html",
+        url_for("users.detail", user_id=user.id),
+        user=user,
+        focus=request.args.get("focus"),
+        **row_context(user),
+    )
 
 
 @bp.get("/users/<user_id>/status-panel")
 def status_panel(user_id: str):
     user = get_user_or_404(user_id)
-    return fragment_or_redirect("users/_status_panel.html", url_for("users.detail", user_id=user.id),
-                                user=user, focus=request.args.get("focus"), **offers_for(user))
+    return fragment_or_redirect(
+        "users/_status_panel.html",
+        url_for("users.detail", user_id=user.id),
+        user=user,
+        focus=request.args.get("focus"),
+        **offers_for(user),
+    )
 
 
 @bp.get("/users/<user_id>/data/<data_id>")
 def data_row(user_id: str, data_id: str):
     user = get_user_or_404(user_id)
     item = get_item_or_404(user, data_id)
-    return fragment_or_redirect("users/_data_row.html", url_for("users.detail", user_id=user.id, _anchor="data"),
-                                user=user, item=item, **offers_for(user))
+    return fragment_or_redirect(
+        "users/_data_row.html",
+        url_for("users.detail", user_id=user.id, _anchor="data"),
+        user=user,
+        item=item,
+        **offers_for(user),
+    )

@@ -15,8 +15,9 @@ from app.webhooks.forms import WebhookFilters
 NEWEST_FIRST = Keyset((WebhookEvent.received_at, WebhookEvent.id), ("datetime", "text"))
 
 
-def list_webhook_events(filters: WebhookFilters, *, now: datetime, after: str | None = None,
-                        per_page: int = 50) -> KeysetPage:
+def list_webhook_events(
+    filters: WebhookFilters, *, now: datetime, after: str | None = None, per_page: int = 50
+) -> KeysetPage:
     """One page of deliveries, newest first; `after` is the cursor of the previous page's last row."""
     # The payload can be up to 1 MiB: the list never loads it.
     query = sa.select(WebhookEvent).options(defer(WebhookEvent.payload))

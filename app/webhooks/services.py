@@ -162,8 +162,14 @@ def _clip(text: str) -> str:
 def _row_values(svix_id: str, body: str, payload: Any, *, outcome: WebhookOutcome, error: str | None) -> dict:
     event_type, clerk_user_id = _describe(payload)
     return {
-        "id": svix_id, "type": event_type, "clerk_user_id": clerk_user_id, "payload": body,
-        "received_at": utcnow(), "outcome": outcome.value, "error": error, "attempts": 1,
+        "id": svix_id,
+        "type": event_type,
+        "clerk_user_id": clerk_user_id,
+        "payload": body,
+        "received_at": utcnow(),
+        "outcome": outcome.value,
+        "error": error,
+        "attempts": 1,
     }
 
 

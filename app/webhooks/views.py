@@ -145,12 +145,19 @@ def _failed(svix_id: str, text: str, payload: Any, error: Exception) -> Response
 @bp.get("/webhooks")
 def index():
     filters = WebhookFilters.from_args(request.args)
-    page = list_webhook_events(filters, now=utcnow(), after=request.args.get("after"),
-                               per_page=current_app.config.get("WEBHOOKS_PER_PAGE", 50))
+    page = list_webhook_events(
+        filters, now=utcnow(), after=request.args.get("after"), per_page=current_app.config.get("WEBHOOKS_PER_PAGE", 50)
+    )
     users = find_clerk_users({e.clerk_user_id for e in page.rows if e.clerk_user_id})
     return answer(
-        "webhooks/index.html", "webhooks/_results.html", filters=filters, page=page, users=users,
-        outcomes=[o.value for o in WebhookOutcome], within=WITHIN_LABELS, may_replay=_may_replay(),
+        "webhooks/index.html",
+        "webhooks/_results.html",
+        filters=filters,
+        page=page,
+        users=users,
+        outcomes=[o.value for o in WebhookOutcome],
+        within=WITHIN_LABELS,
+        may_replay=_may_replay(),
     )
 
 

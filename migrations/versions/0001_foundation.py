@@ -17,9 +17,7 @@ branch_labels = None
 depends_on = None
 
 user_role = sa.Enum("super_admin", "admin", "user", name="user_role", create_constraint=True)
-user_status = sa.Enum(
-    "active", "inactive", "invited", "suspended", name="user_status", create_constraint=True
-)
+user_status = sa.Enum("active", "inactive", "invited", "suspended", name="user_status", create_constraint=True)
 
 
 def upgrade():

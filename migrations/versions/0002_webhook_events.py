@@ -38,9 +38,7 @@ def upgrade():
     )
     with op.batch_alter_table("webhook_events") as batch_op:
         batch_op.create_index("ix_webhook_events_received_at_id", ["received_at", "id"])
-        batch_op.create_index(
-            "ix_webhook_events_outcome_received_at", ["outcome", "received_at", "id"]
-        )
+        batch_op.create_index("ix_webhook_events_outcome_received_at", ["outcome", "received_at", "id"])
         batch_op.create_index("ix_webhook_events_type_received_at", ["type", "received_at", "id"])
         batch_op.create_index("ix_webhook_events_clerk_user_id", ["clerk_user_id"])
 

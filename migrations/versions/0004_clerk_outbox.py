@@ -30,7 +30,9 @@ def upgrade():
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(), server_default=sa.func.now(), nullable=False),
         sa.Column("delivered_at", sa.DateTime(), nullable=True),
-        sa.CheckConstraint("state IN ('pending', 'delivered', 'failed', 'superseded')", name=op.f("ck_clerk_outbox_state")),
+        sa.CheckConstraint(
+            "state IN ('pending', 'delivered', 'failed', 'superseded')", name=op.f("ck_clerk_outbox_state")
+        ),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_clerk_outbox_user_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_clerk_outbox")),
     )

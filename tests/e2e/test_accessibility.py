@@ -16,14 +16,24 @@ def test_every_page_has_no_serious_violations(browser, live_server, auth, make_u
     db.session.add(UserData(user_id=user.id, key="plan", value="pro"))
     db.session.commit()
     # Reduced motion: Pico then skips its colour transitions, which axe could catch half-way.
-    context = browser.new_context(base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS[width], reduced_motion="reduce")
+    context = browser.new_context(
+        base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS[width], reduced_motion="reduce"
+    )
     page = context.new_page()
     try:
         page.goto("/auth/sign-in")
         found = {"/auth/sign-in": serious_violations(page)}
         page.goto(auth.link_for(boss))
-        pages = ["/users", "/users?q=zzz", f"/users/{user.id}", f"/users/{user.id}/edit", "/users/new",
-                 f"/users/{user.id}/status?to=suspended", "/audit", "/users/missing"]
+        pages = [
+            "/users",
+            "/users?q=zzz",
+            f"/users/{user.id}",
+            f"/users/{user.id}/edit",
+            "/users/new",
+            f"/users/{user.id}/status?to=suspended",
+            "/audit",
+            "/users/missing",
+        ]
         for url in pages:
             page.goto(url)
             page.wait_for_load_state("networkidle")

@@ -28,8 +28,9 @@ def grace(make_user, clerk_user_record):
     return make_user(email="grace@navy.mil", first_name="Grace", last_name="Hopper", clerk_id=clerk_user_record["id"])
 
 
-def test_a_suspension_while_clerk_is_down_is_pending_then_pushed(page, auth, make_user, grace, fake, db, runner,
-                                                                   clerk_user_record):
+def test_a_suspension_while_clerk_is_down_is_pending_then_pushed(
+    page, auth, make_user, grace, fake, db, runner, clerk_user_record
+):
     boss = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN)
     page.goto(auth.link_for(boss))
     fake.stop()
@@ -62,8 +63,9 @@ def test_a_suspension_while_clerk_is_down_is_pending_then_pushed(page, auth, mak
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", list(VIEWPORTS))
-def test_the_clerk_pages_have_no_serious_violations(browser, live_server, auth, make_user, grace, fake, db, app,
-                                                    scheme, width):
+def test_the_clerk_pages_have_no_serious_violations(
+    browser, live_server, auth, make_user, grace, fake, db, app, scheme, width
+):
     from app.clerk.outbox import BAN, METADATA
     from app.clerk.outbox.enqueue import enqueue
 
@@ -74,8 +76,9 @@ def test_the_clerk_pages_have_no_serious_violations(browser, live_server, auth, 
     db.session.commit()
     invited = make_user(email="new@example.com", status="invited", clerk_id="inv_e2e")
     boss = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN)
-    context = browser.new_context(base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS[width],
-                                  reduced_motion="reduce")
+    context = browser.new_context(
+        base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS[width], reduced_motion="reduce"
+    )
     page = context.new_page()
     found = {}
     try:

@@ -13,12 +13,14 @@ from app.models import ClerkCall, UserRole, WebhookEvent
 def signed_in(page, auth, make_user, db):
     boss = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN)
     ada = make_user(email="ada@example.com")
-    db.session.add_all([
-        WebhookEvent(id="msg_applied", type="user.updated", outcome="applied", payload="{}"),
-        WebhookEvent(id="msg_failed", type="user.updated", outcome="failed", error="boom", payload="{}"),
-        ClerkCall(user_id=ada.id, operation="ban_user", payload="{}", state="failed", attempts=1, last_error="no"),
-        ClerkCall(user_id=ada.id, operation="unban_user", payload="{}", state="pending", attempts=0),
-    ])
+    db.session.add_all(
+        [
+            WebhookEvent(id="msg_applied", type="user.updated", outcome="applied", payload="{}"),
+            WebhookEvent(id="msg_failed", type="user.updated", outcome="failed", error="boom", payload="{}"),
+            ClerkCall(user_id=ada.id, operation="ban_user", payload="{}", state="failed", attempts=1, last_error="no"),
+            ClerkCall(user_id=ada.id, operation="unban_user", payload="{}", state="pending", attempts=0),
+        ]
+    )
     db.session.commit()
     page.goto(auth.link_for(boss))
     return page
@@ -62,8 +64,12 @@ def test_the_outbox_filters_as_you_choose(signed_in):
 def test_every_filter_form_has_the_same_button(signed_in):
     page = signed_in
     looks = {}
-    for path, form in [("/users", "#filters"), ("/webhooks", "#webhook-filters"), ("/audit", "#audit-filters"),
-                       ("/clerk", "#clerk-filters")]:
+    for path, form in [
+        ("/users", "#filters"),
+        ("/webhooks", "#webhook-filters"),
+        ("/audit", "#audit-filters"),
+        ("/clerk", "#clerk-filters"),
+    ]:
         page.goto(path)
         button = page.locator(form).locator("button[type=submit]")
         box = button.bounding_box()

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from app.audit.services import Actor
-from app.models import ClerkCall, UserRole, UserStatus
+from app.models import ClerkCall, UserRole
 from app.users.services import add_user_data
 
 WIDTHS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1366, "height": 768}}
@@ -52,8 +52,16 @@ def long_user(make_user, db):
     actor = Actor.staff(boss)
     add_user_data(user, LONG_KEY, LONG_VALUE, actor=actor)
     add_user_data(user, "plan", "pro", actor=actor)
-    db.session.add(ClerkCall(user_id=user.id, operation="update_metadata", payload="{}", state="failed",
-                             attempts=3, last_error="Clerk said: " + "z" * 3000))
+    db.session.add(
+        ClerkCall(
+            user_id=user.id,
+            operation="update_metadata",
+            payload="{}",
+            state="failed",
+            attempts=3,
+            last_error="Clerk said: " + "z" * 3000,
+        )
+    )
     db.session.commit()
     return user, boss
 

@@ -4,6 +4,7 @@ screenshots in docs/screenshots."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections import Counter
@@ -50,12 +51,25 @@ def population(make_user, runner, db):
     suspensions go through app.users.services.set_status, which keeps the counters itself.
     """
     now = utcnow()
-    boss = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN, first_name="Bo", last_name="Ss",
-                     created_at=now - timedelta(days=400), last_sign_in_at=now - timedelta(days=300))
+    boss = make_user(
+        email="boss@example.com",
+        role=UserRole.SUPER_ADMIN,
+        first_name="Bo",
+        last_name="Ss",
+        created_at=now - timedelta(days=400),
+        last_sign_in_at=now - timedelta(days=300),
+    )
     for i, (created, signed_in, role, status) in enumerate(PEOPLE):
-        make_user(email=f"p{i}@example.com", role=role, status=status, created_at=now - timedelta(days=created),
-                  last_sign_in_at=None if signed_in is None else now - timedelta(days=signed_in))
-    to_suspend = [make_user(email=f"s{i}@example.com", created_at=now - timedelta(days=8 + i)) for i in range(SUSPENDED)]
+        make_user(
+            email=f"p{i}@example.com",
+            role=role,
+            status=status,
+            created_at=now - timedelta(days=created),
+            last_sign_in_at=None if signed_in is None else now - timedelta(days=signed_in),
+        )
+    to_suspend = [
+        make_user(email=f"s{i}@example.com", created_at=now - timedelta(days=8 + i)) for i in range(SUSPENDED)
+    ]
     result = runner.invoke(args=["stats", "rebuild"])
     assert result.exit_code == 0, result.output
     for user in to_suspend:
@@ -117,12 +131,16 @@ OUTSIDE_THE_VIEWPORT = """root => {
 def expect_honest_ticks(page, key: str) -> None:
     """Every grid line sits where its label's value falls: (bottom - y) / (bottom - top) = value / top."""
     ticks = page.locator(f"svg.chart-{key} .chart-grid text").evaluate_all(
-        "texts => texts.map(t => [t.textContent.trim(), Number(t.getAttribute('y'))])")
+        "texts => texts.map(t => [t.textContent.trim(), Number(t.getAttribute('y'))])"
+    )
     lines = page.locator(f"svg.chart-{key} .chart-grid line").evaluate_all(
-        "lines => lines.map(l => Number(l.getAttribute('y1')))")
+        "lines => lines.map(l => Number(l.getAttribute('y1')))"
+    )
     assert [y for _label, y in ticks] == lines
-    values = [(float(label[:-1]) * {"k": 1e3, "M": 1e6}[label[-1]] if label[-1] in "kM" else float(label), y)
-              for label, y in ticks]
+    values = [
+        (float(label[:-1]) * {"k": 1e3, "M": 1e6}[label[-1]] if label[-1] in "kM" else float(label), y)
+        for label, y in ticks
+    ]
     (zero, bottom), (top, top_y) = values[0], values[-1]
     assert zero == 0 and top > 0 and len(values) >= 2, ticks
     for value, y in values:
@@ -150,7 +168,8 @@ def test_the_overview_shows_the_figures_and_both_charts(page, auth, population, 
     sign_in(page, auth, boss)
 
     expect(page.get_by_role("navigation", name="Main").get_by_role("link", name="Overview")).to_have_attribute(
-        "aria-current", "page")
+        "aria-current", "page"
+    )
     live = len(PEOPLE) + SUSPENDED + 1
     assert figure(page, "#users-total") == live
     statuses = Counter(st for *_rest, st in PEOPLE) + Counter({UserStatus.SUSPENDED: SUSPENDED, UserStatus.ACTIVE: 1})
@@ -162,11 +181,18 @@ def test_the_overview_shows_the_figures_and_both_charts(page, auth, population, 
     expect(page.locator("#status-suspended")).to_contain_text(f"{100 * SUSPENDED / live:.1f}%")
 
     # Both charts: an image each, named by its <title> and described by its <desc>.
-    for key, title, expected in (("signups", "Sign-ups per day", signups), ("signins", "Latest sign-ins per day", signins)):
+    for key, title, expected in (
+        ("signups", "Sign-ups per day", signups),
+        ("signins", "Latest sign-ins per day", signins),
+    ):
         chart = page.get_by_role("img", name=title)
         expect(chart).to_be_visible()
         expect(chart).to_have_attribute("aria-labelledby", f"{key}-title {key}-desc")
-        total = sum(n for day, n in expected.items() if day > date.fromisoformat(bars(page, key)[-1]["day"]) - timedelta(days=30))
+        total = sum(
+            n
+            for day, n in expected.items()
+            if day > date.fromisoformat(bars(page, key)[-1]["day"]) - timedelta(days=30)
+        )
         expect(page.locator(f"#chart-{key} .chart-total")).to_have_text(str(total))
         expect(page.locator(f"#{key}-desc")).to_contain_text(f"{total:,} ")
         expect_bars(page, key, 30, expected)
@@ -224,8 +250,9 @@ def test_the_range_switch_swaps_only_the_charts_and_keeps_the_url(page, auth, po
     expect(page.locator("#range-30")).to_have_attribute("aria-current", "true")
 
     # The pushed URL works on its own, without JavaScript.
-    context = browser.new_context(base_url=live_server, storage_state=page.context.storage_state(),
-                                  java_script_enabled=False)
+    context = browser.new_context(
+        base_url=live_server, storage_state=page.context.storage_state(), java_script_enabled=False
+    )
     try:
         plain = context.new_page()
         plain.goto("/?days=7")
@@ -251,8 +278,9 @@ def test_a_figure_leads_to_the_list_it_counts(page, auth, population, kind, key,
     expect(page).to_have_url(re.compile(rf"/users\?{param}={key}$"))
     expect(page.locator("table.users-table tbody tr")).to_have_count(shown)
     expect(page.locator(".result-count")).to_have_text(f"{shown} users")
-    expect(page.get_by_role("group", name=param.capitalize()).get_by_label(
-        key.replace("_", " "), exact=True)).to_be_checked()
+    expect(
+        page.get_by_role("group", name=param.capitalize()).get_by_label(key.replace("_", " "), exact=True)
+    ).to_be_checked()
 
 
 def test_the_total_leads_to_every_user(page, auth, population):
@@ -271,8 +299,9 @@ def test_the_total_leads_to_every_user(page, auth, population):
 @pytest.mark.parametrize("width", list(VIEWPORTS))
 def test_the_overview_has_no_serious_violations(browser, live_server, auth, population, scheme, width):
     boss, _signups, _signins = population
-    context = browser.new_context(base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS[width],
-                                  reduced_motion="reduce")
+    context = browser.new_context(
+        base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS[width], reduced_motion="reduce"
+    )
     page = context.new_page()
     try:
         sign_in(page, auth, boss)
@@ -283,9 +312,12 @@ def test_the_overview_has_no_serious_violations(browser, live_server, auth, popu
         # The range links side by side, apart, inside the section's width.
         section = page.locator("#activity").bounding_box()
         links = [page.locator(f"#range-{n}").bounding_box() for n in (7, 30, 90)]
-        for left, right in zip(links, links[1:]):
+        for left, right in itertools.pairwise(links):
             assert left["x"] + left["width"] <= right["x"], links
-        assert links[0]["x"] >= section["x"] and links[-1]["x"] + links[-1]["width"] <= section["x"] + section["width"] + 0.5
+        assert (
+            links[0]["x"] >= section["x"]
+            and links[-1]["x"] + links[-1]["width"] <= section["x"] + section["width"] + 0.5
+        )
         # The chart data tables, opened, and the charts htmx swaps in.
         for summary in page.locator(".chart-data summary").all():
             summary.click()
@@ -307,8 +339,12 @@ def test_screenshots_of_the_overview(browser, live_server, auth, runner, db, tmp
     folder = SCREENSHOTS if os.environ.get("SCREENSHOTS") else tmp_path
     result = runner.invoke(args=["demo", "--users", "400"])
     assert result.exit_code == 0, result.output
-    boss = db.session.scalars(sa.select(User).where(User.role == UserRole.SUPER_ADMIN, User.status == UserStatus.ACTIVE)
-                              .order_by(User.clerk_id).limit(1)).one()
+    boss = db.session.scalars(
+        sa.select(User)
+        .where(User.role == UserRole.SUPER_ADMIN, User.status == UserStatus.ACTIVE)
+        .order_by(User.clerk_id)
+        .limit(1)
+    ).one()
     context = browser.new_context(base_url=live_server, viewport=VIEWPORTS["desktop"], reduced_motion="reduce")
     page = context.new_page()
     try:
@@ -326,6 +362,7 @@ def test_screenshots_of_the_overview(browser, live_server, auth, runner, db, tmp
                 page.set_viewport_size(VIEWPORTS["phone"])
                 for part in ("overview-cards", "overview-activity"):
                     page.locator(f".{part}").first.screenshot(
-                        path=Path(os.environ["SCREENSHOTS_PHONE"]) / f"{part}-{scheme}-phone.png")
+                        path=Path(os.environ["SCREENSHOTS_PHONE"]) / f"{part}-{scheme}-phone.png"
+                    )
     finally:
         context.close()

@@ -17,11 +17,19 @@ def test_screenshots_of_the_users_pages(browser, live_server, auth, runner, db, 
     folder = SCREENSHOTS if os.environ.get("SCREENSHOTS") else tmp_path
     result = runner.invoke(args=["demo", "--users", "200"])
     assert result.exit_code == 0, result.output
-    boss = db.session.scalars(sa.select(User).where(User.role == UserRole.SUPER_ADMIN, User.status == UserStatus.ACTIVE)
-                              .order_by(User.clerk_id).limit(1)).one()
-    someone = db.session.scalars(sa.select(User).join(User.data).where(User.role == UserRole.USER,
-                                                                      User.first_name.is_not(None))
-                                 .order_by(User.clerk_id).limit(1)).first()
+    boss = db.session.scalars(
+        sa.select(User)
+        .where(User.role == UserRole.SUPER_ADMIN, User.status == UserStatus.ACTIVE)
+        .order_by(User.clerk_id)
+        .limit(1)
+    ).one()
+    someone = db.session.scalars(
+        sa.select(User)
+        .join(User.data)
+        .where(User.role == UserRole.USER, User.first_name.is_not(None))
+        .order_by(User.clerk_id)
+        .limit(1)
+    ).first()
     context = browser.new_context(base_url=live_server, viewport=VIEWPORTS["desktop"], reduced_motion="reduce")
     page = context.new_page()
     try:

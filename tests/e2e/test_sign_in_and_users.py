@@ -11,8 +11,12 @@ def test_sign_in_by_link_see_users_page_through_and_sign_out(app, page, auth, ma
     app.config["USERS_PER_PAGE"] = 10
     start = utcnow() - timedelta(days=100)
     for i in range(25):
-        make_user(email=f"member{i:02d}@example.com", first_name="Member", last_name=f"Number{i:02d}",
-                  created_at=start + timedelta(days=i))
+        make_user(
+            email=f"member{i:02d}@example.com",
+            first_name="Member",
+            last_name=f"Number{i:02d}",
+            created_at=start + timedelta(days=i),
+        )
     admin = make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN)
 
     page.goto("/users")

@@ -13,12 +13,23 @@ from app.models import User, UserData, UserRole, UserStatus, utcnow
 def people(make_user, db):
     now = utcnow()
     people = {
-        "ada": make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace",
-                         created_at=now - timedelta(days=3), public_metadata='{"plan": "pro"}'),
-        "alan": make_user(email="alan@turing.org", first_name="Alan", last_name="Turing", role=UserRole.ADMIN,
-                          created_at=now - timedelta(days=2)),
-        "grace": make_user(email="grace@navy.mil", first_name="Grace", last_name="Hopper",
-                           created_at=now - timedelta(days=1)),
+        "ada": make_user(
+            email="ada@example.com",
+            first_name="Ada",
+            last_name="Lovelace",
+            created_at=now - timedelta(days=3),
+            public_metadata='{"plan": "pro"}',
+        ),
+        "alan": make_user(
+            email="alan@turing.org",
+            first_name="Alan",
+            last_name="Turing",
+            role=UserRole.ADMIN,
+            created_at=now - timedelta(days=2),
+        ),
+        "grace": make_user(
+            email="grace@navy.mil", first_name="Grace", last_name="Hopper", created_at=now - timedelta(days=1)
+        ),
     }
     for i in range(4):
         make_user(email=f"extra{i}@example.com", created_at=now - timedelta(days=10 + i))
@@ -175,7 +186,9 @@ def test_invite_a_user(signed_in, db):
     page.get_by_role("button", name="Invite").click()
     expect(page.get_by_text("Invited newbie@example.com.")).to_be_visible()
     expect(page.locator(".badge-status-invited").first).to_be_visible()
-    assert db.session.scalars(sa.select(User.status).where(User.email == "newbie@example.com")).one() == UserStatus.INVITED
+    assert (
+        db.session.scalars(sa.select(User.status).where(User.email == "newbie@example.com")).one() == UserStatus.INVITED
+    )
 
 
 def test_a_503_is_shown_above_the_page_and_keeps_what_was_there(app, people, signed_in):
@@ -190,8 +203,12 @@ def test_a_503_is_shown_above_the_page_and_keeps_what_was_there(app, people, sig
         answered = render_error(503, UNREACHABLE_MESSAGE)
         body, code = answered.get_data(as_text=True), answered.status_code
     searches = re.compile(r"/users\?q=")
-    page.route(searches, lambda route: route.fulfill(
-        status=code, body=body, content_type="text/html; charset=utf-8", headers={"Retry-After": "5"}))
+    page.route(
+        searches,
+        lambda route: route.fulfill(
+            status=code, body=body, content_type="text/html; charset=utf-8", headers={"Retry-After": "5"}
+        ),
+    )
     page.get_by_label("Search users").fill("lovelace")
     alert = page.locator("#request-error")
     expect(alert).to_contain_text("The database is unreachable")
@@ -207,8 +224,11 @@ def test_the_export_link_follows_the_list_and_downloads_exactly_its_rows(people,
     import csv
     from urllib.parse import parse_qs, urlsplit
 
-    for email, status in [("s1@example.com", UserStatus.SUSPENDED), ("s2@example.com", UserStatus.SUSPENDED),
-                          ("s3@other.org", UserStatus.SUSPENDED)]:
+    for email, status in [
+        ("s1@example.com", UserStatus.SUSPENDED),
+        ("s2@example.com", UserStatus.SUSPENDED),
+        ("s3@other.org", UserStatus.SUSPENDED),
+    ]:
         make_user(email=email, status=status, first_name="Zoë", private_metadata='{"note": "secret"}')
     page = signed_in
     page.get_by_text("Filters and order").click()

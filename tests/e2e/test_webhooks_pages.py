@@ -34,7 +34,9 @@ def deliveries(app, client, db):
 def test_the_webhooks_pages_have_no_serious_violations(browser, live_server, auth, deliveries, scheme, width):
     staff = auth.make_user(email="boss@example.com", role=UserRole.SUPER_ADMIN)
     # Reduced motion: Pico then skips its colour transitions, which axe could catch half-way.
-    context = browser.new_context(base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS[width], reduced_motion="reduce")
+    context = browser.new_context(
+        base_url=live_server, color_scheme=scheme, viewport=VIEWPORTS[width], reduced_motion="reduce"
+    )
     page = context.new_page()
     try:
         page.goto(auth.link_for(staff))
@@ -109,7 +111,7 @@ def test_long_ids_and_types_keep_the_table_on_the_screen(app, client, browser, l
     for widths in (listed, detail):
         assert widths["page"] <= widths["screen"], widths
         assert all(extra <= 0 for extra in widths["boxes"]), widths  # no sideways scrolling inside
-        assert widths["outcomes"] and all(0 <= left and right <= widths["screen"] for left, right in widths["outcomes"])
+        assert widths["outcomes"] and all(left >= 0 and right <= widths["screen"] for left, right in widths["outcomes"])
     assert len(listed["outcomes"]) == 2
     assert titles == [1, 1, 1]  # the whole value, on hover, where the list shortens it
     assert LONG_ID in shown.replace("\n", "") and LONG_TYPE in shown.replace("\n", "")

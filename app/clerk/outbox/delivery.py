@@ -127,8 +127,11 @@ def _claim_next(user_ids: Sequence[str] | None) -> ClerkCall | None:
     earlier = aliased(ClerkCall)
     query = sa.select(ClerkCall).where(
         ClerkCall.state == ClerkCallState.PENDING.value,
-        ~sa.exists().where(earlier.user_id == ClerkCall.user_id,
-                           earlier.state == ClerkCallState.PENDING.value, earlier.id < ClerkCall.id),
+        ~sa.exists().where(
+            earlier.user_id == ClerkCall.user_id,
+            earlier.state == ClerkCallState.PENDING.value,
+            earlier.id < ClerkCall.id,
+        ),
     )
     if user_ids is None:
         query = query.where(ClerkCall.next_attempt_at <= utcnow())
@@ -146,8 +149,9 @@ def _send(clerk: Clerk, call: ClerkCall, timeout_ms: int) -> Any:
         if call.operation == UNBAN:
             return clerk.users.unban(user_id=payload["user_id"], timeout_ms=timeout_ms)
         if call.operation == METADATA:
-            return clerk.users.update_metadata(user_id=payload["user_id"], public_metadata=payload["public_metadata"],
-                                               timeout_ms=timeout_ms)
+            return clerk.users.update_metadata(
+                user_id=payload["user_id"], public_metadata=payload["public_metadata"], timeout_ms=timeout_ms
+            )
         if call.operation == CREATE_INVITATION:
             return clerk.invitations.create(request=payload, timeout_ms=timeout_ms)
         if call.operation == REVOKE_INVITATION:
@@ -167,8 +171,9 @@ def _pending_invitation_id(clerk: Clerk, email_address: str, timeout_ms: int) ->
     """The pending invitation Clerk already holds for this email (an earlier attempt that got through)."""
     try:
         with quiet_sdk_deprecations():
-            found = clerk.invitations.list(status=models.ListInvitationsQueryParamStatus.PENDING,
-                                           query=email_address, timeout_ms=timeout_ms)
+            found = clerk.invitations.list(
+                status=models.ListInvitationsQueryParamStatus.PENDING, query=email_address, timeout_ms=timeout_ms
+            )
     except (models.ClerkBaseError, httpx.HTTPError, models.NoResponseError):
         return None
     for invitation in found or []:
@@ -288,8 +293,13 @@ def deliver_after_request(*, actor: Actor) -> PushReport:
         return PushReport()
     budget_ms = int(current_app.config.get("CLERK_OUTBOX_REQUEST_BUDGET_MS", REQUEST_BUDGET_MS))
     try:
-        return deliver_due(len(touched) * 4 + 10, deadline=time.monotonic() + budget_ms / 1000,
-                           timeout_ms=budget_ms, user_ids=touched, actor=actor)
+        return deliver_due(
+            len(touched) * 4 + 10,
+            deadline=time.monotonic() + budget_ms / 1000,
+            timeout_ms=budget_ms,
+            user_ids=touched,
+            actor=actor,
+        )
     except Exception as error:  # the local change is committed; the CLI delivers later
         db.session.rollback()
         current_app.logger.exception("delivering Clerk calls after the request failed")

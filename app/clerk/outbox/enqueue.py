@@ -41,9 +41,14 @@ def enqueue(user: User | None, operation: str, payload: dict[str, Any]) -> Clerk
     """Add a call to the outbox in the caller's transaction; older calls of its kind are superseded."""
     if operation not in OPERATIONS:
         raise ValueError(f"unknown Clerk operation {operation!r}")
-    call = ClerkCall(user_id=user.id if user else None, operation=operation,
-                     payload=json.dumps(payload, sort_keys=True), state=ClerkCallState.PENDING.value,
-                     attempts=0, next_attempt_at=utcnow())
+    call = ClerkCall(
+        user_id=user.id if user else None,
+        operation=operation,
+        payload=json.dumps(payload, sort_keys=True),
+        state=ClerkCallState.PENDING.value,
+        attempts=0,
+        next_attempt_at=utcnow(),
+    )
     db.session.add(call)
     db.session.flush()
     if user is not None:
@@ -60,8 +65,12 @@ def _supersede_older(call: ClerkCall, user: User) -> None:
     # SKIP LOCKED: a row a worker is sending right now finishes on its own; this one follows it.
     older = db.session.scalars(
         sa.select(ClerkCall)
-        .where(ClerkCall.user_id == user.id, ClerkCall.id < call.id, ClerkCall.operation.in_(same_kind),
-               ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
+        .where(
+            ClerkCall.user_id == user.id,
+            ClerkCall.id < call.id,
+            ClerkCall.operation.in_(same_kind),
+            ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]),
+        )
         .with_for_update(skip_locked=True)
     ).all()
     for row in older:
@@ -114,5 +123,9 @@ def retry_call(call: ClerkCall, *, actor: Actor) -> None:
     db.session.flush()
     if call.user is not None:
         db.session.info.setdefault(TOUCHED, set()).add(call.user.id)
-        record("clerk.retry", actor=actor, target=call.user,
-               changes={f"clerk_call.{call.id}": [ClerkCallState.FAILED.value, ClerkCallState.PENDING.value]})
+        record(
+            "clerk.retry",
+            actor=actor,
+            target=call.user,
+            changes={f"clerk_call.{call.id}": [ClerkCallState.FAILED.value, ClerkCallState.PENDING.value]},
+        )

@@ -15,8 +15,11 @@ from app.models import ClerkCall, ClerkCallState, User, UTCDateTime
 from app.pagination import Keyset, KeysetPage, select_page
 
 LABELS: Final = {
-    BAN: "Ban in Clerk", UNBAN: "Unban in Clerk", METADATA: "Update public metadata",
-    CREATE_INVITATION: "Send a Clerk invitation", REVOKE_INVITATION: "Revoke the Clerk invitation",
+    BAN: "Ban in Clerk",
+    UNBAN: "Unban in Clerk",
+    METADATA: "Update public metadata",
+    CREATE_INVITATION: "Send a Clerk invitation",
+    REVOKE_INVITATION: "Revoke the Clerk invitation",
 }
 
 
@@ -25,21 +28,30 @@ def pending_user_ids(user_ids: Iterable[str]) -> set[str]:
     ids = list(user_ids)
     if not ids:
         return set()
-    return set(db.session.scalars(
-        sa.select(ClerkCall.user_id).distinct()
-        .where(ClerkCall.user_id.in_(ids),
-               ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
-    ))
+    return set(
+        db.session.scalars(
+            sa.select(ClerkCall.user_id)
+            .distinct()
+            .where(
+                ClerkCall.user_id.in_(ids),
+                ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]),
+            )
+        )
+    )
 
 
 def open_calls_for(user: User) -> list[ClerkCall]:
     """The user's calls that have not reached Clerk: pending ones and failed ones, oldest first."""
-    return list(db.session.scalars(
-        sa.select(ClerkCall)
-        .where(ClerkCall.user_id == user.id,
-               ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
-        .order_by(ClerkCall.id)
-    ))
+    return list(
+        db.session.scalars(
+            sa.select(ClerkCall)
+            .where(
+                ClerkCall.user_id == user.id,
+                ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]),
+            )
+            .order_by(ClerkCall.id)
+        )
+    )
 
 
 NEWEST_FIRST = Keyset((ClerkCall.id,), ("int",))
@@ -66,13 +78,16 @@ def describe(call: ClerkCall) -> str:
 
 def outbox_health() -> dict[str, Any]:
     """Counts for the outbox page: pending, failed and the oldest pending call's age."""
-    counts = dict(db.session.execute(
-        sa.select(ClerkCall.state, sa.func.count())
-        .where(ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
-        .group_by(ClerkCall.state)
-    ).all())
+    counts = dict(
+        db.session.execute(
+            sa.select(ClerkCall.state, sa.func.count())
+            .where(ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]))
+            .group_by(ClerkCall.state)
+        ).all()
+    )
     oldest: datetime | None = db.session.scalar(
-        sa.select(sa.func.min(ClerkCall.created_at, type_=UTCDateTime))
-        .where(ClerkCall.state == ClerkCallState.PENDING.value)
+        sa.select(sa.func.min(ClerkCall.created_at, type_=UTCDateTime)).where(
+            ClerkCall.state == ClerkCallState.PENDING.value
+        )
     )
     return {"pending": counts.get("pending", 0), "failed": counts.get("failed", 0), "oldest_pending": oldest}
