@@ -1,12 +1,7 @@
 """Who is signed in, and the rule that everything but a few public endpoints needs staff.
 
-Flask-Login keeps the session. Its id for a person is "<user id>:<session generation>" (the
-alternative-id pattern, User.get_id): the signed cookie holds it, and the user loader accepts it
-only while the person's generation in the database is the same and they may still use the
-dashboard. Sign-out, suspension, deletion and loss of the staff role move the generation on, so
-every copy of an older cookie is refused, and reactivation does not bring it back. A session
-starts from a one-time link or from a verified Clerk session token (the request loader), and
-also ends after SESSION_IDLE_MINUTES without a request or SESSION_MAX_HOURS after it began.
+Flask-Login keeps the session; its id for a person is "<user id>:<session generation>", accepted only
+while the generation in the database is the same (README.md, "Signing in", says what moves it on).
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """Clerk users into our `users` table: the rules the webhook, replays and the backfill share.
 
-- Upsert by `clerk_id`. Clerk owns email, names, username, image, external id, metadata and the
-  last sign-in; the dashboard owns role and status, which nothing here reads from Clerk.
-- Ordering guard: `clerk_updated_at` holds Clerk's `updated_at` (ms) of the last version applied.
-  An older version is stale and not applied; an equal one is applied again, which changes nothing.
-- Tombstones: a deleted user keeps its row with `deleted_at` set, even one never seen before, so
-  no late or replayed event brings it back.
-- Claim: an unknown Clerk id whose primary email matches a row still waiting for Clerk (an
-  invited user, or a local placeholder id) takes that row over: same id, same key-value data.
-  A staff row (admin, super admin) is taken over only when Clerk reports that email verified;
-  otherwise the Clerk user becomes a separate user and the result says why.
-- Data is stored as Clerk sent it: dashboard rules (such as two-letter names) bind what admins
-  type, not what Clerk reports.
-
-Every write goes through `update_user_fields` or the audit trail's `record`, and nothing here
-commits: the caller (webhook view, CLI) does.
+Upsert by `clerk_id`, ordered by Clerk's `updated_at`, with tombstones for deletions and the claim
+of a waiting row by email (a staff row only with a verified email); Clerk's data is stored as sent.
+The rules, with their reasons: docs/webhooks.md. Nothing here commits: the caller does.
 """
 
 from __future__ import annotations

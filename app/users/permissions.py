@@ -1,14 +1,7 @@
-"""Who may do what to whom (DESIGN §9), checked by the services so no path can go around it.
+"""Who may do what to whom, checked by the services so no path can go around it.
 
-| | user | admin | super_admin |
-| see the dashboard | no | yes | yes |
-| edit, invite, suspend, reactivate, key-value data | no | users with role `user` only | everyone |
-| change roles | no | no | yes, never leaving zero active super admins |
-| act on themselves (status, role) | no | no | no |
-| replay a webhook event | no | no | yes |
-
-The command line and Clerk's webhook act for the system (the break-glass path and the mirror of
-Clerk), so only the last-super-admin rule binds them.
+The table is in README.md ("Who may do what"). The command line and Clerk's webhook act for the
+system (the break-glass path and the mirror of Clerk), so only the last-super-admin rule binds them.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Clerk webhook deliveries: stored once per Svix message id, applied in the same transaction.
 
-Exactly once: the `webhook_events` row (primary key = svix id) is inserted first, with ON CONFLICT
-DO NOTHING. A second copy of the message, even one arriving at the same moment on another worker,
-waits for the first transaction and then finds the row: it is answered `duplicate` and applies
-nothing. Only a row whose outcome is `failed` is applied again (Svix's retry, or a replay).
-
-Nothing here commits; the view or the CLI does, so the row and the change land together.
+The `webhook_events` row is inserted first (ON CONFLICT DO NOTHING): a second copy waits for the
+first transaction, finds the row and applies nothing (docs/webhooks.md). Nothing here commits.
 """
 
 from __future__ import annotations
