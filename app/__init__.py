@@ -41,7 +41,7 @@ def register_config(app: Flask, test_config: dict | None) -> None:
 
 def register_extensions(app: Flask) -> None:
     from app.extensions import csrf, db, htmx, migrate
-    from app.users.counts import register_listeners as register_counter_listeners
+    from app.records.counts import register_listeners as register_counter_listeners
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)

@@ -49,7 +49,7 @@ def create_admin_command(email: str, role: str) -> None:
 def sign_in_link_command(email: str) -> None:
     """Print a one-time sign-in link for an active admin or super admin."""
     from app.auth.services import SignInRefused, issue_sign_in_link
-    from app.users.records import find_live_user_by_email
+    from app.records.users import find_live_user_by_email
 
     user = find_live_user_by_email(email)
     if user is None:
@@ -81,7 +81,9 @@ def init_commands(app: Flask) -> None:
     from app.clerk.cli import clerk_cli
     from app.demo.cli import demo_command
     from app.overview.cli import stats_cli
+    from app.webhooks.cli import replay_command
 
+    clerk_cli.add_command(replay_command)  # `flask clerk replay`: its code is the webhooks'
     app.cli.add_command(users_cli)
     app.cli.add_command(demo_command)
     app.cli.add_command(clerk_cli)

@@ -21,7 +21,7 @@ from app.database import (
 )
 from app.extensions import db
 from app.pages import answer
-from app.users.permissions import NotAllowed
+from app.permissions import NotAllowed
 
 TITLES = {
     400: "Bad request",

@@ -61,6 +61,10 @@ class UserStatus(enum.StrEnum):
         return self.value
 
 
+# What the dashboard's actions call each status it can set (bulk bar, row buttons, confirmations).
+STATUS_VERBS = {"suspended": "Suspend", "active": "Reactivate", "inactive": "Mark inactive"}
+
+
 class ClerkIdKind(enum.StrEnum):
     """What a row's clerk_id is, told by its prefix."""
 
@@ -386,7 +390,7 @@ class ClerkCall(db.Model):
 
 class UserCount(db.Model):
     """How many users fall in one bucket: live users by status, role, sign-up day and sign-in day,
-    and the number of deleted users (dimension `deleted`, bucket `all`); kept by app/users/counts.py.
+    and the number of deleted users (dimension `deleted`, bucket `all`); kept by app/records/counts.py.
 
     Days are UTC dates as text (YYYY-MM-DD), so they sort and range-scan in order. A missing row
     means zero; a row may hold zero after its last user left the bucket.

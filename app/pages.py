@@ -10,8 +10,7 @@ from urllib.parse import quote
 
 from flask import Flask, Response, flash, g, make_response, redirect, render_template, request, url_for
 
-from app.models import UserRole, UserStatus
-from app.users.forms import BULK_ACTIONS as STATUS_VERBS
+from app.models import STATUS_VERBS, UserRole, UserStatus
 
 
 def wants_fragment() -> bool:

@@ -46,7 +46,7 @@ from app import create_app  # noqa: E402
 from app.audit.services import Actor  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import User, UserStatus  # noqa: E402
-from app.users import counts  # noqa: E402
+from app.records import counts  # noqa: E402
 from tests.clerk_payloads import clerk_user, sign, user_created, user_deleted, user_updated  # noqa: E402
 
 WEBHOOK_SECRET = "whsec_" + "YmVuY2gtb3ZlcnZpZXctc2lnbmluZy1zZWNyZXQ="

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from app.audit.services import Actor
 from app.models import AuditEvent, SignInLink, User, UserRole, UserStatus, utcnow
-from app.users.records import update_user_fields
+from app.records.users import update_user_fields
 from tests.conftest import csrf_token_from
 
 

@@ -18,7 +18,7 @@ from app.audit.services import Actor
 from app.clerk.outbox import BAN, METADATA, delivery
 from app.clerk.outbox.enqueue import enqueue, retry_call
 from app.models import AuditEvent, ClerkCall, User, UserRole, UserStatus, utcnow
-from app.users.permissions import NotAllowed
+from app.permissions import NotAllowed
 from tests.clerk_payloads import sign, user_updated
 from tests.conftest import HX, csrf_token_from
 from tests.fake_clerk import SECRET_KEY, FakeClerk, bapi_user, connected_fake_clerk

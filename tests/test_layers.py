@@ -29,3 +29,27 @@ def test_every_module_is_in_a_layer():
 
 def _imports_nothing(init: Path) -> bool:
     return init.exists() and not re.search(r"^\s*(import|from)\s", init.read_text(), re.MULTILINE)
+
+
+def test_no_cycle_between_app_packages():
+    """Layers bind modules; packages must not import each other in a circle either (app/users ↔ app/clerk was one)."""
+    import grimp
+
+    graph = grimp.build_graph("app")
+
+    def package(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    imports: dict[str, set[str]] = {}
+    for module in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(module):
+            if package(module) not in (package(imported), "app"):
+                imports.setdefault(package(module), set()).add(package(imported))
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})) for nxt in imports.get(start, ())
+        )
+
+    circular = sorted(p for p in imports if reaches(p, p, {p}))
+    assert circular == [], f"these packages import each other in a circle: {circular}"

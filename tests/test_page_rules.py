@@ -6,7 +6,7 @@ import pytest
 
 from app.audit.services import Actor
 from app.models import ClerkIdKind, UserRole, UserStatus, utcnow
-from app.users.permissions import can_act_on
+from app.permissions import can_act_on
 from app.users.services import statuses_offered
 
 

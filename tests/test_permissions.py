@@ -5,7 +5,7 @@ import sqlalchemy as sa
 
 from app.audit.services import Actor
 from app.models import User, UserData, UserRole, UserStatus
-from app.users.permissions import NotAllowed
+from app.permissions import NotAllowed
 from app.users.services import bulk_set_status, edit_user, set_status
 from tests.conftest import csrf_token_from
 

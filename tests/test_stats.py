@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from app.audit.services import Actor
 from app.clerk.sync import clerk_user_from_dict, delete_clerk_user, record_sign_in, upsert_clerk_user
 from app.models import User, UserCount, UserStatus
-from app.users import counts as user_counts
+from app.records import counts as user_counts
 from app.users.services import DuplicateKey, add_user_data, invite_user, revoke_invitation, set_status
 from tests.clerk_payloads import (
     BASE_MS,

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from app.audit.services import Actor
 from app.models import AuditEvent, ClerkCall, User, UserData, UserRole, UserStatus
+from app.permissions import NotAllowed
+from app.records.users import update_user_fields
 from app.users import services
-from app.users.permissions import NotAllowed
-from app.users.records import update_user_fields
 from app.users.services import (
     DuplicateEmail,
     DuplicateKey,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from app.audit.services import Actor
 from app.models import AuditEvent, User, UserRole, WebhookEvent, utcnow
-from app.users.permissions import NotAllowed
+from app.permissions import NotAllowed
 from app.webhooks.services import record_failed_delivery, replay_event
 from tests.clerk_payloads import (
     BASE_MS,

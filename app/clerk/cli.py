@@ -1,4 +1,7 @@
-"""`flask clerk sync` (backfill from Clerk's API) and `flask clerk replay SVIX_ID`."""
+"""`flask clerk sync` (backfill from Clerk's API) and `flask clerk push` (the outbox worker).
+
+`flask clerk replay` lives with the webhooks (app/webhooks/cli.py); app/cli.py adds it to this group.
+"""
 
 from __future__ import annotations
 
@@ -55,23 +58,6 @@ def sync_command(page_size: int, offset: int) -> None:
                 f"({progress.summary()}); resume with: flask clerk sync --offset {progress.offset}"
             ) from error
     click.echo(f"Clerk sync done: {progress.summary()}.")
-
-
-@clerk_cli.command("replay")
-@click.argument("svix_id")
-def replay_command(svix_id: str) -> None:
-    """Re-apply a stored failed or stale webhook event (a stale one despite its age)."""
-    from app.webhooks.services import ReplayRefused, replay_event
-
-    try:
-        delivery = replay_event(svix_id, actor=Actor.cli())
-    except (LookupError, ReplayRefused) as error:
-        db.session.rollback()
-        raise click.ClickException(str(error)) from error
-    db.session.commit()
-    click.echo(f"{svix_id}: {delivery.outcome}" + (f" ({delivery.reason})" if delivery.reason else ""))
-    if delivery.outcome == "failed":
-        raise SystemExit(1)
 
 
 @clerk_cli.command("push")

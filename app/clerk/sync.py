@@ -20,8 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.audit.services import Actor, diff, record
 from app.extensions import db
 from app.models import ClerkIdKind, User, UserRole, UserStatus, utcnow
-from app.users import counts
-from app.users.records import normalise_email, update_user_fields
+from app.records import counts
+from app.records.users import normalise_email, update_user_fields
 
 # Ids a row holds while it waits for its Clerk user: placeholder_clerk_id() and invitations.
 CLAIMABLE_ID_PREFIXES = (ClerkIdKind.PLACEHOLDER.value, ClerkIdKind.INVITATION.value)

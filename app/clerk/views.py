@@ -17,7 +17,7 @@ from app.extensions import db
 from app.models import ClerkCall, ClerkCallState
 from app.pages import answer
 from app.pagination import MAX_INT
-from app.users.permissions import can_act_on
+from app.permissions import can_act_on
 
 bp = Blueprint("clerk", __name__)
 PAGE_SIZE = 50

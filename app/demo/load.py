@@ -37,7 +37,7 @@ from app.demo.generate import (
 )
 from app.extensions import db
 from app.models import User, UserData
-from app.users.counts import rebuild as rebuild_user_counts  # the demo's one use of the counters
+from app.records.counts import rebuild as rebuild_user_counts  # the demo's one use of the counters
 
 DEFAULT_CHUNK_SIZE = 25_000
 # Above this many missing users (and more than the table holds), PostgreSQL rebuilds indexes.

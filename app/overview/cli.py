@@ -23,7 +23,7 @@ def _report(differences: dict, *, exact: str, differ: str) -> None:
 @stats_cli.command("rebuild")
 def rebuild_command() -> None:
     """Recount every counter from the users table (one scan per dimension) and store the result."""
-    from app.users.counts import rebuild
+    from app.records.counts import rebuild
 
     differences = rebuild()
     db.session.commit()
@@ -35,7 +35,7 @@ def rebuild_command() -> None:
 @stats_cli.command("check")
 def check_command() -> None:
     """Compare the counters with a recount, changing nothing; exits 1 when they differ."""
-    from app.users.counts import differences, read_counts, recount, snapshot_isolation
+    from app.records.counts import differences, read_counts, recount, snapshot_isolation
 
     snapshot_isolation()
     found = differences(read_counts(), recount())

@@ -20,7 +20,7 @@ from app.clerk.outbox.queries import outbox_health
 from app.extensions import db
 from app.models import UserRole, UserStatus, WebhookEvent, WebhookOutcome
 from app.pagination import KeysetPage
-from app.users import counts as user_counts
+from app.records import counts as user_counts
 from app.webhooks.forms import WITHIN
 
 RANGES = (7, 30, 90)

@@ -10,8 +10,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from wtforms import BooleanField, HiddenField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import URL, DataRequired, Email, Length, Optional, Regexp, ValidationError
 
-from app.models import UserRole, UserStatus
-from app.users.records import normalise_email
+from app.models import STATUS_VERBS, UserRole, UserStatus
+from app.records.users import normalise_email
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
 ROLE_CHOICES = [SelectChoice(r.value, r.label) for r in UserRole]
@@ -19,7 +19,7 @@ STATUS_CHOICES = [SelectChoice(s.value, s.label) for s in UserStatus]
 SETTABLE_STATUS_CHOICES = [
     SelectChoice(s.value, s.label) for s in (UserStatus.ACTIVE, UserStatus.INACTIVE, UserStatus.SUSPENDED)
 ]
-BULK_ACTIONS = {"suspended": "Suspend", "active": "Reactivate", "inactive": "Mark inactive"}
+BULK_ACTIONS = STATUS_VERBS
 
 
 def strip(value):

@@ -1,6 +1,6 @@
 """The dashboard's operations on users (invite, edit, status, bulk, key-value data), with their rules.
 
-They check permissions, write through app/users/records.py, enqueue calls to Clerk, and never commit."""
+They check permissions, write through app/records/users.py, enqueue calls to Clerk, and never commit."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from app.clerk.outbox import waits_for_clerk_user
 from app.clerk.outbox.enqueue import enqueue_invitation, enqueue_revocation, enqueue_role_and_status
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
-from app.users.permissions import (
+from app.permissions import (
     NotAllowed,
     can_act_on,
     ensure_a_super_admin_remains,
@@ -27,7 +27,7 @@ from app.users.permissions import (
     ensure_not_self,
     is_self,
 )
-from app.users.records import find_live_user_by_email, new_user, normalise_email, update_user_fields
+from app.records.users import find_live_user_by_email, new_user, normalise_email, update_user_fields
 
 
 class UserError(ValueError):

@@ -25,10 +25,10 @@ from app.errors import ensure_form_accepted, error_page
 from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus
 from app.pages import answer, fragment_or_redirect, wants_fragment
+from app.permissions import can_act_on, can_change_roles, ensure_can_manage
 from app.users import export
 from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.history import history_for
-from app.users.permissions import can_act_on, can_change_roles, ensure_can_manage
 from app.users.queries import PER_PAGE_CHOICES, SORTS, UserFilters, count_users, list_users
 from app.users.services import (
     MAX_BULK,

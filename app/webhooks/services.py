@@ -31,7 +31,7 @@ from app.clerk.sync import (
 )
 from app.extensions import db
 from app.models import WebhookEvent, WebhookOutcome, utcnow
-from app.users.permissions import ensure_can_replay
+from app.permissions import ensure_can_replay
 
 MAX_BODY_BYTES = 1024 * 1024  # Clerk's user objects are a few KiB; anything near this is not Clerk
 MAX_SVIX_ID_BYTES = MAX_ID_BYTES  # Svix's are about 30; the id is the primary key

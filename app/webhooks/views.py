@@ -26,7 +26,7 @@ from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachabl
 from app.extensions import csrf, db
 from app.models import WebhookEvent, WebhookOutcome, utcnow
 from app.pages import answer
-from app.users.permissions import can_replay, ensure_can_replay
+from app.permissions import can_replay, ensure_can_replay
 from app.webhooks.forms import WITHIN_LABELS, WebhookFilters
 from app.webhooks.queries import find_clerk_users, list_webhook_events
 from app.webhooks.services import (

@@ -5,7 +5,7 @@ Revises: 0005_short_search_indexes
 Create Date: 2026-11-28
 
 The table is filled here from the existing rows (one GROUP BY per dimension: seconds at a million
-users); from then on the services that write users keep it exact (app/users/counts.py), and
+users); from then on the services that write users keep it exact (app/records/counts.py), and
 `flask stats rebuild` recounts it. Days are UTC dates as text, YYYY-MM-DD.
 """
 

@@ -38,7 +38,7 @@ from app.clerk.outbox import (
 )
 from app.extensions import db
 from app.models import ClerkCall, ClerkCallState, utcnow
-from app.users.records import update_user_fields
+from app.records.users import update_user_fields
 
 BACKOFF_BASE_S: Final = 10
 BACKOFF_MAX_S: Final = 3600

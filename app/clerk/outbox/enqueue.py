@@ -27,7 +27,7 @@ from app.clerk.outbox import (
 )
 from app.extensions import db
 from app.models import ClerkCall, ClerkCallState, User, UserStatus, utcnow
-from app.users.permissions import ensure_can_manage
+from app.permissions import ensure_can_manage
 
 # Calls of one kind: the newest says what Clerk should hold, so it supersedes older ones.
 KINDS: Final = {BAN: "ban", UNBAN: "ban", METADATA: "metadata", CREATE_INVITATION: "invitation"}

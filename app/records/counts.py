@@ -1,6 +1,6 @@
 """Exact user counts without counting users: the `user_counts` table and the one way to keep it.
 
-The choke points that write users (`new_user` and `update_user_fields` in app/users/records.py,
+The choke points that write users (`new_user` and `update_user_fields` in app/records/users.py,
 `_insert_user_if_absent` in app/clerk/sync.py) report each change here; the deltas are summed per
 transaction and written just before the outermost commit by the listeners `register_listeners`
 installs. Why this is exact and deadlock-free: docs/overview.md.

@@ -1,7 +1,7 @@
 """The basic user records every path shares: create, update fields, snapshot, look-ups.
 
 The dashboard's operations, Clerk's sync and the outbox's delivery all write users through
-`new_user` and `update_user_fields`, which keep the counters (app/users/counts.py) and the audit
+`new_user` and `update_user_fields`, which keep the counters (app/records/counts.py) and the audit
 trail in the same transaction. Nothing here checks permissions or commits.
 """
 
@@ -16,7 +16,7 @@ from email_validator import EmailNotValidError, validate_email
 from app.audit.services import Actor, diff, record
 from app.extensions import db
 from app.models import ClerkIdKind, User, UserRole, UserStatus
-from app.users import counts
+from app.records import counts
 
 
 def normalise_email(email: str) -> str:
