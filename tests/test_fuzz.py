@@ -47,6 +47,7 @@ from app.audit.services import Actor, Source
 from app.auth.services import issue_sign_in_link
 from app.clerk.forms import ClerkActionForm
 from app.models import (
+    STATUS_VERBS,
     ClerkCall,
     ClerkCallState,
     User,
@@ -59,7 +60,7 @@ from app.models import (
 )
 from app.overview.queries import RANGES
 from app.pagination import ListFilters
-from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
+from app.users.forms import BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.queries import PER_PAGE_CHOICES, SORTS
 from app.webhooks.forms import WITHIN
 from app.webhooks.services import HANDLED_TYPES
@@ -377,14 +378,14 @@ VALID: dict[str, list[str]] = {
     "per_page": [str(n) for n in PER_PAGE_CHOICES],
     "deleted": ["1", "on"],
     "days": [str(d) for d in RANGES],
-    "to": list(BULK_ACTIONS),
+    "to": list(STATUS_VERBS),
     "view": ["row", "detail"],
     "outcome": [o.value for o in WebhookOutcome],
     "type": list(HANDLED_TYPES),
     "within": list(WITHIN),
     "received": list(WITHIN),
     "state": [s.value for s in ClerkCallState],
-    "action": ["user.invite", "user.update", "auth.sign_in_refused", *list(BULK_ACTIONS)],
+    "action": ["user.invite", "user.update", "auth.sign_in_refused", *list(STATUS_VERBS)],
     "source": [s.value for s in Source],
     "next": ["/users", "/audit?actor=x"],
     "signed_out": ["1"],

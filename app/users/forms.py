@@ -19,7 +19,6 @@ STATUS_CHOICES = [SelectChoice(s.value, s.label) for s in UserStatus]
 SETTABLE_STATUS_CHOICES = [
     SelectChoice(s.value, s.label) for s in (UserStatus.ACTIVE, UserStatus.INACTIVE, UserStatus.SUSPENDED)
 ]
-BULK_ACTIONS = STATUS_VERBS
 
 
 def strip(value):
@@ -241,7 +240,7 @@ class BulkForm(FlaskForm):
         "With the selected users",
         choices=[
             SelectChoice("", "Choose an action…"),
-            *(SelectChoice(value, label) for value, label in BULK_ACTIONS.items()),
+            *(SelectChoice(value, label) for value, label in STATUS_VERBS.items()),
         ],
         validators=[DataRequired("Choose an action.")],
         default="",

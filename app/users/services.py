@@ -271,10 +271,8 @@ def _bulk(user_ids: list[str], status: UserStatus, *, actor: Actor, write: bool)
         if user.status == status and user.deleted_at is None:
             result.unchanged.append(user)
             continue
-        try:
-            ensure_status_change(user, status, actor=actor)
-            if write:
-                set_status(user, status, actor=actor)
+        try:  # set_status checks the same rules as a preview, then writes
+            (set_status if write else ensure_status_change)(user, status, actor=actor)
         except (UserError, NotAllowed) as refused:
             result.refused[user.label] = str(refused)
         else:

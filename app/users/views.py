@@ -23,11 +23,11 @@ from app.clerk.outbox.delivery import PushReport, deliver_after_request
 from app.clerk.outbox.queries import open_calls_for, pending_user_ids
 from app.errors import ensure_form_accepted, error_page
 from app.extensions import db
-from app.models import User, UserData, UserRole, UserStatus
+from app.models import STATUS_VERBS, User, UserData, UserRole, UserStatus
 from app.pages import answer, fragment_or_redirect, wants_fragment
 from app.permissions import can_act_on, can_change_roles, ensure_can_manage
 from app.users import export
-from app.users.forms import BULK_ACTIONS, BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
+from app.users.forms import BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
 from app.users.history import history_for
 from app.users.queries import PER_PAGE_CHOICES, SORTS, UserFilters, count_users, list_users
 from app.users.services import (
@@ -56,8 +56,6 @@ from app.users.services import (
 )
 
 bp = Blueprint("users", __name__)
-
-STATUS_VERBS = BULK_ACTIONS
 
 
 def get_user_or_404(user_id: str) -> User:
@@ -149,11 +147,10 @@ def bulk():
         flash("Choose an action for the selected users.", "error")
     elif not ids:
         flash("Select at least one user first.", "error")
-    if (form.errors or not ids) and not form.confirm.data:
+    incomplete = bool(form.errors) or not ids
+    if incomplete and not form.confirm.data:
         return fragment_or_redirect("_flashes.html", list_url, status=422)  # into the confirmation's place
-    if form.errors or not ids:
-        pass
-    elif not form.confirm.data:
+    if not form.confirm.data:
         status = UserStatus(form.action.data)
         preview = preview_bulk_status(ids, status, actor=current_actor())
         db.session.rollback()  # the preview locked nothing and wrote nothing; end its transaction
@@ -161,15 +158,15 @@ def bulk():
             "preview": preview,
             "form": form,
             "ids": ids,
-            "verb": BULK_ACTIONS[form.action.data],
+            "verb": STATUS_VERBS[form.action.data],
             "bulk_url": request.full_path if request.query_string else request.path,
         }
         return answer("users/bulk_confirm.html", "users/_bulk_confirm.html", **context)
-    else:
+    if not incomplete:
         result = bulk_set_status(ids, UserStatus(form.action.data), actor=current_actor())
         db.session.commit()
         deliver_to_clerk()
-        verb = BULK_ACTIONS[form.action.data].lower()
+        verb = STATUS_VERBS[form.action.data].lower()
         flash(f"{len(result.changed)} of {len(ids)} selected users changed ({verb}).", "success")
         for label, reason in sorted(result.refused.items()):
             flash(f"{label}: not changed. {reason}", "error")
@@ -239,12 +236,16 @@ def detail_extras(user: User) -> dict:
     }
 
 
+def status_choices(user: User) -> list[SelectChoice]:
+    """The current status and where it may go from here: `invited` is never offered to a user who is not."""
+    return [SelectChoice(s.value, s.label) for s in (user.status, *next_statuses(user))]
+
+
 def edit_form(user: User) -> UserEditForm:
     form = UserEditForm()
     if not can_change_roles(current_actor()):
         del form.role  # only super admins see (and may send) the role
-    # The current status and where it may go from here: `invited` is never offered to a user who is not.
-    form.status.choices = [SelectChoice(s.value, s.label) for s in (user.status, *next_statuses(user))]
+    form.status.choices = status_choices(user)
     return form
 
 
@@ -287,7 +288,7 @@ def edit(user_id: str):
         theirs = [name for name in UserEditForm.FIELDS if name in form and now[name] != original[name]]
         mine = set(changed_names)
         form.fill_from(user, secret_key=secret, keep=frozenset(mine))
-        form.status.choices = [SelectChoice(s.value, s.label) for s in (user.status, *next_statuses(user))]
+        form.status.choices = status_choices(user)
         return render_edit(user, form, 409, conflict=True, theirs=theirs, mine=mine, opened=original, now=now)
     except UserError as error:  # a status the user cannot take, or a deletion meanwhile
         db.session.rollback()
