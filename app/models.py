@@ -124,6 +124,8 @@ class User(db.Model):
     version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
     # Dashboard sessions carry it; adding one ends every session this person has (app/auth/guard.py).
     session_generation: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # Clerk locked the account after too many failed sign-in attempts (support staff unlock it).
+    locked: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
 
     data: Mapped[list[UserData]] = relationship(
         back_populates="user", order_by="UserData.key", cascade="all, delete-orphan"
@@ -136,6 +138,14 @@ class User(db.Model):
         sa.Index("ix_users_email_id", "email", "id"),
         sa.Index("ix_users_role_created_at", "role", "created_at"),
         sa.Index("ix_users_status_created_at", "status", "created_at"),
+        # The "locked" filter: few users are locked at a time, so a partial index stays small.
+        sa.Index(
+            "ix_users_locked_created_at",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("locked"),
+            sqlite_where=sa.text("locked"),
+        ),
     )
 
     @property

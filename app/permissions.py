@@ -65,6 +65,17 @@ def ensure_can_change_role(actor: Actor, target: User, role: UserRole) -> None:
         raise NotAllowed("Only super admins change roles.")
 
 
+def can_delete(actor: Actor, target: User) -> bool:
+    """Deleting a user is for super admins (and the command line), never of themselves."""
+    return target.deleted_at is None and can_change_roles(actor) and not is_self(actor, target)
+
+
+def ensure_can_delete(actor: Actor, target: User) -> None:
+    ensure_not_self(actor, target, "delete your own account")
+    if not can_change_roles(actor):
+        raise NotAllowed("Only super admins delete users.")
+
+
 def ensure_can_replay(actor: Actor) -> None:
     if not can_replay(actor):
         raise NotAllowed(

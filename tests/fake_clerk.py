@@ -4,16 +4,53 @@ It answers what `flask clerk sync` asks: `GET /v1/users` (limit 1..500, offset, 
 created_at, a bare JSON array), `GET /v1/users/count` and `GET /v1/users/{id}`, with complete
 User objects: the SDK's pydantic models refuse anything less (docs/clerk.md).
 
-And what the outbox sends: `POST /v1/users/{id}/ban` and `/unban`, `PATCH /v1/users/{id}/metadata`
-(a deep merge, `null` removes a key), `POST /v1/invitations` (400 when one is pending for the
-email), `GET /v1/invitations?status=&query=` and `POST /v1/invitations/{id}/revoke`. Every request
-is kept in `calls` (method, path, JSON body, Authorization). `fail_next` answers the next
-requests with injected statuses (and headers, such as Retry-After), `delay` makes it slow, and
+And what the outbox and the dashboard's actions send (SDK 7.0.0 method in brackets):
+
+- `POST /v1/users/{id}/ban` and `/unban` (users.ban / unban): `banned`; answers the User.
+- `POST /v1/users/{id}/lock` and `/unlock` (users.lock / unlock): `locked` true with
+  `lockout_expires_in_seconds` 1800, or false with null; answers the User. The SDK parses only a
+  403 of these into ClerkErrors: a 404 or 401 reaches it as SDKError.
+- `PATCH /v1/users/{id}/metadata` (users.update_metadata): a deep merge, `null` removes a key.
+- `PATCH /v1/users/{id}` (users.update): sets whichever of first_name, last_name, username and
+  external_id the body has (`null` clears; "" clears a username, as Clerk does). A username another
+  user holds (case-insensitive) is 422 `form_identifier_exists`. Other keys (the SDK always sends
+  `notify_primary_email_address_changed`) are ignored. Answers the User.
+- `DELETE /v1/users/{id}` (users.delete): the user moves from `users` to `deleted_users`; answers
+  a DeletedObject `{"object": "user", "id": ..., "deleted": true}`.
+- `POST /v1/email_addresses` (email_addresses.create): body user_id, email_address, verified,
+  primary. 404 for an unknown user, 422 `form_param_format_invalid` without an "@", 422
+  `form_identifier_exists` when any user holds the address (case-insensitive). The new address
+  (id `idn_fake` + 6 digits) is primary when asked or when it is the user's first. Answers it.
+- `PATCH /v1/email_addresses/{id}` (email_addresses.update): `verified` true gives an unverified
+  address an admin verification, false takes the verification away; `primary` true makes it the
+  user's primary. Answers the EmailAddress.
+- `DELETE /v1/email_addresses/{id}` (email_addresses.delete): 400
+  `primary_identification_deletion_not_allowed` for the primary; answers a DeletedObject.
+- `GET /v1/sessions?user_id=&client_id=&status=&limit=&offset=` (sessions.list): a bare JSON array,
+  newest first, filtered by whichever of user_id, client_id and status are given (an unknown user
+  has no sessions: an empty array, not a 404). `add_session()` puts sessions there.
+- `POST /v1/sessions/{id}/revoke` (sessions.revoke): status "revoked"; answers the Session. A
+  session that is no longer active or pending is 400 `session_not_active`: a guess, as Clerk does
+  not document what it answers then.
+- `POST /v1/invitations` (400 when one is pending for the email), `GET /v1/invitations?status=&query=`
+  and `POST /v1/invitations/{id}/revoke`.
+
+Every change to a user adds 1 to its `updated_at`. Unknown users, addresses, sessions and
+invitations are 404 `resource_not_found`, a wrong secret key 401, and errors have Clerk's shape
+(`clerk_errors`). Admin verifications are only ever "verified": the SDK's model of one has no
+other status, so an unverified address has `verification: null`.
+
+Every request is kept in `calls` (method, path, JSON body, Authorization). `fail_next` answers the
+next requests with injected statuses (and headers, such as Retry-After), `delay` makes it slow, and
 `stop()` / `start()` take it off the network and back on the same port (connection refused).
+Answers are deep copies taken under the one lock, and so is `webhook_data(user_id)`, the `data` a
+`user.updated` webhook sent at that moment would carry: later changes do not alter them.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import json
 import threading
@@ -25,9 +62,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.clerk_payloads import clerk_user
+from tests.clerk_payloads import BASE_MS, clerk_user
 
 SECRET_KEY = "sk_test_fake_clerk"
+LOCKOUT_SECONDS = 1800  # what a locked user's lockout_expires_in_seconds says
+SESSION_STATUSES = frozenset({"active", "revoked", "ended", "expired", "removed", "abandoned", "replaced", "pending"})
+DAY_MS = 86_400_000
 
 
 def bapi_user(**fields: Any) -> dict[str, Any]:
@@ -40,6 +80,23 @@ def clerk_errors(status: int, code: str, message: str) -> tuple[int, dict]:
         "errors": [{"code": code, "message": message, "long_message": message}],
         "clerk_trace_id": "trace_fake",
     }
+
+
+def admin_verification(verified: bool) -> dict[str, Any] | None:
+    """An address verified by the Backend API; None when it is not (see the module docstring)."""
+    if not verified:
+        return None
+    return {
+        "object": "verification_admin",
+        "status": "verified",
+        "strategy": "admin",
+        "attempts": None,
+        "expire_at": None,
+    }
+
+
+def is_verified(address: dict[str, Any]) -> bool:
+    return (address.get("verification") or {}).get("status") == "verified"
 
 
 @dataclass(frozen=True)
@@ -72,12 +129,14 @@ class FakeClerk:
         self.fail_list_calls: dict[int, int] = {}  # nth /users call (from 1) -> status to answer
         self.calls: list[Call] = []  # every request, with its JSON body and Authorization header
         self.invitations: list[dict[str, Any]] = []
+        self.deleted_users: list[dict[str, Any]] = []  # what DELETE /v1/users/{id} removed, in order
+        self.sessions: list[dict[str, Any]] = []  # add_session() makes them
         # The next requests get these answers instead: (status, headers), e.g. (429, {"Retry-After": "7"}).
         self.fail_next: list[tuple[int, dict[str, str]]] = []
         self.delay = 0.0  # seconds to wait before answering (a slow Clerk)
         self._port = 0
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one lock for all state; `answer` takes it again inside `respond`
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -130,7 +189,9 @@ class FakeClerk:
         assert self._server is None, "already serving"
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-clerk")
+        # A short poll: stop() waits for the serving loop to notice, up to this long (0.5 s by default).
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, name="fake-clerk")
         self._thread.start()
 
     def stop(self) -> None:
@@ -147,33 +208,111 @@ class FakeClerk:
     def calls_to(self, method: str, path_prefix: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and c.path.startswith(path_prefix)]
 
+    def webhook_data(self, user_id: str) -> dict[str, Any]:
+        """The `data` of a `user.updated` sent now: a deep copy of Clerk's user, unchanged by what follows."""
+        with self._lock:
+            user = self.user(user_id)
+            if user is None:
+                raise KeyError(f"no user {user_id} in the fake Clerk")
+            return copy.deepcopy(user)
+
+    def add_session(self, user_id: str, status: str = "active", **fields: Any) -> dict[str, Any]:
+        """A complete Session of `user_id` (what sessions.list parses), each newer than the last.
+
+        `fields` replace the defaults; a dict for `latest_activity` is merged into the default device.
+        """
+        if status not in SESSION_STATUSES:
+            raise ValueError(f"Clerk has no session status {status!r}")
+        fields = copy.deepcopy(fields)
+        with self._lock:
+            n = next(self._ids)
+            created_at = fields.get("created_at", BASE_MS + n * 60_000)
+            activity = {
+                "object": "session_activity",
+                "id": f"sess_activity_fake{n:06d}",
+                "is_mobile": False,
+                "device_type": "Macintosh",
+                "browser_name": "Chrome",
+                "browser_version": "126.0.0.0",
+                "ip_address": "203.0.113.7",
+                "city": "Lisbon",
+                "country": "PT",
+            }
+            if isinstance(fields.get("latest_activity"), dict):
+                fields["latest_activity"] = {**activity, **fields["latest_activity"]}
+            session = {
+                "object": "session",
+                "id": f"sess_fake{n:06d}",
+                "user_id": user_id,
+                "client_id": f"client_fake{n:06d}",
+                "status": status,
+                "actor": None,
+                "last_active_organization_id": None,
+                "latest_activity": activity,
+                "tasks": None,
+                "last_active_at": created_at + 30_000,
+                "expire_at": created_at + 7 * DAY_MS,
+                "abandon_at": created_at + 30 * DAY_MS,
+                "created_at": created_at,
+                "updated_at": created_at + 30_000,
+                **fields,
+            }
+            self.sessions.append(session)
+            return session
+
+    def _holder(self, address_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The user holding the email address `address_id`, and the address."""
+        for user in self.users:
+            for address in user.get("email_addresses") or []:
+                if address.get("id") == address_id:
+                    return user, address
+        return None
+
     # --- the API ---------------------------------------------------------------------------------
 
     def respond(
         self, method: str, target: str, body: Any, authorization: str | None
     ) -> tuple[int, Any, dict[str, str]]:
+        """One request, all under the lock; the answer is a deep copy, so serialising it needs no lock."""
         with self._lock:
-            self.calls.append(Call(method, urlsplit(target).path, body, authorization))
+            self.calls.append(Call(method, urlsplit(target).path, copy.deepcopy(body), authorization))
             if self.fail_next:
                 status, headers = self.fail_next.pop(0)
                 self.requests.append(f"{method} {target}")
                 return (*clerk_errors(status, "injected", f"injected failure {status}"), headers)
-        if method == "GET":
-            return (*self.answer(method, target, authorization), {})
-        with self._lock:
-            self.requests.append(f"{method} {target}")
-            if authorization != f"Bearer {SECRET_KEY}":
-                return (*clerk_errors(401, "authentication_invalid", "Invalid secret key"), {})
-            return (*self._change(method, urlsplit(target).path, body if isinstance(body, dict) else {}), {})
+            if method == "GET":
+                status, payload = self.answer(method, target, authorization)
+            else:
+                self.requests.append(f"{method} {target}")
+                if authorization != f"Bearer {SECRET_KEY}":
+                    status, payload = clerk_errors(401, "authentication_invalid", "Invalid secret key")
+                else:
+                    status, payload = self._change(
+                        method, urlsplit(target).path, body if isinstance(body, dict) else {}
+                    )
+            return status, copy.deepcopy(payload), {}
 
     def _change(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         parts = path.removeprefix("/v1/").split("/")
-        if parts[0] == "users" and len(parts) == 3:
+        if parts[0] == "users" and len(parts) in (2, 3):
             user = self.user(parts[1])
             if user is None:
                 return clerk_errors(404, "resource_not_found", "User not found")
-            if method == "POST" and parts[2] in ("ban", "unban"):
+            if len(parts) == 2 and method == "PATCH":
+                error = self._update_user(user, body)
+                if error is not None:
+                    return error
+            elif len(parts) == 2 and method == "DELETE":
+                self.users.remove(user)
+                self.deleted_users.append(user)
+                return 200, {"object": "user", "id": user["id"], "deleted": True}
+            elif len(parts) == 2:
+                return clerk_errors(404, "resource_not_found", f"no route {method} {path}")
+            elif method == "POST" and parts[2] in ("ban", "unban"):
                 user["banned"] = parts[2] == "ban"
+            elif method == "POST" and parts[2] in ("lock", "unlock"):
+                user["locked"] = parts[2] == "lock"
+                user["lockout_expires_in_seconds"] = LOCKOUT_SECONDS if user["locked"] else None
             elif method == "PATCH" and parts[2] == "metadata":
                 for name in ("public_metadata", "private_metadata", "unsafe_metadata"):
                     if isinstance(body.get(name), dict):
@@ -182,6 +321,33 @@ class FakeClerk:
                 return clerk_errors(404, "resource_not_found", f"no route {method} {path}")
             user["updated_at"] += 1
             return 200, user
+        if parts == ["email_addresses"] and method == "POST":
+            return self._create_address(body)
+        if parts[0] == "email_addresses" and len(parts) == 2 and method in ("PATCH", "DELETE"):
+            held = self._holder(parts[1])
+            if held is None:
+                return clerk_errors(404, "resource_not_found", "Email address not found")
+            user, address = held
+            if method == "DELETE":
+                if user.get("primary_email_address_id") == address["id"]:
+                    return clerk_errors(
+                        400,
+                        "primary_identification_deletion_not_allowed",
+                        "The primary email address cannot be deleted",
+                    )
+                # Copy on write: lists handed to the fake (a test's fixture) are never changed in place.
+                user["email_addresses"] = [a for a in user["email_addresses"] if a is not address]
+                user["updated_at"] += 1
+                return 200, {"object": "email_address", "id": address["id"], "deleted": True}
+            return self._update_address(user, address, body)
+        if len(parts) == 3 and parts[0] == "sessions" and parts[2] == "revoke" and method == "POST":
+            session = next((s for s in self.sessions if s["id"] == parts[1]), None)
+            if session is None:
+                return clerk_errors(404, "resource_not_found", "Session not found")
+            if session["status"] not in ("active", "pending"):
+                return clerk_errors(400, "session_not_active", f"The session is {session['status']}, not active")
+            session.update(status="revoked", updated_at=session["updated_at"] + 1)
+            return 200, session
         if parts == ["invitations"] and method == "POST":
             address = body.get("email_address")
             if not isinstance(address, str) or "@" not in address:
@@ -214,6 +380,63 @@ class FakeClerk:
             return 200, invitation
         return clerk_errors(404, "resource_not_found", f"no route {method} {path}")
 
+    def _update_user(self, user: dict[str, Any], body: dict[str, Any]) -> tuple[int, Any] | None:
+        """PATCH /v1/users/{id}: the error to answer, or None once the changes are applied."""
+        changes = {name: body[name] for name in ("first_name", "last_name", "username", "external_id") if name in body}
+        if changes.get("username") == "":
+            changes["username"] = None  # Clerk removes a username set to "" as to null
+        wanted = changes.get("username")
+        if isinstance(wanted, str) and any(
+            u is not user and (u.get("username") or "").lower() == wanted.lower() for u in self.users
+        ):
+            return clerk_errors(422, "form_identifier_exists", "That username is taken. Please try another.")
+        user.update(changes)
+        return None
+
+    def _create_address(self, body: dict[str, Any]) -> tuple[int, Any]:
+        """POST /v1/email_addresses."""
+        user = self.user(body.get("user_id") or "")
+        if user is None:
+            return clerk_errors(404, "resource_not_found", "User not found")
+        wanted = body.get("email_address")
+        if not isinstance(wanted, str) or "@" not in wanted:
+            return clerk_errors(422, "form_param_format_invalid", "email_address must be a valid email address")
+        if any(
+            a["email_address"].lower() == wanted.lower() for u in self.users for a in u.get("email_addresses") or []
+        ):
+            return clerk_errors(422, "form_identifier_exists", "That email address is taken. Please try another.")
+        user["updated_at"] += 1
+        address = {
+            "object": "email_address",
+            "id": f"idn_fake{next(self._ids):06d}",
+            "email_address": wanted,
+            "reserved": False,
+            "verification": admin_verification(bool(body.get("verified"))),
+            "linked_to": [],
+            "matches_sso_connection": False,
+            "created_at": user["updated_at"],
+            "updated_at": user["updated_at"],
+        }
+        first = not user.get("email_addresses")
+        user["email_addresses"] = [*(user.get("email_addresses") or []), address]
+        if body.get("primary") or first:
+            user["primary_email_address_id"] = address["id"]
+        return 200, address
+
+    def _update_address(self, user: dict[str, Any], address: dict[str, Any], body: dict[str, Any]) -> tuple[int, Any]:
+        """PATCH /v1/email_addresses/{id}."""
+        changed = dict(address)
+        if body.get("verified") is True and not is_verified(address):
+            changed["verification"] = admin_verification(True)
+        elif body.get("verified") is False:
+            changed["verification"] = admin_verification(False)
+        if body.get("primary") is True:
+            user["primary_email_address_id"] = address["id"]
+        user["updated_at"] += 1
+        changed["updated_at"] = user["updated_at"]
+        user["email_addresses"] = [changed if a is address else a for a in user["email_addresses"]]
+        return 200, changed
+
     def answer(self, method: str, target: str, authorization: str | None) -> tuple[int, Any]:
         with self._lock:
             self.requests.append(f"{method} {target}")
@@ -227,6 +450,8 @@ class FakeClerk:
                     for i in self.invitations
                     if i["status"] == query.get("status", i["status"]) and query.get("query", "") in i["email_address"]
                 ]
+            if parts.path == "/v1/sessions":
+                return self._sessions(query)
             if parts.path == "/v1/users":
                 return self._list(query)
             if parts.path == "/v1/users/count":
@@ -239,22 +464,38 @@ class FakeClerk:
                 return clerk_errors(404, "resource_not_found", "not found")
             return clerk_errors(404, "resource_not_found", f"no route {parts.path}")
 
-    def _list(self, query: dict[str, str]) -> tuple[int, Any]:
-        calls = sum(1 for r in self.requests if r.startswith("GET /v1/users?") or r == "GET /v1/users")
-        if calls in self.fail_list_calls:
-            status = self.fail_list_calls[calls]
-            return clerk_errors(status, "internal_clerk_error", "injected failure")
+    @staticmethod
+    def _paged(query: dict[str, str], items: list[dict[str, Any]]) -> tuple[int, Any]:
+        """`items[offset:offset + limit]`, or a 422 for a limit outside 1..500 or a negative offset."""
         try:
             limit, offset = int(query.get("limit", 10)), int(query.get("offset", 0))
         except ValueError:
             return clerk_errors(422, "form_param_format_invalid", "limit and offset are numbers")
         if not 1 <= limit <= 500 or offset < 0:
             return clerk_errors(422, "form_param_value_invalid", "limit must be between 1 and 500")
+        return 200, items[offset : offset + limit]
+
+    def _sessions(self, query: dict[str, str]) -> tuple[int, Any]:
+        if query.get("status", "active") not in SESSION_STATUSES:
+            return clerk_errors(422, "form_param_value_invalid", f"unknown status {query['status']}")
+        chosen = [
+            s
+            for s in self.sessions
+            if all(s[name] == query[name] for name in ("user_id", "client_id", "status") if name in query)
+        ]
+        chosen.sort(key=lambda s: (s["created_at"], s["id"]), reverse=True)  # newest first, as Clerk lists them
+        return self._paged(query, chosen)
+
+    def _list(self, query: dict[str, str]) -> tuple[int, Any]:
+        calls = sum(1 for r in self.requests if r.startswith("GET /v1/users?") or r == "GET /v1/users")
+        if calls in self.fail_list_calls:
+            status = self.fail_list_calls[calls]
+            return clerk_errors(status, "internal_clerk_error", "injected failure")
         order = query.get("order_by", "-created_at")
         if order.lstrip("+-") != "created_at":
             return clerk_errors(422, "form_param_value_invalid", f"unsupported order_by {order}")
         ordered = sorted(self.users, key=lambda u: (u["created_at"], u["id"]), reverse=order.startswith("-"))
-        return 200, ordered[offset : offset + limit]
+        return self._paged(query, ordered)
 
 
 @contextmanager

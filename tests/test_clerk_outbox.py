@@ -135,7 +135,7 @@ def test_a_role_change_from_the_edit_form_updates_metadata(client, token, member
     assert member_in_clerk["public_metadata"]["role"] == "admin"
 
 
-def test_a_field_edit_without_role_or_status_sends_nothing(client, token, member, fake, db):
+def test_a_name_edit_sends_users_update_with_the_changed_fields_only(client, token, member, fake, db):
     form = {
         "csrf_token": token,
         "email": member.email,
@@ -146,7 +146,11 @@ def test_a_field_edit_without_role_or_status_sends_nothing(client, token, member
         "version": str(member.version),
     }
     assert client.post(f"/users/{member.id}/edit", data=form).status_code == 302
-    assert mutations(fake) == [] and calls(db) == []
+    [update] = mutations(fake)
+    assert (update.method, update.path) == ("PATCH", f"/v1/users/{member.clerk_id}")
+    assert update.body == {"first_name": "Amazing", "notify_primary_email_address_changed": False}
+    assert [(c.operation, c.state) for c in calls(db)] == [("update_user", "delivered")]
+    assert fake.user(member.clerk_id)["first_name"] == "Amazing"
 
 
 def test_bulk_suspend_bans_each_user_in_clerk(client, token, member, fake, db, make_user):

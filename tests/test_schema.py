@@ -21,7 +21,7 @@ SEED_USER_COLUMNS = {
     "created_at": False,
     "updated_at": False,
 }
-ADDED_USER_COLUMNS = {"deleted_at": True, "clerk_updated_at": True, "version": False, "session_generation": False}
+ADDED_USER_COLUMNS = {"deleted_at": True, "clerk_updated_at": True, "version": False, "session_generation": False, "locked": False}
 
 
 def test_users_columns_and_nullability(db):
@@ -67,6 +67,7 @@ def test_indexes_serve_the_list_filters_and_sorts(db):
         "ix_users_email_id",
         "ix_users_role_created_at",
         "ix_users_status_created_at",
+        "ix_users_locked_created_at",
         "ix_users_sign_in_sort",
         "ix_users_name_sort",
         "ix_users_lower_email",

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.audit.services import Actor, diff, record
+from app.clerk.outbox import fields_waiting
 from app.extensions import db
 from app.models import ClerkIdKind, User, UserRole, UserStatus, utcnow
 from app.records import counts
@@ -169,6 +170,8 @@ def clerk_user_from_dict(data: Any) -> ClerkUser:
         fields["email"] = bounded("the primary email address", primary_email(data))
     if "last_sign_in_at" in data:
         fields["last_sign_in_at"] = ms_to_datetime(data["last_sign_in_at"])
+    if "locked" in data:
+        fields["locked"] = data["locked"] is True
     return ClerkUser(clean_text(clerk_id), ms(data.get("updated_at")), fields, primary_email_verified(data))
 
 
@@ -299,10 +302,39 @@ def upsert_clerk_user(incoming: ClerkUser, *, actor: Actor, ignore_order: bool =
     changes = dict(incoming.fields)
     if "last_sign_in_at" in changes:
         changes["last_sign_in_at"] = _latest(user.last_sign_in_at, changes["last_sign_in_at"])
+    kept = keep_dashboard_edits(user, changes)
     applied = update_user_fields(user, changes, actor=actor)
     _advance_guard(user, incoming.updated_at, force=ignore_order)
     outcome = SyncOutcome.UPDATED if applied else SyncOutcome.UNCHANGED
+    if kept:
+        reason = f"{outcome.value}; kept the dashboard's {', '.join(kept)}: not in Clerk yet"
+        return SyncResult(outcome, user, applied, reason=reason, noteworthy=True)
     return SyncResult(outcome, user, applied, reason=outcome.value)
+
+
+def same_value(name: str, ours: Any, theirs: Any) -> bool:
+    """Whether Clerk's value is the dashboard's (emails by case, metadata as JSON, not as text)."""
+    if name == "email":
+        return (ours or "").casefold() == (theirs or "").casefold()
+    if name in METADATA_FIELDS:
+        try:
+            return json.loads(ours or "null") == json.loads(theirs or "null")
+        except ValueError:
+            return ours == theirs
+    return ours == theirs
+
+
+def keep_dashboard_edits(user: User, changes: dict[str, Any]) -> list[str]:
+    """Drop from `changes` each field an admin changed that Clerk has not taken yet, when Clerk's
+    value differs from ours (it is the value before the edit); return their names.
+
+    Once the call that carries the edit is delivered, Clerk's value rules again (docs/webhooks.md).
+    """
+    waiting = fields_waiting([user.id]).get(user.id, set())
+    kept = sorted(name for name in waiting & changes.keys() if not same_value(name, getattr(user, name), changes[name]))
+    for name in kept:
+        del changes[name]
+    return kept
 
 
 def _claim(user: User, incoming: ClerkUser, *, actor: Actor) -> SyncResult:

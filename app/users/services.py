@@ -1,9 +1,11 @@
-"""The dashboard's operations on users (invite, edit, status, bulk, key-value data), with their rules.
+"""The dashboard's operations on users (invite, edit, metadata, status, bulk, unlock, sign out,
+delete, key-value data), with their rules.
 
 They check permissions, write through app/records/users.py, enqueue calls to Clerk, and never commit."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -13,21 +15,37 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.audit.services import Actor, record
 from app.clerk.client import clerk_connected
-from app.clerk.outbox import waits_for_clerk_user
-from app.clerk.outbox.enqueue import enqueue_invitation, enqueue_revocation, enqueue_role_and_status
+from app.clerk.outbox import (
+    DASHBOARD_METADATA_KEYS,
+    DELETE_USER,
+    METADATA_KINDS,
+    REVOKE_SESSIONS,
+    UNLOCK,
+    is_clerk_user,
+    waits_for_clerk_user,
+)
+from app.clerk.outbox.enqueue import (
+    enqueue_invitation,
+    enqueue_metadata_edit,
+    enqueue_profile,
+    enqueue_revocation,
+    enqueue_role_and_status,
+    enqueue_user_call,
+)
 from app.extensions import db
-from app.models import User, UserData, UserRole, UserStatus
+from app.models import User, UserData, UserRole, UserStatus, utcnow
 from app.permissions import (
     NotAllowed,
     can_act_on,
     ensure_a_super_admin_remains,
     ensure_can_change_role,
+    ensure_can_delete,
     ensure_can_give_role,
     ensure_can_manage,
     ensure_not_self,
     is_self,
 )
-from app.records.users import find_live_user_by_email, new_user, normalise_email, update_user_fields
+from app.records.users import find_live_user_by_email, new_user, normalise_email, snapshot, update_user_fields
 
 
 class UserError(ValueError):
@@ -108,7 +126,7 @@ def statuses_offered(user: User, *, actor: Actor) -> tuple[UserStatus, ...]:
 
 def ensure_editable(user: User) -> None:
     if user.deleted_at is not None:
-        raise ReadOnlyUser(f"{user.label} was deleted in Clerk: the account is read-only here.")
+        raise ReadOnlyUser(f"{user.label} was deleted: the account is read-only here.")
 
 
 def ensure_status_change(user: User, status: UserStatus, *, actor: Actor) -> None:
@@ -181,9 +199,122 @@ def edit_user(user: User, changes: dict, *, expected_version: int | None, actor:
         if changes["email"] != user.email:
             _ensure_email_free(changes["email"], except_user=user)
     role_before, status_before = user.role, user.status
+    before = snapshot(user, changes)
     changed = update_user_fields(user, changes, actor=actor)
     enqueue_role_and_status(user, role_before=role_before, status_before=status_before)
+    enqueue_profile(user, before)  # names, username, external id and email reach Clerk
     return changed
+
+
+MAX_METADATA_BYTES = 8 * 1024  # Clerk's limit for each metadata object, serialised
+
+
+class MetadataError(UserError):
+    field = "value"
+
+
+def metadata_size(value: dict) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def with_dashboard_keys(kind: str, value: dict, stored: dict) -> dict:
+    """Public metadata keeps the role and status the dashboard wrote there: an edit cannot set them."""
+    if kind != "public_metadata":
+        return value
+    value = {k: v for k, v in value.items() if k not in DASHBOARD_METADATA_KEYS}
+    return {**value, **{k: stored[k] for k in DASHBOARD_METADATA_KEYS if k in stored}}
+
+
+def stored_metadata(user: User, kind: str) -> dict:
+    try:
+        value = json.loads(getattr(user, kind) or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def set_metadata(user: User, kind: str, value: dict, *, actor: Actor, expected: str | None = None) -> dict:
+    """Replace one metadata object (a JSON object of at most 8 KiB) and make Clerk hold it too.
+
+    `expected` is the stored text when the form was opened: a webhook or another admin that changed
+    it since makes this a conflict, with nothing overwritten.
+    """
+    if kind not in METADATA_KINDS:
+        raise UserError(f"There is no metadata called {kind!r}.")
+    ensure_editable(user)
+    ensure_can_manage(actor, user)
+    if not isinstance(value, dict):
+        raise MetadataError('Metadata must be a JSON object, like {"plan": "pro"}.')
+    if expected is not None and expected != (getattr(user, kind) or ""):
+        raise EditConflict("The metadata changed after you opened it; nothing was overwritten.")
+    value = with_dashboard_keys(kind, value, stored_metadata(user, kind))
+    if metadata_size(value) > MAX_METADATA_BYTES:
+        raise MetadataError(f"Metadata is at most {MAX_METADATA_BYTES // 1024} KiB once serialised (Clerk's limit).")
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    changed = update_user_fields(user, {kind: text}, actor=actor, action="user.metadata")
+    if changed:
+        enqueue_metadata_edit(user, kind, value)
+    return changed
+
+
+def ensure_in_clerk(user: User, what: str) -> None:
+    if not clerk_connected():
+        raise UserError(f"Clerk is not connected (CLERK_SECRET_KEY is not set): {what} happens in Clerk.")
+    if not is_clerk_user(user):
+        raise UserError(f"{user.label} has no user in Clerk yet: there is nothing to {what}.")
+
+
+def unlock_user(user: User, *, actor: Actor) -> dict:
+    """Lift Clerk's lockout after too many failed sign-in attempts."""
+    ensure_editable(user)
+    ensure_can_manage(actor, user)
+    if not user.locked:
+        raise UserError(f"{user.label} is not locked.")
+    ensure_in_clerk(user, "unlocking")
+    changed = update_user_fields(user, {"locked": False}, actor=actor, action="user.unlock")
+    enqueue_user_call(user, UNLOCK)
+    return changed
+
+
+def sign_out_everywhere(user: User, *, actor: Actor) -> None:
+    """Revoke every active Clerk session of the user (through the outbox: Clerk may be down now)."""
+    ensure_editable(user)
+    ensure_can_manage(actor, user)
+    ensure_in_clerk(user, "signing out")
+    record("user.sessions_revoke", actor=actor, target=user, changes={})
+    enqueue_user_call(user, REVOKE_SESSIONS)
+
+
+def deletion_word(user: User) -> str:
+    """What the person must type to confirm a deletion: the email, or the Clerk id when there is none."""
+    return user.email or user.clerk_id
+
+
+def delete_user(user: User, confirm: str, *, actor: Actor) -> dict:
+    """Super admins only: the tombstone a Clerk deletion leaves, the user's key-value data removed
+    (the audit trail keeps it), and the user deleted in Clerk (or its invitation revoked)."""
+    ensure_editable(user)
+    ensure_can_delete(actor, user)
+    ensure_a_super_admin_remains(user, role=user.role, status=UserStatus.INACTIVE)
+    word = deletion_word(user)
+    if normalise_email(confirm or "").casefold() != word.casefold():
+        raise DeletionNotConfirmed(f"Type {word} exactly to confirm; nothing was deleted.")
+    invited = has_open_invitation(user)
+    data = {f"data.{item.key}": [item.value, None] for item in user.data}
+    if data:
+        record("user_data.delete", actor=actor, target=user, changes=data)
+        for item in list(user.data):
+            db.session.delete(item)
+    changed = update_user_fields(user, {"deleted_at": utcnow()}, actor=actor, action="user.delete")
+    if invited:
+        enqueue_revocation(user)
+    else:
+        enqueue_user_call(user, DELETE_USER)
+    return changed
+
+
+class DeletionNotConfirmed(UserError):
+    field = "confirm"
 
 
 def set_status(user: User, status: UserStatus, *, actor: Actor) -> dict:

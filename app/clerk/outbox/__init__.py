@@ -4,18 +4,46 @@
 - `delivery`: the worker that sends calls and commits each outcome;
 - `queries`: what the pages read (the /clerk page, "pending in Clerk", the overview's health).
 
-This module holds what the three share: the operations and which rows wait for a Clerk user.
+This module holds what the three and the webhook rules share: the operations, which local fields
+each one carries to Clerk, and which of a user's fields wait for Clerk (a webhook keeps them).
 """
 
 from __future__ import annotations
 
-from typing import Final
+import json
+from collections.abc import Iterable
+from typing import Any, Final
 
-from app.models import User
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import ClerkCall, ClerkCallState, User
 
 BAN, UNBAN, METADATA = "ban", "unban", "update_metadata"
 CREATE_INVITATION, REVOKE_INVITATION = "create_invitation", "revoke_invitation"
-OPERATIONS: Final = (BAN, UNBAN, METADATA, CREATE_INVITATION, REVOKE_INVITATION)
+UPDATE_USER, EDIT_METADATA = "update_user", "edit_metadata"
+CREATE_EMAIL, DELETE_EMAIL = "create_email", "delete_email"
+REVOKE_SESSIONS, UNLOCK, DELETE_USER = "revoke_sessions", "unlock", "delete_user"
+OPERATIONS: Final = (
+    BAN,
+    UNBAN,
+    METADATA,
+    CREATE_INVITATION,
+    REVOKE_INVITATION,
+    UPDATE_USER,
+    EDIT_METADATA,
+    CREATE_EMAIL,
+    DELETE_EMAIL,
+    REVOKE_SESSIONS,
+    UNLOCK,
+    DELETE_USER,
+)
+# The Clerk-owned fields an admin edits, by the call that carries them (users.update).
+PROFILE_FIELDS: Final = ("first_name", "last_name", "username", "external_id")
+METADATA_KINDS: Final = ("public_metadata", "private_metadata", "unsafe_metadata")
+# The keys of public metadata the dashboard itself writes (role and status): an edit keeps them.
+DASHBOARD_METADATA_KEYS: Final = ("role", "status")
+OPEN_STATES: Final = (ClerkCallState.PENDING.value, ClerkCallState.FAILED.value)
 # session.info: the users whose calls this transaction enqueued, for delivery after the request.
 TOUCHED: Final = "clerk_outbox_touched_users"
 
@@ -27,3 +55,45 @@ def is_clerk_user(user: User) -> bool:
 
 def waits_for_clerk_user(user: User) -> bool:
     return user.waits_for_clerk_user
+
+
+def carried_fields(operation: str, payload: dict[str, Any]) -> frozenset[str]:
+    """The local columns whose value this call carries to Clerk."""
+    if operation == UPDATE_USER:
+        return frozenset(name for name in payload.get("fields", {}) if name in PROFILE_FIELDS)
+    if operation == EDIT_METADATA:
+        return frozenset({payload["kind"]}) if payload.get("kind") in METADATA_KINDS else frozenset()
+    if operation in (CREATE_EMAIL, DELETE_EMAIL):
+        return frozenset({"email"})
+    if operation == UNLOCK:
+        return frozenset({"locked"})
+    return frozenset()
+
+
+def holds_fields(call: ClerkCall) -> frozenset[str]:
+    """The fields this call keeps from Clerk's webhooks: while it is pending, or failed and the local
+    value still the admin's (until Retry or "Take Clerk's value"). A refused email was put back."""
+    if call.state == ClerkCallState.PENDING.value:
+        return carried_fields(call.operation, json.loads(call.payload))
+    if call.state == ClerkCallState.FAILED.value and call.operation in (UPDATE_USER, EDIT_METADATA, UNLOCK):
+        return carried_fields(call.operation, json.loads(call.payload))
+    return frozenset()
+
+
+def fields_waiting(user_ids: Iterable[str]) -> dict[str, set[str]]:
+    """For each of these users, the fields whose dashboard value Clerk does not hold yet: one query."""
+    ids = list(user_ids)
+    if not ids:
+        return {}
+    calls = db.session.scalars(
+        sa.select(ClerkCall)
+        .where(ClerkCall.user_id.in_(ids), ClerkCall.state.in_(OPEN_STATES))
+        .order_by(ClerkCall.id)
+        .execution_options(populate_existing=True)
+    )
+    waiting: dict[str, set[str]] = {}
+    for call in calls:
+        held = holds_fields(call)
+        if held and call.user_id is not None:
+            waiting.setdefault(call.user_id, set()).update(held)
+    return waiting

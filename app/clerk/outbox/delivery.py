@@ -4,7 +4,8 @@
 the one place outside the views and the CLI that commits. Each worker claims one due row with
 `FOR UPDATE SKIP LOCKED`, and every call is idempotent against Clerk (docs/clerk-outbound.md).
 Answers that mean "never" (404, 400/422, other 4xx) mark the row `failed`; everything else is
-retried later with exponential backoff.
+retried later with exponential backoff. When Clerk answers with the user, its state is applied
+here through the webhook rules, so a late webhook older than it cannot undo the edit.
 """
 
 from __future__ import annotations
@@ -29,15 +30,28 @@ from app.audit.services import Actor
 from app.clerk.client import clerk_client, clerk_connected, quiet_sdk_deprecations
 from app.clerk.outbox import (
     BAN,
+    CREATE_EMAIL,
     CREATE_INVITATION,
+    DASHBOARD_METADATA_KEYS,
+    DELETE_EMAIL,
+    DELETE_USER,
+    EDIT_METADATA,
     METADATA,
+    OPEN_STATES,
     REVOKE_INVITATION,
+    REVOKE_SESSIONS,
     TOUCHED,
     UNBAN,
+    UNLOCK,
+    UPDATE_USER,
+    carried_fields,
     waits_for_clerk_user,
 )
+from app.clerk.outbox.enqueue import RetryRefused, supersede
+from app.clerk.sync import MalformedClerkData, clerk_user_from_dict, upsert_clerk_user
 from app.extensions import db
-from app.models import ClerkCall, ClerkCallState, utcnow
+from app.models import ClerkCall, ClerkCallState, User, utcnow
+from app.permissions import ensure_can_manage
 from app.records.users import update_user_fields
 
 BACKOFF_BASE_S: Final = 10
@@ -141,9 +155,105 @@ def _claim_next(user_ids: Sequence[str] | None) -> ClerkCall | None:
     return db.session.scalars(query.execution_options(populate_existing=True)).first()
 
 
+def merge_patch(current: Any, wanted: dict[str, Any]) -> dict[str, Any]:
+    """What update_metadata (a deep merge where null removes a key) needs to turn `current` into `wanted`."""
+    current = current if isinstance(current, dict) else {}
+    patch: dict[str, Any] = {key: None for key in current if key not in wanted}
+    for key, value in wanted.items():
+        if isinstance(value, dict) and isinstance(current.get(key), dict):
+            nested = merge_patch(current[key], value)
+            if nested:
+                patch[key] = nested
+        elif key not in current or current[key] != value or type(current[key]) is not type(value):
+            patch[key] = value
+    return patch
+
+
+def _metadata_patch(clerk_user: models.User, kind: str, wanted: dict[str, Any]) -> dict[str, Any]:
+    patch = merge_patch(getattr(clerk_user, kind, None) or {}, wanted)
+    if kind == "public_metadata":  # role and status go by their own calls, in their own order
+        for key in DASHBOARD_METADATA_KEYS:
+            patch.pop(key, None)
+    return patch
+
+
+def _addresses(clerk_user: models.User) -> list[models.EmailAddress]:
+    return list(clerk_user.email_addresses or [])
+
+
+def _create_email(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> models.User:
+    """The new address, verified and primary; an earlier attempt that got through is made primary."""
+    address = payload["email_address"]
+    try:
+        clerk.email_addresses.create(
+            request={"user_id": payload["user_id"], "email_address": address, "verified": True, "primary": True},
+            timeout_ms=timeout_ms,
+        )
+    except models.ClerkBaseError as error:
+        if not 400 <= error.status_code < 500 or error.status_code in TRANSIENT_4XX:
+            raise
+        clerk_user = clerk.users.get(user_id=payload["user_id"], timeout_ms=timeout_ms)
+        mine = next((e for e in _addresses(clerk_user) if e.email_address.casefold() == address.casefold()), None)
+        if mine is None or mine.id is None:
+            raise  # another account holds it: Clerk's refusal stands
+        clerk.email_addresses.update(email_address_id=mine.id, verified=True, primary=True, timeout_ms=timeout_ms)
+    return clerk.users.get(user_id=payload["user_id"], timeout_ms=timeout_ms)
+
+
+def _delete_email(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> models.User:
+    """Remove the old address, unless it is gone already or is the primary one again."""
+    clerk_user = clerk.users.get(user_id=payload["user_id"], timeout_ms=timeout_ms)
+    address = payload["email_address"].casefold()
+    for entry in _addresses(clerk_user):
+        if entry.email_address.casefold() == address and entry.id and entry.id != clerk_user.primary_email_address_id:
+            clerk.email_addresses.delete(email_address_id=entry.id, timeout_ms=timeout_ms)
+            return clerk.users.get(user_id=payload["user_id"], timeout_ms=timeout_ms)
+    return clerk_user
+
+
+def _revoke_sessions(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> int:
+    """Revoke every active session of the user; one that ended meanwhile is not an error."""
+    revoked, seen = 0, set()
+    while True:
+        active = clerk.sessions.list(
+            user_id=payload["user_id"], status=models.QueryParamStatus.ACTIVE, limit=100, timeout_ms=timeout_ms
+        )
+        todo = [s for s in active or [] if s.id not in seen]
+        if not todo:
+            return revoked
+        for session in todo:
+            seen.add(session.id)
+            try:
+                clerk.sessions.revoke(session_id=session.id, timeout_ms=timeout_ms)
+                revoked += 1
+            except models.ClerkBaseError as error:
+                if error.status_code not in (400, 404, 410, 422):
+                    raise
+
+
 def _send(clerk: Clerk, call: ClerkCall, timeout_ms: int) -> Any:
     payload = json.loads(call.payload)
     with quiet_sdk_deprecations():
+        user_id = payload.get("user_id")
+        if call.operation == UPDATE_USER:
+            return clerk.users.update(user_id=user_id, **payload["fields"], timeout_ms=timeout_ms)
+        if call.operation == EDIT_METADATA:
+            kind = payload["kind"]
+            clerk_user = clerk.users.get(user_id=user_id, timeout_ms=timeout_ms)
+            patch = _metadata_patch(clerk_user, kind, payload["value"])
+            if not patch:
+                return clerk_user  # Clerk holds it already
+            return clerk.users.update_metadata(user_id=user_id, **{kind: patch}, timeout_ms=timeout_ms)
+        if call.operation == CREATE_EMAIL:
+            return _create_email(clerk, payload, timeout_ms)
+        if call.operation == DELETE_EMAIL:
+            return _delete_email(clerk, payload, timeout_ms)
+        if call.operation == REVOKE_SESSIONS:
+            return _revoke_sessions(clerk, payload, timeout_ms)
+        if call.operation == UNLOCK:
+            return clerk.users.unlock(user_id=user_id, timeout_ms=timeout_ms)
+        if call.operation == DELETE_USER:
+            return clerk.users.delete(user_id=user_id, timeout_ms=timeout_ms)
         if call.operation == BAN:
             return clerk.users.ban(user_id=payload["user_id"], timeout_ms=timeout_ms)
         if call.operation == UNBAN:
@@ -193,6 +303,7 @@ def _adopt_invitation(call: ClerkCall, invitation_id: str | None, *, actor: Acto
 def attempt_call(clerk: Clerk, call: ClerkCall, *, timeout_ms: int, actor: Actor) -> Result:
     """Send one claimed call and record the outcome on its row (no commit)."""
     call.attempts += 1
+    answer = None
     try:
         answer = _send(clerk, call, timeout_ms)
         result = _delivered(call, answer, actor=actor)
@@ -202,7 +313,21 @@ def attempt_call(clerk: Clerk, call: ClerkCall, *, timeout_ms: int, actor: Actor
         reason = "timed out" if isinstance(error, httpx.TimeoutException) else "unreachable"
         result = Result(Outcome.RETRY, f"Clerk {reason}: {type(error).__name__}: {error}".rstrip(": "))
     _record(call, result)
+    if result.outcome == Outcome.DELIVERED and isinstance(answer, models.User):
+        apply_clerk_state(call.user, answer, actor=actor)  # after _record: this call holds no field now
     return result
+
+
+def apply_clerk_state(user: User | None, answer: models.User, *, actor: Actor) -> None:
+    """Clerk's answer is its user as it stands: store it by the webhook rules (ordered by updated_at,
+    fields other calls still carry kept), so a webhook older than this answer cannot undo the edit."""
+    if user is None or user.clerk_id != answer.id:
+        return
+    try:
+        incoming = clerk_user_from_dict(answer.model_dump(mode="python", by_alias=True))
+    except MalformedClerkData:
+        return
+    upsert_clerk_user(incoming, actor=actor)
 
 
 def _delivered(call: ClerkCall, answer: Any, *, actor: Actor) -> Result:
@@ -210,6 +335,8 @@ def _delivered(call: ClerkCall, answer: Any, *, actor: Actor) -> Result:
         _adopt_invitation(call, getattr(answer, "id", None), actor=actor)
     if call.operation == REVOKE_INVITATION and answer is None:
         return Result(Outcome.DELIVERED, "nothing to revoke: no invitation was made")
+    if call.operation == REVOKE_SESSIONS:
+        return Result(Outcome.DELIVERED, f"revoked {answer} active session{'s' if answer != 1 else ''}")
     return Result(Outcome.DELIVERED)
 
 
@@ -226,12 +353,37 @@ def _refused(clerk: Clerk, call: ClerkCall, error: models.ClerkBaseError, *, tim
         return Result(Outcome.RETRY, message)
     if call.operation == REVOKE_INVITATION:  # already revoked, accepted or gone: no invitation remains
         return Result(Outcome.DELIVERED, message)
+    if call.operation == DELETE_USER and status == 404:  # deleted in Clerk already
+        return Result(Outcome.DELIVERED, message)
+    if call.operation == CREATE_EMAIL:
+        _email_refused(call, message, actor=actor)
     if call.operation == CREATE_INVITATION:
         existing = _pending_invitation_id(clerk, json.loads(call.payload)["email_address"], timeout_ms)
         if existing is not None:  # an earlier attempt got through before its answer was lost
             _adopt_invitation(call, existing, actor=actor)
             return Result(Outcome.DELIVERED, f"adopted the pending invitation {existing}")
     return Result(Outcome.FAILED, message)
+
+
+def _email_refused(call: ClerkCall, message: str, *, actor: Actor) -> None:
+    """Clerk refused the new address: the local email goes back to Clerk's, and its removal of the
+    old address is not sent."""
+    payload = json.loads(call.payload)
+    user = call.user
+    if user is not None and user.email == payload["email_address"] and payload.get("previous"):
+        update_user_fields(user, {"email": payload["previous"]}, actor=actor, action="clerk.email_refused")
+    pairs = db.session.scalars(
+        sa.select(ClerkCall).where(
+            ClerkCall.user_id == call.user_id,
+            ClerkCall.operation == DELETE_EMAIL,
+            ClerkCall.state.in_(OPEN_STATES),
+            ClerkCall.id > call.id,
+        )
+    )
+    for pair in pairs:
+        if json.loads(pair.payload).get("after_call") == call.id:
+            supersede(pair, f"not sent: Clerk refused the new address (call #{call.id}: {message})")
+    db.session.flush()
 
 
 def _record(call: ClerkCall, result: Result) -> None:
@@ -304,3 +456,35 @@ def deliver_after_request(*, actor: Actor) -> PushReport:
         db.session.rollback()
         current_app.logger.exception("delivering Clerk calls after the request failed")
         return PushReport(stopped=f"{type(error).__name__}: {error}")
+
+
+class ClerkUnavailable(RuntimeError):
+    """Clerk could not be asked (not connected, down, slow or refusing): the message says which."""
+
+
+def take_clerks_value(call: ClerkCall, *, actor: Actor, timeout_ms: int = REQUEST_BUDGET_MS) -> dict:
+    """Give up a failed call: the fields it carried take the values Clerk holds now (read live).
+
+    Only someone who may manage the call's user may do it; no commit (the view commits).
+    """
+    user = call.user
+    if user is None:
+        raise RetryRefused(f"Call #{call.id} is about no user: there is no value to take.")
+    ensure_can_manage(actor, user)
+    if call.state != ClerkCallState.FAILED.value:
+        raise RetryRefused(f"Call #{call.id} is {call.state}; only a failed call's value can be given up.")
+    if not clerk_connected():
+        raise ClerkUnavailable("Clerk is not connected (CLERK_SECRET_KEY is not set).")
+    try:
+        with clerk_client(retry_config=None, timeout_ms=timeout_ms) as clerk, quiet_sdk_deprecations():
+            answer = clerk.users.get(user_id=user.clerk_id, timeout_ms=timeout_ms)
+    except models.ClerkBaseError as error:
+        raise ClerkUnavailable(f"{clerk_message(error)}; nothing changed.") from error
+    except (httpx.HTTPError, models.NoResponseError) as error:
+        raise ClerkUnavailable(f"Clerk did not answer ({type(error).__name__}); nothing changed.") from error
+    incoming = clerk_user_from_dict(answer.model_dump(mode="python", by_alias=True))
+    supersede(call, f"{actor.label} took Clerk's value")
+    db.session.flush()
+    fields = carried_fields(call.operation, json.loads(call.payload))
+    taken = {name: incoming.fields[name] for name in sorted(fields) if name in incoming.fields}
+    return update_user_fields(user, taken, actor=actor, action="clerk.take_value")

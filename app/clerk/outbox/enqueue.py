@@ -1,8 +1,10 @@
 """Enqueueing calls to Clerk: in the caller's transaction, next to the change they mirror; never commits.
 
-A newer ban/unban, metadata or invitation call supersedes the user's older pending or failed ones
-of the same kind, because it alone says what Clerk should hold. Nothing is enqueued without
-CLERK_SECRET_KEY, and only users that exist in Clerk get ban/unban/metadata calls.
+A newer ban/unban, role-and-status, metadata edit, unlock or invitation call supersedes the user's
+older pending or failed ones of the same kind, because it alone says what Clerk should hold; a
+profile call supersedes only the fields it carries again. Email pairs are never superseded: each
+pair is delivered in order. Nothing is enqueued without CLERK_SECRET_KEY, and only users that
+exist in Clerk get calls about their account.
 """
 
 from __future__ import annotations
@@ -16,12 +18,21 @@ from app.audit.services import Actor, record
 from app.clerk.client import clerk_connected
 from app.clerk.outbox import (
     BAN,
+    CREATE_EMAIL,
     CREATE_INVITATION,
+    DELETE_EMAIL,
+    DELETE_USER,
+    EDIT_METADATA,
     METADATA,
+    OPEN_STATES,
     OPERATIONS,
+    PROFILE_FIELDS,
     REVOKE_INVITATION,
+    REVOKE_SESSIONS,
     TOUCHED,
     UNBAN,
+    UNLOCK,
+    UPDATE_USER,
     is_clerk_user,
     waits_for_clerk_user,
 )
@@ -30,11 +41,11 @@ from app.models import ClerkCall, ClerkCallState, User, UserStatus, utcnow
 from app.permissions import ensure_can_manage
 
 # Calls of one kind: the newest says what Clerk should hold, so it supersedes older ones.
-KINDS: Final = {BAN: "ban", UNBAN: "ban", METADATA: "metadata", CREATE_INVITATION: "invitation"}
+KINDS: Final = {BAN: "ban", UNBAN: "ban", METADATA: "metadata", CREATE_INVITATION: "invitation", UNLOCK: "unlock"}
 
 
 class RetryRefused(ValueError):
-    """Only a failed call can be tried again; the message says why."""
+    """Only a failed call can be tried again (or its value given up); the message says why."""
 
 
 def enqueue(user: User | None, operation: str, payload: dict[str, Any]) -> ClerkCall:
@@ -57,25 +68,47 @@ def enqueue(user: User | None, operation: str, payload: dict[str, Any]) -> Clerk
     return call
 
 
-def _supersede_older(call: ClerkCall, user: User) -> None:
-    kind = KINDS.get(call.operation)
-    if kind is None:
-        return
-    same_kind = [op for op, k in KINDS.items() if k == kind]
+def _older_open_calls(call: ClerkCall, user: User, operations: list[str]) -> list[ClerkCall]:
     # SKIP LOCKED: a row a worker is sending right now finishes on its own; this one follows it.
-    older = db.session.scalars(
-        sa.select(ClerkCall)
-        .where(
-            ClerkCall.user_id == user.id,
-            ClerkCall.id < call.id,
-            ClerkCall.operation.in_(same_kind),
-            ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]),
+    return list(
+        db.session.scalars(
+            sa.select(ClerkCall)
+            .where(
+                ClerkCall.user_id == user.id,
+                ClerkCall.id < call.id,
+                ClerkCall.operation.in_(operations),
+                ClerkCall.state.in_(OPEN_STATES),
+            )
+            .with_for_update(skip_locked=True)
         )
-        .with_for_update(skip_locked=True)
-    ).all()
-    for row in older:
-        row.state = ClerkCallState.SUPERSEDED.value
-        row.last_error = f"superseded by call #{call.id}" + (f" (was: {row.last_error})" if row.last_error else "")
+    )
+
+
+def supersede(row: ClerkCall, reason: str) -> None:
+    row.state = ClerkCallState.SUPERSEDED.value
+    row.last_error = reason + (f" (was: {row.last_error})" if row.last_error else "")
+
+
+def _supersede_older(call: ClerkCall, user: User) -> None:
+    payload = json.loads(call.payload)
+    if call.operation == UPDATE_USER:  # field by field: an older call keeps the fields not sent again
+        for row in _older_open_calls(call, user, [UPDATE_USER]):
+            older = json.loads(row.payload)
+            kept = {k: v for k, v in older["fields"].items() if k not in payload["fields"]}
+            if kept:
+                row.payload = json.dumps({**older, "fields": kept}, sort_keys=True)
+            else:
+                supersede(row, f"superseded by call #{call.id}")
+    elif call.operation == EDIT_METADATA:  # the newest edit of one kind says what Clerk should hold
+        for row in _older_open_calls(call, user, [EDIT_METADATA]):
+            if json.loads(row.payload).get("kind") == payload["kind"]:
+                supersede(row, f"superseded by call #{call.id}")
+    elif call.operation == DELETE_USER:  # nothing else is worth sending about a deleted user
+        for row in _older_open_calls(call, user, [op for op in OPERATIONS if op != DELETE_USER]):
+            supersede(row, f"not sent: the user is deleted (call #{call.id})")
+    elif (kind := KINDS.get(call.operation)) is not None:
+        for row in _older_open_calls(call, user, [op for op, k in KINDS.items() if k == kind]):
+            supersede(row, f"superseded by call #{call.id}")
     db.session.flush()
 
 
@@ -91,6 +124,45 @@ def enqueue_role_and_status(user: User, *, role_before: Any, status_before: Any)
         metadata = {"role": user.role.value, "status": user.status.value}
         calls.append(enqueue(user, METADATA, {"user_id": user.clerk_id, "public_metadata": metadata}))
     return calls
+
+
+def enqueue_profile(user: User, before: dict[str, Any]) -> list[ClerkCall]:
+    """After an edit: the changed names, username and external id (users.update), and a changed email
+    as an ordered pair: the new address, verified and primary, then the old one removed."""
+    if not clerk_connected() or not is_clerk_user(user):
+        return []
+    calls = []
+    fields = {
+        name: getattr(user, name) for name in PROFILE_FIELDS if name in before and before[name] != getattr(user, name)
+    }
+    if fields:
+        calls.append(enqueue(user, UPDATE_USER, {"user_id": user.clerk_id, "fields": fields}))
+    old_email = before.get("email")
+    if "email" in before and user.email and old_email != user.email:
+        create = enqueue(
+            user, CREATE_EMAIL, {"user_id": user.clerk_id, "email_address": user.email, "previous": old_email}
+        )
+        calls.append(create)
+        if old_email:
+            remove = {"user_id": user.clerk_id, "email_address": old_email, "keep": user.email, "after_call": create.id}
+            calls.append(enqueue(user, DELETE_EMAIL, remove))
+    return calls
+
+
+def enqueue_metadata_edit(user: User, kind: str, value: dict[str, Any]) -> ClerkCall | None:
+    """Make one metadata object in Clerk equal `value` (delivery reads Clerk's and sends the difference)."""
+    if not clerk_connected() or not is_clerk_user(user):
+        return None
+    return enqueue(user, EDIT_METADATA, {"user_id": user.clerk_id, "kind": kind, "value": value})
+
+
+def enqueue_user_call(user: User, operation: str) -> ClerkCall | None:
+    """Unlock, sign out everywhere or delete: a call that names only the user."""
+    if operation not in (UNLOCK, REVOKE_SESSIONS, DELETE_USER):
+        raise ValueError(f"{operation!r} is not a call about the user alone")
+    if not clerk_connected() or user.waits_for_clerk_user:
+        return None
+    return enqueue(user, operation, {"user_id": user.clerk_id})
 
 
 def enqueue_invitation(user: User) -> ClerkCall | None:
@@ -118,6 +190,11 @@ def retry_call(call: ClerkCall, *, actor: Actor) -> None:
         ensure_can_manage(actor, call.user)
     if call.state != ClerkCallState.FAILED.value:
         raise RetryRefused(f"Call #{call.id} is {call.state}; only a failed call can be retried.")
+    if call.operation in (CREATE_EMAIL, DELETE_EMAIL):
+        raise RetryRefused(
+            f"Call #{call.id} changed an email that Clerk refused, and the email was put back to Clerk's: "
+            "edit the user to try another address."
+        )
     call.state = ClerkCallState.PENDING.value
     call.next_attempt_at = utcnow()
     db.session.flush()
