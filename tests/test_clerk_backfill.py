@@ -105,6 +105,15 @@ def test_a_second_sync_counts_what_changed(runner, db, fake):
     assert count(db, User, User.first_name == "Renamed") == 1 and count(db, User, User.first_name == "Old news") == 0
 
 
+def test_sync_backfills_clerks_locked_flag(runner, db, fake):
+    assert sync(runner, "--page-size", "50").exit_code == 0
+    assert count(db, User, User.locked.is_(True)) == 0
+    fake.users[3] = {**fake.users[3], "locked": True, "updated_at": fake.users[3]["updated_at"] + 1}
+    assert sync(runner, "--page-size", "50").exit_code == 0
+    locked = db.session.scalars(sa.select(User).where(User.locked.is_(True))).all()
+    assert [user.clerk_id for user in locked] == [fake.users[3]["id"]]
+
+
 def test_sync_claims_invited_rows_and_leaves_deleted_users_deleted(runner, db, fake, make_user):
     clerk_users = fake.users
     invited = make_user(email="member0005@example.com", status=UserStatus.INVITED, clerk_id="inv_123")
