@@ -360,6 +360,19 @@ def test_sign_out_everywhere_revokes_each_active_session(db, fake, grace, root):
     assert "user.sessions_revoke" in actions_on(db, grace)
 
 
+def test_signing_a_staff_member_out_everywhere_ends_their_dashboard_sessions(client, db, fake, auth, root, make_user):
+    in_clerk = bapi_user(email="colleague@staff.example")
+    fake.users.append(in_clerk)
+    colleague = make_user(email="colleague@staff.example", role=UserRole.ADMIN, clerk_id=in_clerk["id"])
+    auth.sign_in(colleague)
+    assert client.get("/users").status_code == 200
+    sign_out_everywhere(fresh(db, colleague), actor=staff(root))
+    db.session.commit()
+    response = client.get("/users")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/auth/sign-in")
+    assert {"user.sessions_revoke", "auth.signed_out"} <= set(actions_on(db, colleague))
+
+
 def test_the_sessions_panel_reads_clerk_live_and_says_when_it_cannot(app, db, fake, grace):
     fake.add_session(grace.clerk_id, latest_activity={"browser_name": "Firefox", "city": "Berlin"})
     answer = active_sessions(grace)

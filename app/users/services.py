@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.audit.services import Actor, record
+from app.auth.services import end_sessions
 from app.clerk.client import clerk_connected
 from app.clerk.outbox import (
     DASHBOARD_METADATA_KEYS,
@@ -277,11 +278,14 @@ def unlock_user(user: User, *, actor: Actor) -> dict:
 
 
 def sign_out_everywhere(user: User, *, actor: Actor) -> None:
-    """Revoke every active Clerk session of the user (through the outbox: Clerk may be down now)."""
+    """Revoke every active Clerk session of the user (through the outbox: Clerk may be down now);
+    a staff member's dashboard sessions end too."""
     ensure_editable(user)
     ensure_can_manage(actor, user)
     ensure_in_clerk(user, "signing out")
     record("user.sessions_revoke", actor=actor, target=user, changes={})
+    if user.is_staff:
+        end_sessions(user, actor=actor)  # and their sessions in this dashboard
     enqueue_user_call(user, REVOKE_SESSIONS)
 
 
