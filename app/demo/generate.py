@@ -32,7 +32,7 @@ EPOCH = datetime(1970, 1, 1)  # naive UTC, the form the timestamp columns store
 USER_COLUMNS = (
     "id", "clerk_id", "email", "first_name", "last_name", "role", "status", "image_url",
     "username", "external_id", "public_metadata", "private_metadata", "unsafe_metadata",
-    "last_sign_in_at", "created_at", "updated_at", "version",
+    "last_sign_in_at", "created_at", "updated_at", "version", "locked",
 )  # fmt: skip
 USER_TIMESTAMPS = ("last_sign_in_at", "created_at", "updated_at")
 DATA_COLUMNS = ("id", "user_id", "key", "value", "created_at", "updated_at")
@@ -172,10 +172,16 @@ def make_user(index: int, rng: random.Random, pools: Pools, now_ts: float) -> tu
     user: UserRow = (
         user_id, clerk_id, email, first if has_name else None, last if has_name else None, role,
         status, image_url, username, external_id, public_metadata, private_metadata,
-        unsafe_metadata, last_sign_in_at, created_at, updated_at, 1,
+        unsafe_metadata, last_sign_in_at, created_at, updated_at, 1, _locked(index, status),
     )  # fmt: skip
     rows = _user_data(rng, pools, clerk_id, user_id, created_ts, now_ts) if rng.random() < 0.3 else []
     return user, rows
+
+
+def _locked(index: int, status: str) -> bool:
+    """One active user in fifty is locked out by Clerk (too many failed sign-ins); no draw, so the
+    rest of the demo stays the same."""
+    return status == "active" and index % 50 == 9
 
 
 def _email_local_part(rng: random.Random, first: str, last: str, index: int) -> str:
