@@ -21,7 +21,13 @@ SEED_USER_COLUMNS = {
     "created_at": False,
     "updated_at": False,
 }
-ADDED_USER_COLUMNS = {"deleted_at": True, "clerk_updated_at": True, "version": False, "session_generation": False, "locked": False}
+ADDED_USER_COLUMNS = {
+    "deleted_at": True,
+    "clerk_updated_at": True,
+    "version": False,
+    "session_generation": False,
+    "locked": False,
+}
 
 
 def test_users_columns_and_nullability(db):

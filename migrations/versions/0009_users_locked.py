@@ -18,9 +18,9 @@ depends_on = None
 
 
 def upgrade():
-    # A constant default: a plain ADD COLUMN on both databases, no table rebuild.
-    with op.batch_alter_table("users") as batch_op:
-        batch_op.add_column(sa.Column("locked", sa.Boolean(), server_default=sa.false(), nullable=False))
+    # A plain ADD COLUMN with a constant default on both databases: no batch mode, because a
+    # rebuilt SQLite table would lose the expression indexes of 0003 and 0005.
+    op.add_column("users", sa.Column("locked", sa.Boolean(), server_default=sa.false(), nullable=False))
     op.create_index(
         "ix_users_locked_created_at",
         "users",
