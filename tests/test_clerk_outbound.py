@@ -297,6 +297,23 @@ def test_public_metadata_edits_keep_the_dashboards_role_and_status(db, fake, gra
     assert body == {"public_metadata": {"plan": "team"}}
 
 
+def test_metadata_changed_in_the_edit_form_goes_the_same_way(db, fake, grace, root):
+    typed = json.dumps({"plan": "team", "role": "super_admin"})
+    edit_user(grace, {"public_metadata": typed, "first_name": "Amazing"}, expected_version=None, actor=staff(root))
+    db.session.commit()
+    assert json.loads(fresh(db, grace).public_metadata) == {"plan": "team", "role": "user", "status": "active"}
+    assert fields_waiting([grace.id]) == {grace.id: {"first_name", "public_metadata"}}
+    push_now(db, grace)
+    assert [(method, body) for method, _, body in mutations(fake) if "public_metadata" in body] == [
+        ("PATCH", {"public_metadata": {"plan": "team"}})
+    ]
+    assert fake.user(grace.clerk_id)["public_metadata"] == {"plan": "team", "role": "user", "status": "active"}
+    edit_user(fresh(db, grace), {"private_metadata": None}, expected_version=None, actor=staff(root))  # emptied
+    db.session.commit()
+    push_now(db, grace)
+    assert fake.user(grace.clerk_id)["private_metadata"] == {}
+
+
 def test_an_unchanged_metadata_edit_sends_nothing(db, fake, grace, root):
     set_metadata(grace, "private_metadata", {"notes": {"a": 1, "b": 2}, "old": True}, actor=staff(root))
     db.session.commit()

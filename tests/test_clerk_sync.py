@@ -144,7 +144,7 @@ def test_any_json_is_either_an_event_or_malformed_never_a_crash(event_type, data
     except MalformedClerkData:
         return
     for value in parsed.fields.values():
-        assert value is None or isinstance(value, (str, datetime))
+        assert value is None or isinstance(value, (str, datetime, bool))  # bool: locked
         if isinstance(value, str):
             value.encode("utf-8")  # storable: no lone surrogates
             assert "\x00" not in value

@@ -60,7 +60,15 @@ from app.models import (
 )
 from app.overview.queries import RANGES
 from app.pagination import ListFilters
-from app.users.forms import BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
+from app.users.forms import (
+    BulkForm,
+    DeleteForm,
+    InviteForm,
+    MetadataForm,
+    StatusForm,
+    UserDataForm,
+    UserEditForm,
+)
 from app.users.queries import PER_PAGE_CHOICES, SORTS
 from app.webhooks.forms import WITHIN
 from app.webhooks.services import HANDLED_TYPES
@@ -71,7 +79,7 @@ APP_DIR = Path(__file__).resolve().parents[1] / "app"
 
 # --- What each route reads --------------------------------------------------------------------
 
-USER_LIST = ("q", "role", "status", "sort", "per_page", "after", "before", "deleted")
+USER_LIST = ("q", "role", "status", "sort", "per_page", "after", "before", "deleted", "locked")
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,12 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("users.row", "GET"): Route(query=("focus",)),
     ("users.status_panel", "GET"): Route(query=("focus",)),
     ("users.data_row", "GET"): Route(),
+    ("users.edit_metadata", "POST"): Route(forms=(MetadataForm,)),
+    ("users.sessions", "GET"): Route(),
+    ("users.revoke_sessions", "POST"): Route(forms=(ClerkActionForm,)),
+    ("users.unlock", "POST"): Route(forms=(ClerkActionForm,)),
+    ("users.delete", "GET"): Route(),
+    ("users.delete", "POST"): Route(forms=(DeleteForm,)),
     ("webhooks.receive_clerk", "POST"): Route(signed=True),
     ("webhooks.index", "GET"): Route(query=("outcome", "type", "within", "received", "after")),
     ("webhooks.detail", "GET"): Route(),
@@ -121,6 +135,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("audit.index", "GET"): Route(query=("actor", "target", "action", "source", "after")),
     ("clerk.index", "GET"): Route(query=("state", "after", "before")),
     ("clerk.retry", "POST"): Route(forms=(ClerkActionForm,), form=("back",)),
+    ("clerk.take_value", "POST"): Route(forms=(ClerkActionForm,)),
     ("clerk.push", "POST"): Route(forms=(ClerkActionForm,)),
 }
 
@@ -377,6 +392,7 @@ VALID: dict[str, list[str]] = {
     "sort": list(SORTS),
     "per_page": [str(n) for n in PER_PAGE_CHOICES],
     "deleted": ["1", "on"],
+    "locked": ["1", "on"],
     "days": [str(d) for d in RANGES],
     "to": list(STATUS_VERBS),
     "view": ["row", "detail"],

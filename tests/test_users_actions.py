@@ -169,7 +169,7 @@ def test_edit_saves_audits_before_and_after(client, token, staff, ada, db):
         ({"status": "banned"}, "status", "Not a valid choice"),
         ({"role": "root"}, "role", "Not a valid choice"),
         ({"public_metadata": "{not json"}, "public_metadata", "Not valid JSON"),
-        ({"private_metadata": "[1, 2]"}, "private_metadata", "Must be a JSON object"),
+        ({"private_metadata": "[1, 2]"}, "private_metadata", "must be a JSON object"),
         ({"image_url": "javascript:alert(1)"}, "image_url", "Enter a full URL"),
     ],
 )

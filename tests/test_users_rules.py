@@ -343,9 +343,10 @@ def test_names_refuse_control_and_bidi_characters(client, token, ada, db, name):
         (json.dumps({"big": "x" * 9000}), "At most 8 KiB"),
         ('{"n": NaN}', "not standard JSON"),
         ('{"n": Infinity}', "not standard JSON"),
-        ("[1, 2]", "Must be a JSON object"),
-        ("[" * 5000 + "]" * 5000, "At most 8 KiB"),
-        ('{"a": ' + "[" * 3000 + "]" * 3000 + "}", "Nested too deeply"),
+        ("[1, 2]", "must be a JSON object"),
+        ("[" * 5000 + "]" * 5000, "Nested more than 32 levels"),
+        ('{"a": ' + "[" * 3000 + "]" * 3000 + "}", "Nested more than 32 levels"),
+        ('{"a": ' + "[" * 33 + "]" * 33 + "}", "Nested more than 32 levels"),
     ],
 )
 def test_metadata_is_a_standard_json_object_of_at_most_8_kib(client, staff, ada, db, text, message):

@@ -23,6 +23,15 @@ ACTION_LABELS = {
     "user.invitation_resend": "Invitation sent again",
     "clerk.retry": "Call to Clerk retried",
     "auth.sign_in_refused": "Sign-in link refused",
+    "auth.signed_out": "Signed out of the dashboard",
+    "user.create": "Created from Clerk",
+    "user.sign_in": "Signed in",
+    "user.metadata": "Metadata edited",
+    "user.unlock": "Unlocked",
+    "user.sessions_revoke": "Signed out everywhere",
+    "user.delete": "Deleted",
+    "clerk.email_refused": "Email change refused by Clerk (email put back)",
+    "clerk.take_value": "Took Clerk's value",
 }
 
 

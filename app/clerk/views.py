@@ -9,9 +9,15 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 from app.auth.guard import current_actor
 from app.clerk.client import clerk_connected
 from app.clerk.forms import ClerkActionForm, OutboxFilters
-from app.clerk.outbox.delivery import REQUEST_BUDGET_MS, deliver_after_request, deliver_due
+from app.clerk.outbox.delivery import (
+    REQUEST_BUDGET_MS,
+    ClerkUnavailable,
+    deliver_after_request,
+    deliver_due,
+    take_clerks_value,
+)
 from app.clerk.outbox.enqueue import RetryRefused, retry_call
-from app.clerk.outbox.queries import describe, list_calls, outbox_health
+from app.clerk.outbox.queries import call_offers, describe, list_calls, outbox_health
 from app.errors import ensure_form_accepted
 from app.extensions import db
 from app.models import ClerkCall, ClerkCallState
@@ -49,6 +55,7 @@ def index():
         health=outbox_health(),
         action_form=ClerkActionForm(formdata=None),
         manageable_ids=manageable_ids,
+        **call_offers(page.rows, manageable_ids),
     )
 
 
@@ -73,6 +80,33 @@ def retry(call_id: int):
     if request.form.get("back") == "user" and call.user is not None:
         return redirect(url_for("users.detail", user_id=call.user.id, _anchor="clerk"))
     return redirect(url_for("clerk.index"))
+
+
+def shown(value, limit: int = 80) -> str:
+    text = "nothing" if value in (None, "") else repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@bp.post(f"/clerk/calls/<int(max={MAX_CALL_ID}):call_id>/take-clerk-value")
+def take_value(call_id: int):
+    """Give up a failed call: the fields it carried take the values Clerk holds now."""
+    call = db.get_or_404(ClerkCall, call_id, description="There is no such call to Clerk.")
+    ensure_form_accepted(ClerkActionForm())
+    try:
+        changed = take_clerks_value(call, actor=current_actor())
+    except RetryRefused as refused:
+        abort(409, description=str(refused))
+    except ClerkUnavailable as unavailable:
+        db.session.rollback()
+        flash(f"Could not take Clerk's value for call #{call_id}: {unavailable}", "error")
+        return redirect(url_for("users.detail", user_id=call.user_id, _anchor="clerk"))
+    db.session.commit()
+    if changed:
+        taken = "; ".join(f"{name}: {shown(pair[0])} → {shown(pair[1])}" for name, pair in changed.items())
+        flash(f"Took Clerk's value (call #{call_id} given up). {taken}.", "success")
+    else:
+        flash(f"Call #{call_id} given up: Clerk holds the same values as the dashboard; nothing changed.", "success")
+    return redirect(url_for("users.detail", user_id=call.user_id, _anchor="clerk"))
 
 
 @bp.post("/clerk/push")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
+from typing import Any
 
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, URLSafeSerializer
 from wtforms import BooleanField, HiddenField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import URL, DataRequired, Email, Length, Optional, Regexp, ValidationError
 
+from app.database import text_problem
 from app.models import STATUS_VERBS, UserRole, UserStatus
 from app.records.users import normalise_email
+from app.users.services import MAX_METADATA_BYTES, metadata_size
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
 ROLE_CHOICES = [SelectChoice(r.value, r.label) for r in UserRole]
@@ -30,7 +34,6 @@ def blank_to_none(value):
     return value or None
 
 
-MAX_METADATA_BYTES = 8 * 1024
 # Characters that reorder or hide text (Trojan Source): "abc\u202edef" would show as "abcfed".
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -40,22 +43,15 @@ def _refuse_constant(name: str):
 
 
 class JSONObject:
-    """Metadata is stored as JSON text: a standard JSON object of at most 8 KiB, or nothing."""
+    """Metadata in the edit form: what the metadata editor takes (`parse_metadata`), or nothing."""
 
     def __call__(self, form, field):
         if not field.data:
             return
-        size = len(field.data.encode("utf-8", "surrogatepass"))
-        if size > MAX_METADATA_BYTES:
-            raise ValidationError(f"At most 8 KiB of JSON ({size:,} bytes given).")
         try:
-            parsed = json.loads(field.data, parse_constant=_refuse_constant)
-        except RecursionError as exc:
-            raise ValidationError("Nested too deeply.") from exc
-        except ValueError as exc:
-            raise ValidationError(f"Not valid JSON: {exc}.") from exc
-        if not isinstance(parsed, dict):
-            raise ValidationError('Must be a JSON object, like {"plan": "pro"}.')
+            parse_metadata(field.data)
+        except MetadataRefused as refused:
+            raise ValidationError(str(refused)) from refused
 
 
 class PlainText:
@@ -246,3 +242,107 @@ class BulkForm(FlaskForm):
         default="",
     )
     confirm = BooleanField("Confirmed")
+
+
+# --- metadata ------------------------------------------------------------------------------------
+
+MAX_METADATA_DEPTH = 32
+# Pretty-printed text is larger than its compact form: beyond this, it cannot fit in 8 KiB.
+MAX_METADATA_TEXT = 16 * MAX_METADATA_BYTES
+JSON_KINDS = {list: "an array", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+
+
+class MetadataRefused(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MetadataRefused(f"{text[:20]} is too large a number for JSON")
+    return value
+
+
+def _check_tree(value: Any) -> None:
+    """Standard JSON only: nesting of at most 32 levels, and text a database can store."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list) and depth > MAX_METADATA_DEPTH:
+            raise MetadataRefused(f"Nested more than {MAX_METADATA_DEPTH} levels deep.")
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if problem := text_problem(key):
+                    raise MetadataRefused(f"A key {problem}.")
+                stack.append((item, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+        elif isinstance(node, str) and (problem := text_problem(node)):
+            raise MetadataRefused(f"A value {problem}.")
+
+
+def parse_metadata(text: str) -> dict:
+    """A standard JSON object of at most 8 KiB once serialised, or MetadataRefused saying why."""
+    if len(text) > MAX_METADATA_TEXT:
+        raise MetadataRefused(f"At most {MAX_METADATA_BYTES // 1024} KiB of JSON (Clerk's limit).")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError as exc:
+        raise MetadataRefused(f"Nested more than {MAX_METADATA_DEPTH} levels deep.") from exc
+    except MetadataRefused:
+        raise
+    except ValueError as exc:  # invalid JSON, NaN or Infinity, a number of thousands of digits
+        raise MetadataRefused(f"Not valid JSON: {exc}.") from exc
+    if not isinstance(value, dict):
+        given = "null" if value is None else JSON_KINDS.get(type(value), "something else")
+        raise MetadataRefused(f'Metadata must be a JSON object, like {{"plan": "pro"}}; {given} was given.')
+    _check_tree(value)
+    size = metadata_size(value)
+    if size > MAX_METADATA_BYTES:
+        raise MetadataRefused(
+            f"At most {MAX_METADATA_BYTES // 1024} KiB once serialised (Clerk's limit); this is {size:,} bytes."
+        )
+    return value
+
+
+class StrictJSONObject:
+    """The metadata editor's rule: `parse_metadata`; the parsed object is kept on the form."""
+
+    def __call__(self, form, field):
+        try:
+            form.parsed = parse_metadata(field.data or "")
+        except MetadataRefused as refused:
+            raise ValidationError(str(refused)) from refused
+
+
+# What `expected()` gives for an `original` the form cannot read: never equal to a stored text
+# (no database holds a NUL), so saving is a conflict rather than a blind overwrite.
+UNREADABLE_ORIGINAL = "\x00unreadable"
+
+
+class MetadataForm(FlaskForm):
+    """One metadata object, as JSON; `original` is the stored text when the form was opened."""
+
+    value = TextAreaField("JSON object", validators=[StrictJSONObject()])
+    # As a JSON string literal: browsers rewrite the line breaks of what they send, and the
+    # conflict check compares the stored text exactly.
+    original = HiddenField()
+
+    parsed: dict | None = None
+
+    def remember(self, stored: str | None) -> None:
+        self.original.data = json.dumps(stored or "")
+
+    def expected(self) -> str | None:
+        """The stored text the admin started from (None when the form did not say: no check)."""
+        if self.original.data is None:
+            return None
+        try:
+            value = json.loads(self.original.data)
+        except (ValueError, RecursionError):
+            return UNREADABLE_ORIGINAL
+        return value if isinstance(value, str) else UNREADABLE_ORIGINAL
+
+
+class DeleteForm(FlaskForm):
+    confirm = StringField("Type the user's email to confirm", filters=[strip])

@@ -70,6 +70,7 @@ class UserFilters(ListFilters):
     statuses: tuple[UserStatus, ...] = many_arg(UserStatus, name="status")
     sort: str = choice_arg(SORTS, DEFAULT_SORT, narrows=False)
     include_deleted: bool = flag_arg(name="deleted")
+    locked_only: bool = flag_arg(name="locked")
     per_page: int | None = int_arg(PER_PAGE_CHOICES, narrows=False)  # None: the configured default
 
 
@@ -81,6 +82,10 @@ def filtered(filters: UserFilters) -> sa.Select:
         query = query.where(User.role.in_(filters.roles))
     if filters.statuses:
         query = query.where(User.status.in_(filters.statuses))
+    if filters.locked_only:
+        # `WHERE users.locked` on PostgreSQL: the very predicate of ix_users_locked_created_at, so the
+        # planner matches the partial index without having to prove `locked IS true` implies it.
+        query = query.where(User.locked)
     if filters.q:
         query = query.where(search_condition(filters.q))
     return query

@@ -199,11 +199,16 @@ def edit_user(user: User, changes: dict, *, expected_version: int | None, actor:
         changes = {**changes, "email": normalise_email(changes["email"])}
         if changes["email"] != user.email:
             _ensure_email_free(changes["email"], except_user=user)
+    metadata = {kind: _metadata_to_store(user, kind, changes[kind]) for kind in METADATA_KINDS if kind in changes}
+    changes = {**changes, **{kind: text for kind, (_, text) in metadata.items()}}
     role_before, status_before = user.role, user.status
     before = snapshot(user, changes)
     changed = update_user_fields(user, changes, actor=actor)
     enqueue_role_and_status(user, role_before=role_before, status_before=status_before)
     enqueue_profile(user, before)  # names, username, external id and email reach Clerk
+    for kind, (value, _) in metadata.items():
+        if kind in changed:
+            enqueue_metadata_edit(user, kind, value)
     return changed
 
 
@@ -212,6 +217,10 @@ MAX_METADATA_BYTES = 8 * 1024  # Clerk's limit for each metadata object, seriali
 
 class MetadataError(UserError):
     field = "value"
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def metadata_size(value: dict) -> int:
@@ -234,6 +243,23 @@ def stored_metadata(user: User, kind: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _metadata_to_store(user: User, kind: str, value: dict | str | None) -> tuple[dict, str]:
+    """The object to store and send (the dashboard's public keys kept), and its text; refuses > 8 KiB.
+
+    `value` may be the edit form's text (already checked to be a JSON object) or blank for {}.
+    """
+    if isinstance(value, str) or value is None:
+        value = json.loads(value) if value else {}
+    if not isinstance(value, dict):
+        raise MetadataError('Metadata must be a JSON object, like {"plan": "pro"}.', kind)
+    value = with_dashboard_keys(kind, value, stored_metadata(user, kind))
+    if metadata_size(value) > MAX_METADATA_BYTES:
+        raise MetadataError(
+            f"Metadata is at most {MAX_METADATA_BYTES // 1024} KiB once serialised (Clerk's limit).", kind
+        )
+    return value, json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 def set_metadata(user: User, kind: str, value: dict, *, actor: Actor, expected: str | None = None) -> dict:
     """Replace one metadata object (a JSON object of at most 8 KiB) and make Clerk hold it too.
 
@@ -248,10 +274,7 @@ def set_metadata(user: User, kind: str, value: dict, *, actor: Actor, expected: 
         raise MetadataError('Metadata must be a JSON object, like {"plan": "pro"}.')
     if expected is not None and expected != (getattr(user, kind) or ""):
         raise EditConflict("The metadata changed after you opened it; nothing was overwritten.")
-    value = with_dashboard_keys(kind, value, stored_metadata(user, kind))
-    if metadata_size(value) > MAX_METADATA_BYTES:
-        raise MetadataError(f"Metadata is at most {MAX_METADATA_BYTES // 1024} KiB once serialised (Clerk's limit).")
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    value, text = _metadata_to_store(user, kind, value)
     changed = update_user_fields(user, {kind: text}, actor=actor, action="user.metadata")
     if changed:
         enqueue_metadata_edit(user, kind, value)

@@ -18,31 +18,48 @@ from sqlalchemy.orm.exc import StaleDataError
 from wtforms import SelectChoice
 
 from app.auth.guard import current_actor
+from app.clerk.client import clerk_connected
 from app.clerk.forms import ClerkActionForm
+from app.clerk.live import active_sessions
+from app.clerk.outbox import is_clerk_user
 from app.clerk.outbox.delivery import PushReport, deliver_after_request
-from app.clerk.outbox.queries import open_calls_for, pending_user_ids
+from app.clerk.outbox.queries import call_offers, open_calls_for, waiting_for, waiting_in_clerk
 from app.errors import ensure_form_accepted, error_page
 from app.extensions import db
 from app.models import STATUS_VERBS, User, UserData, UserRole, UserStatus
-from app.pages import answer, fragment_or_redirect, wants_fragment
-from app.permissions import can_act_on, can_change_roles, ensure_can_manage
+from app.pages import answer, fragment_or_redirect, pretty_json, wants_fragment
+from app.permissions import can_act_on, can_change_roles, can_delete, ensure_can_delete, ensure_can_manage
 from app.users import export
-from app.users.forms import BulkForm, InviteForm, StatusForm, UserDataForm, UserEditForm
+from app.users.forms import (
+    BulkForm,
+    DeleteForm,
+    InviteForm,
+    MetadataForm,
+    StatusForm,
+    UserDataForm,
+    UserEditForm,
+)
 from app.users.history import history_for
 from app.users.queries import PER_PAGE_CHOICES, SORTS, UserFilters, count_users, list_users
 from app.users.services import (
     MAX_BULK,
     DataConflict,
+    DeletionNotConfirmed,
     DuplicateEmail,
     DuplicateKey,
     EditConflict,
+    MetadataError,
     NotAllowed,
+    ReadOnlyUser,
     UserError,
     add_user_data,
     bulk_set_status,
     can_invite_again,
+    delete_user,
     delete_user_data,
+    deletion_word,
     edit_user,
+    ensure_editable,
     ensure_status_change,
     has_open_invitation,
     invite_user,
@@ -50,8 +67,11 @@ from app.users.services import (
     preview_bulk_status,
     resend_invitation,
     revoke_invitation,
+    set_metadata,
     set_status,
+    sign_out_everywhere,
     statuses_offered,
+    unlock_user,
     update_user_data,
 )
 
@@ -60,6 +80,14 @@ bp = Blueprint("users", __name__)
 
 def get_user_or_404(user_id: str) -> User:
     return db.get_or_404(User, user_id, description="There is no user with this id.")
+
+
+def refuse_if_deleted(user: User) -> None:
+    """A deleted user is read-only: every change answers 409, whoever asks."""
+    try:
+        ensure_editable(user)
+    except ReadOnlyUser as error:
+        abort(409, description=str(error))
 
 
 def get_item_or_404(user: User, data_id: str) -> UserData:
@@ -92,7 +120,7 @@ def offers_for(*users: User) -> dict:
 
 def row_context(user: User) -> dict:
     """What users/_row.html needs to draw one user's row alone."""
-    return {**offers_for(user), "clerk_pending": pending_user_ids([user.id])}
+    return {**offers_for(user), "clerk_waiting": waiting_in_clerk([user.id])}
 
 
 def results_context() -> dict:
@@ -109,8 +137,8 @@ def results_context() -> dict:
         "bulk_form": BulkForm(),
         "bulk_url": bulk_url,
         "per_page_choices": PER_PAGE_CHOICES,
-        # One query for the whole page: which of its users have a change not yet in Clerk.
-        "clerk_pending": pending_user_ids(user.id for user in page.rows),
+        # One query for the whole page: which fields of its users Clerk does not hold yet.
+        "clerk_waiting": waiting_in_clerk(user.id for user in page.rows),
         **offers_for(*page.rows),
     }
 
@@ -227,12 +255,21 @@ def detail(user_id: str):
 
 def detail_extras(user: User) -> dict:
     """What the user's page shows besides the sections a fragment refreshes."""
-    may_act = can_act_on(current_actor(), user)
+    actor = current_actor()
+    may_act = can_act_on(actor, user)
+    open_calls = open_calls_for(user)
     return {
         "history": history_for(user),
-        "open_calls": open_calls_for(user),
+        "open_calls": open_calls,
+        **call_offers(open_calls, {user.id} if may_act else set()),
+        "waiting": waiting_for(open_calls),
         "open_invitation": may_act and has_open_invitation(user),
         "invite_again": may_act and can_invite_again(user),
+        "metadata_blocks": [metadata_block(user, kind) for kind in METADATA_LABELS],
+        # Both live in Clerk: without it, the Clerk section says it is not connected, once.
+        "show_sessions": may_act and clerk_connected() and is_clerk_user(user),
+        "may_unlock": may_act and user.locked and clerk_connected() and is_clerk_user(user),
+        "may_delete": can_delete(actor, user),
     }
 
 
@@ -257,8 +294,7 @@ def render_edit(user: User, form: UserEditForm, status: int = 200, **context):
 def edit(user_id: str):
     user = get_user_or_404(user_id)
     ensure_can_manage(current_actor(), user)
-    if user.deleted_at is not None:
-        abort(409, description=f"{user.label} was deleted in Clerk: the account is read-only here.")
+    refuse_if_deleted(user)
     form = edit_form(user)
     secret = current_app.config["SECRET_KEY"]
     if request.method == "GET":
@@ -290,6 +326,9 @@ def edit(user_id: str):
         form.fill_from(user, secret_key=secret, keep=frozenset(mine))
         form.status.choices = status_choices(user)
         return render_edit(user, form, 409, conflict=True, theirs=theirs, mine=mine, opened=original, now=now)
+    except MetadataError as error:  # over 8 KiB once the dashboard's public keys are kept
+        db.session.rollback()
+        form[error.kind or "public_metadata"].errors.append(str(error))
     except UserError as error:  # a status the user cannot take, or a deletion meanwhile
         db.session.rollback()
         form.status.errors.append(str(error))
@@ -455,8 +494,7 @@ def add_data(user_id: str):
 def edit_data(user_id: str, data_id: str):
     user = get_user_or_404(user_id)
     item = get_item_or_404(user, data_id)
-    if user.deleted_at is not None:
-        abort(409, description=f"{user.label} was deleted in Clerk: the account is read-only here.")
+    refuse_if_deleted(user)
     return answer(
         "users/data_edit.html", "users/_data_row_form.html", user=user, item=item, form=UserDataForm(obj=item)
     )
@@ -519,6 +557,155 @@ def delete_data(user_id: str, data_id: str):
     return fragment_or_redirect(
         None, url_for("users.detail", user_id=user.id, _anchor="data"), flashed=f"Deleted {key}."
     )
+
+
+# --- metadata ------------------------------------------------------------------------------------
+
+METADATA_LABELS = {"public": "Public metadata", "private": "Private metadata", "unsafe": "Unsafe metadata"}
+
+
+def metadata_block(user: User, kind: str, form: MetadataForm | None = None, **extra) -> dict:
+    """What users/_metadata.html shows of one metadata object: the stored JSON and its editor."""
+    column = f"{kind}_metadata"
+    stored = getattr(user, column)
+    if form is None:
+        form = MetadataForm(formdata=None)
+        form.value.data = pretty_json(stored) or "{}"
+        form.remember(stored)
+    return {"kind": kind, "column": column, "label": METADATA_LABELS[kind], "text": stored, "form": form, **extra}
+
+
+def metadata_answer(user: User, block: dict, status: int):
+    """A refused save: the block for htmx, or the user's page around it; what was typed is kept."""
+
+    def page_extras() -> dict:
+        extras = detail_extras(user)
+        extras["metadata_blocks"] = [block if b["kind"] == block["kind"] else b for b in extras["metadata_blocks"]]
+        return extras
+
+    return answer(
+        "users/detail.html",
+        "users/_metadata.html",
+        status=status,
+        page_extras=page_extras,
+        user=user,
+        block=block,
+        data_form=UserDataForm(formdata=None),
+        waiting=waiting_in_clerk([user.id]).get(user.id, {}) if wants_fragment() else {},
+        **offers_for(user),
+    )
+
+
+@bp.post("/users/<user_id>/metadata/<any(public, private, unsafe):kind>")
+def edit_metadata(user_id: str, kind: str):
+    user = get_user_or_404(user_id)
+    ensure_can_manage(current_actor(), user)
+    refuse_if_deleted(user)
+    form = MetadataForm()
+    if not form.validate():
+        return metadata_answer(user, metadata_block(user, kind, form), 422)
+    try:
+        changed = set_metadata(user, f"{kind}_metadata", form.parsed, actor=current_actor(), expected=form.expected())
+        db.session.commit()
+    except MetadataError as error:
+        db.session.rollback()
+        form.value.errors.append(str(error))
+        return metadata_answer(user, metadata_block(user, kind, form), 422)
+    except EditConflict as conflict:
+        db.session.rollback()
+        db.session.refresh(user)
+        form.remember(getattr(user, f"{kind}_metadata"))  # saving again replaces what is there now
+        return metadata_answer(user, metadata_block(user, kind, form, conflict=str(conflict)), 409)
+    except UserError as error:
+        abort(409, description=str(error))
+    label = METADATA_LABELS[kind]
+    notice = f"Saved the {label.lower()}." if changed else f"Nothing to save: the {label.lower()} is unchanged."
+    report = deliver_to_clerk(announce=not wants_fragment())
+    if wants_fragment() and report.stopped:
+        notice += " Pending in Clerk."
+    elif wants_fragment() and report.failed:
+        notice += f" Refused by Clerk: {report.errors[-1]}"
+    return fragment_or_redirect(
+        "users/_metadata.html",
+        url_for("users.detail", user_id=user.id, _anchor=f"metadata-{kind}"),
+        flashed=notice,
+        user=user,
+        block=metadata_block(user, kind, notice=notice),
+        waiting=waiting_in_clerk([user.id]).get(user.id, {}),
+        **offers_for(user),
+    )
+
+
+# --- Clerk sessions, unlock, delete ------------------------------------------------------------
+
+
+@bp.get("/users/<user_id>/sessions")
+def sessions(user_id: str):
+    """The user's active Clerk sessions, asked live with a short timeout (the page loads it after itself)."""
+    user = get_user_or_404(user_id)
+    ensure_can_manage(current_actor(), user)
+    refuse_if_deleted(user)
+    found = active_sessions(user)
+    # Sign out everywhere goes through the outbox: offered while Clerk is down too, not when it has none.
+    offer = clerk_connected() and is_clerk_user(user) and bool(found.sessions or found.unavailable)
+    return answer("users/sessions.html", "users/_sessions.html", user=user, found=found, offer_sign_out=offer)
+
+
+@bp.post("/users/<user_id>/sessions/revoke")
+def revoke_sessions(user_id: str):
+    user = get_user_or_404(user_id)
+    ensure_form_accepted(ClerkActionForm())
+    try:
+        sign_out_everywhere(user, actor=current_actor())
+    except UserError as error:
+        abort(409, description=str(error))
+    db.session.commit()
+    report = deliver_to_clerk()
+    if not (report.stopped or report.failed):
+        flash(f"Signed {user.label} out everywhere: Clerk ended their active sessions.", "success")
+    return redirect(url_for("users.detail", user_id=user.id, _anchor="sessions"))
+
+
+@bp.post("/users/<user_id>/unlock")
+def unlock(user_id: str):
+    user = get_user_or_404(user_id)
+    ensure_form_accepted(ClerkActionForm())
+    try:
+        unlock_user(user, actor=current_actor())
+    except UserError as error:
+        abort(409, description=str(error))
+    db.session.commit()
+    flash(f"Unlocked {user.label}: they can try to sign in again.", "success")
+    deliver_to_clerk()
+    return redirect(url_for("users.detail", user_id=user.id))
+
+
+def render_delete(user: User, form: DeleteForm, status: int = 200):
+    return render_template("users/delete.html", user=user, form=form, word=deletion_word(user)), status
+
+
+@bp.route("/users/<user_id>/delete", methods=["GET", "POST"])
+def delete(user_id: str):
+    """Super admins: a page that asks for the user's email, then the tombstone and the deletion in Clerk."""
+    user = get_user_or_404(user_id)
+    refuse_if_deleted(user)
+    ensure_can_delete(current_actor(), user)
+    form = DeleteForm()
+    if request.method == "GET":
+        return render_delete(user, form)
+    ensure_form_accepted(form)
+    try:
+        delete_user(user, form.confirm.data or "", actor=current_actor())
+    except DeletionNotConfirmed as error:
+        db.session.rollback()
+        form.confirm.errors.append(str(error))
+        return render_delete(user, form, 422)
+    except UserError as error:
+        abort(409, description=str(error))
+    db.session.commit()
+    flash(f"Deleted {user.label}. The account is read-only here; its history stays.", "success")
+    deliver_to_clerk()
+    return redirect(url_for("users.detail", user_id=user.id))
 
 
 # --- fragments for "Cancel" ----------------------------------------------------------------

@@ -80,8 +80,13 @@ def holds_fields(call: ClerkCall) -> frozenset[str]:
     return frozenset()
 
 
-def fields_waiting(user_ids: Iterable[str]) -> dict[str, set[str]]:
-    """For each of these users, the fields whose dashboard value Clerk does not hold yet: one query."""
+def retryable(call: ClerkCall) -> bool:
+    """Whether Retry may send a failed call again: not an email change, whose email was put back."""
+    return call.state == ClerkCallState.FAILED.value and call.operation not in (CREATE_EMAIL, DELETE_EMAIL)
+
+
+def open_calls_by_user(user_ids: Iterable[str]) -> dict[str, list[ClerkCall]]:
+    """These users' calls not yet in Clerk (pending or failed), oldest first: one query for a page."""
     ids = list(user_ids)
     if not ids:
         return {}
@@ -91,9 +96,17 @@ def fields_waiting(user_ids: Iterable[str]) -> dict[str, set[str]]:
         .order_by(ClerkCall.id)
         .execution_options(populate_existing=True)
     )
-    waiting: dict[str, set[str]] = {}
+    by_user: dict[str, list[ClerkCall]] = {}
     for call in calls:
-        held = holds_fields(call)
-        if held and call.user_id is not None:
-            waiting.setdefault(call.user_id, set()).update(held)
-    return waiting
+        if call.user_id is not None:
+            by_user.setdefault(call.user_id, []).append(call)
+    return by_user
+
+
+def fields_waiting(user_ids: Iterable[str]) -> dict[str, set[str]]:
+    """For each of these users, the fields whose dashboard value Clerk does not hold yet: one query."""
+    waiting = {
+        user_id: set().union(*(holds_fields(call) for call in calls))
+        for user_id, calls in open_calls_by_user(user_ids).items()
+    }
+    return {user_id: fields for user_id, fields in waiting.items() if fields}

@@ -34,6 +34,7 @@ from app.clerk.outbox import (
     UNLOCK,
     UPDATE_USER,
     is_clerk_user,
+    retryable,
     waits_for_clerk_user,
 )
 from app.extensions import db
@@ -190,7 +191,7 @@ def retry_call(call: ClerkCall, *, actor: Actor) -> None:
         ensure_can_manage(actor, call.user)
     if call.state != ClerkCallState.FAILED.value:
         raise RetryRefused(f"Call #{call.id} is {call.state}; only a failed call can be retried.")
-    if call.operation in (CREATE_EMAIL, DELETE_EMAIL):
+    if not retryable(call):
         raise RetryRefused(
             f"Call #{call.id} changed an email that Clerk refused, and the email was put back to Clerk's: "
             "edit the user to try another address."
