@@ -10,7 +10,7 @@ from typing import Any
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, URLSafeSerializer
 from wtforms import BooleanField, HiddenField, SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import URL, DataRequired, Email, Length, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
 from app.database import text_problem
 from app.models import STATUS_VERBS, UserRole, UserStatus
@@ -113,11 +113,6 @@ class UserEditForm(FlaskForm):
     username = StringField("Username", filters=[blank_to_none], validators=[Optional(), Length(max=64), PlainText()])
     role = SelectField("Role", choices=ROLE_CHOICES)
     status = SelectField("Status", choices=STATUS_CHOICES)
-    image_url = StringField(
-        "Image URL",
-        filters=[blank_to_none],
-        validators=[Optional(), URL(message="Enter a full URL, like https://…"), Length(max=2000)],
-    )
     external_id = StringField(
         "External id", filters=[blank_to_none], validators=[Optional(), Length(max=255), PlainText()]
     )
@@ -135,7 +130,6 @@ class UserEditForm(FlaskForm):
         "username",
         "role",
         "status",
-        "image_url",
         "external_id",
         "public_metadata",
         "private_metadata",
