@@ -38,13 +38,16 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 # Lint first; then SQLite always, PostgreSQL too when TEST_DATABASE_URL is set (.ci/run sets it).
+# The browser tests (tests/e2e) run once: in the PostgreSQL pass when there is one, else with
+# SQLite. Every other test runs on both databases.
+SQLITE_MARKERS ?= not postgresql
 test: lint
-	$(MAKE) test-sqlite
-	@if [ -n "$$TEST_DATABASE_URL" ]; then $(MAKE) test-postgresql; \
-	else echo "TEST_DATABASE_URL is not set: the PostgreSQL pass was not run"; fi
+	@if [ -n "$$TEST_DATABASE_URL" ]; then \
+		$(MAKE) test-sqlite SQLITE_MARKERS="not postgresql and not e2e" && $(MAKE) test-postgresql; \
+	else $(MAKE) test-sqlite && echo "TEST_DATABASE_URL is not set: the PostgreSQL pass was not run"; fi
 
 test-sqlite: install
-	env -u TEST_DATABASE_URL $(PY) -m pytest -m "not postgresql" $(PYTEST_ARGS)
+	env -u TEST_DATABASE_URL $(PY) -m pytest -m "$(SQLITE_MARKERS)" $(PYTEST_ARGS)
 
 test-postgresql: install
 	@test -n "$$TEST_DATABASE_URL" || { echo "set TEST_DATABASE_URL"; exit 2; }
