@@ -117,6 +117,10 @@ def release_sessions_safely(app) -> None:
 
 # PostgreSQL text holds no NUL, and no driver encodes a lone surrogate.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Characters that reorder or hide the text around them (bidi controls), and invisible controls:
+# names refuse them, and JSON shows them escaped, so "evil\u202e" cannot pass for something else.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+HIDDEN_IN_JSON = re.compile("[\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\x7f-\x9f]")
 
 
 def text_problem(text: str) -> str | None:

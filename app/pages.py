@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import quote
 
 from flask import Flask, Response, flash, g, make_response, redirect, render_template, request, url_for
 
+from app.database import HIDDEN_IN_JSON
 from app.models import STATUS_VERBS, UserRole, UserStatus
 
 
@@ -59,13 +59,11 @@ def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return value.strftime(fmt) + (" UTC" if "%H" in fmt else "")
 
 
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def _escape_surrogates(text: str) -> str:
-    # JSON may escape a lone surrogate ("\ud800"); parsed, it cannot be sent as UTF-8. Shown as the
-    # escape again, so the page renders and the pretty text still reads back as the same JSON.
-    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+def _escape_hidden(text: str) -> str:
+    # Lone surrogates (JSON may escape one; parsed, it cannot be sent as UTF-8), bidi controls and
+    # invisible controls are shown as their escapes: the page renders, nothing reorders the text
+    # around it, and the pretty text still reads back as the same JSON.
+    return HIDDEN_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def pretty_json(text: str | None) -> str:
@@ -76,7 +74,7 @@ def pretty_json(text: str | None) -> str:
         pretty = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
     except (ValueError, RecursionError):
         pretty = text
-    return _escape_surrogates(pretty)
+    return _escape_hidden(pretty)
 
 
 _PLACEHOLDER = "__row_id__"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app.models import UserData
@@ -68,3 +70,14 @@ def test_the_way_to_sign_in_varies_on_htmx(client, headers):
     response = client.get("/users", headers=headers)
     assert response.status_code == (401 if headers else 302)
     assert "HX-Request" in response.headers.get("Vary", "")
+
+
+def test_pretty_json_shows_hidden_and_reordering_characters_as_escapes():
+    """A bidi override in metadata cannot make "evil" read as something else on the page."""
+    from app.pages import pretty_json
+
+    stored = json.dumps({"y": "\u202eevil", "z": "a\u2028b\x85c", "s": "\ud800"})
+    shown = pretty_json(stored)
+    assert "\u202e" not in shown and "\u2028" not in shown and "\x85" not in shown
+    assert "\\u202e" in shown and "\\u2028" in shown and "\\u0085" in shown and "\\ud800" in shown
+    assert json.loads(shown) == json.loads(stored)  # the editor's text still reads back as the same JSON

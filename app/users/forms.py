@@ -12,7 +12,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from wtforms import BooleanField, HiddenField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
-from app.database import text_problem
+from app.database import BIDI_CONTROLS, text_problem
 from app.models import STATUS_VERBS, UserRole, UserStatus
 from app.records.users import normalise_email
 from app.users.services import MAX_METADATA_BYTES, metadata_size
@@ -35,7 +35,6 @@ def blank_to_none(value):
 
 
 # Characters that reorder or hide text (Trojan Source): "abc\u202edef" would show as "abcfed".
-BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _refuse_constant(name: str):
