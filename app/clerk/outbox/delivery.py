@@ -155,6 +155,17 @@ def _claim_next(user_ids: Sequence[str] | None) -> ClerkCall | None:
     return db.session.scalars(query.execution_options(populate_existing=True)).first()
 
 
+class Budget:
+    """What is left of one call's time, for each request it makes: in ms, at least 1."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.end = time.monotonic() + timeout_ms / 1000
+
+    @property
+    def ms(self) -> int:
+        return max(1, int((self.end - time.monotonic()) * 1000))
+
+
 def merge_patch(current: Any, wanted: dict[str, Any]) -> dict[str, Any]:
     """What update_metadata (a deep merge where null removes a key) needs to turn `current` into `wanted`."""
     current = current if isinstance(current, dict) else {}
@@ -181,42 +192,42 @@ def _addresses(clerk_user: models.User) -> list[models.EmailAddress]:
     return list(clerk_user.email_addresses or [])
 
 
-def _create_email(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> models.User:
+def _create_email(clerk: Clerk, payload: dict[str, Any], budget: Budget) -> models.User:
     """The new address, verified and primary; an earlier attempt that got through is made primary."""
     address = payload["email_address"]
     try:
         clerk.email_addresses.create(
             request={"user_id": payload["user_id"], "email_address": address, "verified": True, "primary": True},
-            timeout_ms=timeout_ms,
+            timeout_ms=budget.ms,
         )
     except models.ClerkBaseError as error:
         if not 400 <= error.status_code < 500 or error.status_code in TRANSIENT_4XX:
             raise
-        clerk_user = clerk.users.get(user_id=payload["user_id"], timeout_ms=timeout_ms)
+        clerk_user = clerk.users.get(user_id=payload["user_id"], timeout_ms=budget.ms)
         mine = next((e for e in _addresses(clerk_user) if e.email_address.casefold() == address.casefold()), None)
         if mine is None or mine.id is None:
             raise  # another account holds it: Clerk's refusal stands
-        clerk.email_addresses.update(email_address_id=mine.id, verified=True, primary=True, timeout_ms=timeout_ms)
-    return clerk.users.get(user_id=payload["user_id"], timeout_ms=timeout_ms)
+        clerk.email_addresses.update(email_address_id=mine.id, verified=True, primary=True, timeout_ms=budget.ms)
+    return clerk.users.get(user_id=payload["user_id"], timeout_ms=budget.ms)
 
 
-def _delete_email(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> models.User:
+def _delete_email(clerk: Clerk, payload: dict[str, Any], budget: Budget) -> models.User:
     """Remove the old address, unless it is gone already or is the primary one again."""
-    clerk_user = clerk.users.get(user_id=payload["user_id"], timeout_ms=timeout_ms)
+    clerk_user = clerk.users.get(user_id=payload["user_id"], timeout_ms=budget.ms)
     address = payload["email_address"].casefold()
     for entry in _addresses(clerk_user):
         if entry.email_address.casefold() == address and entry.id and entry.id != clerk_user.primary_email_address_id:
-            clerk.email_addresses.delete(email_address_id=entry.id, timeout_ms=timeout_ms)
-            return clerk.users.get(user_id=payload["user_id"], timeout_ms=timeout_ms)
+            clerk.email_addresses.delete(email_address_id=entry.id, timeout_ms=budget.ms)
+            return clerk.users.get(user_id=payload["user_id"], timeout_ms=budget.ms)
     return clerk_user
 
 
-def _revoke_sessions(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> int:
+def _revoke_sessions(clerk: Clerk, payload: dict[str, Any], budget: Budget) -> int:
     """Revoke every active session of the user; one that ended meanwhile is not an error."""
     revoked, seen = 0, set()
     while True:
         active = clerk.sessions.list(
-            user_id=payload["user_id"], status=models.QueryParamStatus.ACTIVE, limit=100, timeout_ms=timeout_ms
+            user_id=payload["user_id"], status=models.QueryParamStatus.ACTIVE, limit=100, timeout_ms=budget.ms
         )
         todo = [s for s in active or [] if s.id not in seen]
         if not todo:
@@ -224,7 +235,7 @@ def _revoke_sessions(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> 
         for session in todo:
             seen.add(session.id)
             try:
-                clerk.sessions.revoke(session_id=session.id, timeout_ms=timeout_ms)
+                clerk.sessions.revoke(session_id=session.id, timeout_ms=budget.ms)
                 revoked += 1
             except models.ClerkBaseError as error:
                 if error.status_code not in (400, 404, 410, 422):
@@ -232,43 +243,45 @@ def _revoke_sessions(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> 
 
 
 def _send(clerk: Clerk, call: ClerkCall, timeout_ms: int) -> Any:
+    """Make the call's requests, all of them within `timeout_ms` (an email change makes several)."""
     payload = json.loads(call.payload)
+    budget = Budget(timeout_ms)
     with quiet_sdk_deprecations():
         user_id = payload.get("user_id")
         if call.operation == UPDATE_USER:
-            return clerk.users.update(user_id=user_id, **payload["fields"], timeout_ms=timeout_ms)
+            return clerk.users.update(user_id=user_id, **payload["fields"], timeout_ms=budget.ms)
         if call.operation == EDIT_METADATA:
             kind = payload["kind"]
-            clerk_user = clerk.users.get(user_id=user_id, timeout_ms=timeout_ms)
+            clerk_user = clerk.users.get(user_id=user_id, timeout_ms=budget.ms)
             patch = _metadata_patch(clerk_user, kind, payload["value"])
             if not patch:
                 return clerk_user  # Clerk holds it already
-            return clerk.users.update_metadata(user_id=user_id, **{kind: patch}, timeout_ms=timeout_ms)
+            return clerk.users.update_metadata(user_id=user_id, **{kind: patch}, timeout_ms=budget.ms)
         if call.operation == CREATE_EMAIL:
-            return _create_email(clerk, payload, timeout_ms)
+            return _create_email(clerk, payload, budget)
         if call.operation == DELETE_EMAIL:
-            return _delete_email(clerk, payload, timeout_ms)
+            return _delete_email(clerk, payload, budget)
         if call.operation == REVOKE_SESSIONS:
-            return _revoke_sessions(clerk, payload, timeout_ms)
+            return _revoke_sessions(clerk, payload, budget)
         if call.operation == UNLOCK:
-            return clerk.users.unlock(user_id=user_id, timeout_ms=timeout_ms)
+            return clerk.users.unlock(user_id=user_id, timeout_ms=budget.ms)
         if call.operation == DELETE_USER:
-            return clerk.users.delete(user_id=user_id, timeout_ms=timeout_ms)
+            return clerk.users.delete(user_id=user_id, timeout_ms=budget.ms)
         if call.operation == BAN:
-            return clerk.users.ban(user_id=payload["user_id"], timeout_ms=timeout_ms)
+            return clerk.users.ban(user_id=payload["user_id"], timeout_ms=budget.ms)
         if call.operation == UNBAN:
-            return clerk.users.unban(user_id=payload["user_id"], timeout_ms=timeout_ms)
+            return clerk.users.unban(user_id=payload["user_id"], timeout_ms=budget.ms)
         if call.operation == METADATA:
             return clerk.users.update_metadata(
-                user_id=payload["user_id"], public_metadata=payload["public_metadata"], timeout_ms=timeout_ms
+                user_id=payload["user_id"], public_metadata=payload["public_metadata"], timeout_ms=budget.ms
             )
         if call.operation == CREATE_INVITATION:
-            return clerk.invitations.create(request=payload, timeout_ms=timeout_ms)
+            return clerk.invitations.create(request=payload, timeout_ms=budget.ms)
         if call.operation == REVOKE_INVITATION:
             invitation_id = payload.get("invitation_id") or _current_invitation_id(call)
             if invitation_id is None:
                 return None  # the invitation was never made (or the user has joined): nothing to revoke
-            return clerk.invitations.revoke(invitation_id=invitation_id, timeout_ms=timeout_ms)
+            return clerk.invitations.revoke(invitation_id=invitation_id, timeout_ms=budget.ms)
     raise ValueError(f"unknown Clerk operation {call.operation!r}")
 
 
