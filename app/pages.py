@@ -66,6 +66,11 @@ def _escape_hidden(text: str) -> str:
     return HIDDEN_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
+def visible(text: str) -> str:
+    """Text as it can be shown whole: hidden and reordering characters as their escapes."""
+    return _escape_hidden(text)
+
+
 def pretty_json(text: str | None) -> str:
     """Metadata and payloads are stored as JSON text; show it indented, or as it is when it is not JSON."""
     if not text:
@@ -97,6 +102,7 @@ def row_url(endpoint: str, row_id: str, **values) -> str:
 def init_template_helpers(app: Flask) -> None:
     app.jinja_env.filters["datetime"] = format_datetime
     app.jinja_env.filters["pretty_json"] = pretty_json
+    app.jinja_env.filters["visible"] = visible
     # Constants and pure helpers only: what depends on the database or on who asks comes from the view.
     app.jinja_env.globals.update(
         UserRole=UserRole,

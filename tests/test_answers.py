@@ -81,3 +81,13 @@ def test_pretty_json_shows_hidden_and_reordering_characters_as_escapes():
     assert "\u202e" not in shown and "\u2028" not in shown and "\x85" not in shown
     assert "\\u202e" in shown and "\\u2028" in shown and "\\u0085" in shown and "\\ud800" in shown
     assert json.loads(shown) == json.loads(stored)  # the editor's text still reads back as the same JSON
+
+
+def test_history_and_values_show_reordering_characters_as_escapes(client, staff, ada, db, token):
+    """The audit trail shows what an edit stored: a right-to-left override is shown, not obeyed."""
+    response = client.post(
+        f"/users/{ada.id}/metadata/private", data={"csrf_token": token, "value": '{"y": "\u202eevil"}'}
+    )
+    assert response.status_code == 302
+    page = client.get(f"/users/{ada.id}").get_data(as_text=True)
+    assert "\u202e" not in page and "\\u202eevil" in page

@@ -132,6 +132,20 @@ def test_a_profile_edit_is_one_users_update_with_the_changed_fields(db, fake, gr
     assert fresh(db, grace).clerk_updated_at == clerk["updated_at"]
 
 
+def test_what_clerks_answer_brings_is_audited_as_clerks(db, fake, grace, root):
+    with fake._lock:  # changed in Clerk, its webhook not here yet
+        clerk = fake.user(grace.clerk_id)
+        clerk.update(last_name="Hopper-Murray", updated_at=clerk["updated_at"] + 1)
+    edit_user(grace, {"first_name": "Amazing"}, expected_version=None, actor=staff(root))
+    db.session.commit()
+    push_now(db, grace)
+    assert fresh(db, grace).last_name == "Hopper-Murray"
+    event = db.session.scalars(
+        sa.select(AuditEvent).where(AuditEvent.target_id == grace.id, AuditEvent.action == "clerk.answer")
+    ).one()
+    assert json.loads(event.changes) == {"last_name": ["Hopper", "Hopper-Murray"]}
+
+
 def test_a_stale_webhook_keeps_a_pending_edit_and_says_so(client, db, fake, grace, root):
     fake.stop()
     edit_user(grace, {"first_name": "Amazing"}, expected_version=None, actor=staff(root))

@@ -32,6 +32,7 @@ ACTION_LABELS = {
     "user.delete": "Deleted",
     "clerk.email_refused": "Email change refused by Clerk (email put back)",
     "clerk.take_value": "Took Clerk's value",
+    "clerk.answer": "Updated from Clerk's answer to a call",
 }
 
 

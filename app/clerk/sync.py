@@ -269,8 +269,12 @@ def _is_stale(incoming: ClerkUser, user: User) -> str | None:
     return None
 
 
-def upsert_clerk_user(incoming: ClerkUser, *, actor: Actor, ignore_order: bool = False) -> SyncResult:
-    """Create, claim or update the user for this Clerk user; `ignore_order` only for a human's replay."""
+def upsert_clerk_user(
+    incoming: ClerkUser, *, actor: Actor, ignore_order: bool = False, action: str = "user.update"
+) -> SyncResult:
+    """Create, claim or update the user for this Clerk user; `ignore_order` only for a human's replay.
+
+    `action` names the update in the audit trail (`clerk.answer` when Clerk answered our call)."""
     user = find_user_by_clerk_id(incoming.clerk_id)
     if user is None:
         waiting = find_claimable_user(incoming.email, verified=incoming.email_verified)
@@ -303,7 +307,7 @@ def upsert_clerk_user(incoming: ClerkUser, *, actor: Actor, ignore_order: bool =
     if "last_sign_in_at" in changes:
         changes["last_sign_in_at"] = _latest(user.last_sign_in_at, changes["last_sign_in_at"])
     kept = keep_dashboard_edits(user, changes)
-    applied = update_user_fields(user, changes, actor=actor)
+    applied = update_user_fields(user, changes, actor=actor, action=action)
     _advance_guard(user, incoming.updated_at, force=ignore_order)
     outcome = SyncOutcome.UPDATED if applied else SyncOutcome.UNCHANGED
     if kept:

@@ -340,7 +340,7 @@ def apply_clerk_state(user: User | None, answer: models.User, *, actor: Actor) -
         incoming = clerk_user_from_dict(answer.model_dump(mode="python", by_alias=True))
     except MalformedClerkData:
         return
-    upsert_clerk_user(incoming, actor=actor)
+    upsert_clerk_user(incoming, actor=actor, action="clerk.answer")
 
 
 def _delivered(call: ClerkCall, answer: Any, *, actor: Actor) -> Result:
