@@ -27,6 +27,7 @@ from app.users.services import (
     UserError,
     delete_user,
     edit_user,
+    invite_user,
     set_metadata,
     sign_out_everywhere,
     unlock_user,
@@ -471,6 +472,27 @@ def test_delete_is_for_super_admins_and_leaves_a_tombstone_nothing_revives(clien
     assert fresh(db, grace).deleted_at is not None
     with pytest.raises(UserError, match="was deleted"):
         edit_user(fresh(db, grace), {"first_name": "X"}, expected_version=None, actor=staff(root))
+
+
+def test_deleting_an_invited_user_revokes_the_invitation_and_deletes_no_clerk_user(db, fake, root):
+    invited = invite_user("newcomer@example.com", actor=staff(root))
+    db.session.commit()
+    push_now(db, invited)
+    invitation_id = fresh(db, invited).clerk_id
+    assert invitation_id.startswith("inv_")
+    delete_user(fresh(db, invited), "newcomer@example.com", actor=staff(root))
+    db.session.commit()
+    push_now(db, invited)
+    assert calls(db) == [("create_invitation", "delivered"), ("revoke_invitation", "delivered")]
+    assert [(m, p) for m, p, _ in mutations(fake)][-1] == ("POST", f"/v1/invitations/{invitation_id}/revoke")
+    assert not any(m == "DELETE" for m, _, _ in mutations(fake))
+
+
+def test_deleting_a_user_never_in_clerk_sends_nothing(db, fake, root, make_user):
+    local = make_user(email="local@example.com", clerk_id="local_only_1")
+    delete_user(local, "local@example.com", actor=staff(root))
+    db.session.commit()
+    assert calls(db) == [] and fresh(db, local).deleted_at is not None
 
 
 def test_deleting_a_user_clerk_deleted_already_is_delivered(db, fake, grace, root):
