@@ -392,17 +392,25 @@ INVITATION_ACTIONS = {
 
 @bp.post("/users/<user_id>/invitation/<any(revoke, resend):action>")
 def invitation(user_id: str, action: str):
+    service, done = INVITATION_ACTIONS[action]
+    return clerk_action(user_id, service, done)
+
+
+def clerk_action(user_id: str, service, done: str, *, anchor: str | None = None):
+    """A button on the user's page whose change Clerk must make too: the service, a commit, Clerk
+    tried at once, and back to the page. `done` ({email}, {label}) is said once Clerk has it, or
+    when Clerk is not connected; otherwise deliver_to_clerk says it is pending or refused."""
     user = get_user_or_404(user_id)
     ensure_form_accepted(ClerkActionForm())
-    service, done = INVITATION_ACTIONS[action]
     try:
         service(user, actor=current_actor())
     except UserError as error:
         abort(409, description=str(error))
     db.session.commit()
-    flash(done.format(email=user.email), "success")
-    deliver_to_clerk()
-    return redirect(url_for("users.detail", user_id=user.id))
+    report = deliver_to_clerk()
+    if not (report.stopped or report.failed):
+        flash(done.format(email=user.email, label=user.label), "success")
+    return redirect(url_for("users.detail", user_id=user.id, _anchor=anchor))
 
 
 # --- key-value data ------------------------------------------------------------------------
@@ -653,31 +661,13 @@ def sessions(user_id: str):
 
 @bp.post("/users/<user_id>/sessions/revoke")
 def revoke_sessions(user_id: str):
-    user = get_user_or_404(user_id)
-    ensure_form_accepted(ClerkActionForm())
-    try:
-        sign_out_everywhere(user, actor=current_actor())
-    except UserError as error:
-        abort(409, description=str(error))
-    db.session.commit()
-    report = deliver_to_clerk()
-    if not (report.stopped or report.failed):
-        flash(f"Signed {user.label} out everywhere: Clerk ended their active sessions.", "success")
-    return redirect(url_for("users.detail", user_id=user.id, _anchor="sessions"))
+    done = "Signed {label} out everywhere: Clerk ended their active sessions."
+    return clerk_action(user_id, sign_out_everywhere, done, anchor="sessions")
 
 
 @bp.post("/users/<user_id>/unlock")
 def unlock(user_id: str):
-    user = get_user_or_404(user_id)
-    ensure_form_accepted(ClerkActionForm())
-    try:
-        unlock_user(user, actor=current_actor())
-    except UserError as error:
-        abort(409, description=str(error))
-    db.session.commit()
-    flash(f"Unlocked {user.label}: they can try to sign in again.", "success")
-    deliver_to_clerk()
-    return redirect(url_for("users.detail", user_id=user.id))
+    return clerk_action(user_id, unlock_user, "Unlocked {label}: they can try to sign in again.")
 
 
 def render_delete(user: User, form: DeleteForm, status: int = 200):
