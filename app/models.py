@@ -301,11 +301,17 @@ class AuditEvent(db.Model):
     target_label: Mapped[str | None] = mapped_column(sa.Text)
     changes: Mapped[str | None] = mapped_column(sa.Text)  # JSON: {field: [before, after]}
     remote_addr: Mapped[str | None] = mapped_column(sa.Text)
+    # The organization the change was about (its own fields, a membership or an invitation).
+    organization_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("organizations.id"))
 
     actor: Mapped[User | None] = relationship(foreign_keys=[actor_id])
     target: Mapped[User | None] = relationship(foreign_keys=[target_id])
+    organization: Mapped[Organization | None] = relationship(foreign_keys=[organization_id])
 
-    __table_args__ = (sa.Index("ix_audit_events_target_id_occurred_at", "target_id", "occurred_at"),)
+    __table_args__ = (
+        sa.Index("ix_audit_events_target_id_occurred_at", "target_id", "occurred_at"),
+        sa.Index("ix_audit_events_organization_id_occurred_at", "organization_id", "occurred_at"),
+    )
 
 
 class SignInLink(db.Model):
@@ -372,6 +378,8 @@ class ClerkCall(db.Model):
     # An integer key: a user's calls are delivered in this order (ban before unban).
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("users.id"))
+    # Calls about an organization (its fields, members, invitations) are delivered in order per organization.
+    organization_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("organizations.id"))
     operation: Mapped[str] = mapped_column(sa.Text)  # ban, unban, update_metadata, create_invitation, ...
     payload: Mapped[str] = mapped_column(sa.Text)  # JSON: the call's arguments
     state: Mapped[str] = mapped_column(
@@ -384,9 +392,11 @@ class ClerkCall(db.Model):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User | None] = relationship()
+    organization: Mapped[Organization | None] = relationship()
 
     __table_args__ = (
         sa.CheckConstraint("state IN ('pending', 'delivered', 'failed', 'superseded')", name="state"),
+        sa.Index("ix_clerk_outbox_organization_id_state", "organization_id", "state"),
         # The worker's claim (due pending calls) and the pages' "pending in Clerk" per user.
         sa.Index("ix_clerk_outbox_state_next_attempt_at", "state", "next_attempt_at"),
         sa.Index("ix_clerk_outbox_user_id_state", "user_id", "state"),
@@ -414,3 +424,169 @@ class UserCount(db.Model):
 
     def __repr__(self) -> str:
         return f"<UserCount {self.dimension}:{self.bucket} = {self.n}>"
+
+
+# --- Organizations, memberships and organization invitations: mirrored from Clerk (docs/clerk.md §6) --
+
+
+class Organization(db.Model):
+    """A Clerk organization. `members_count` counts its live memberships, kept in the transaction
+    that changes them (app/records/organizations.py); Clerk's own count is not trusted."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True, default=new_id)
+    clerk_id: Mapped[str] = mapped_column(sa.Text, unique=True)
+    name: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    slug: Mapped[str | None] = mapped_column(sa.Text)
+    image_url: Mapped[str | None] = mapped_column(sa.Text)
+    max_allowed_memberships: Mapped[int | None] = mapped_column(sa.Integer)  # 0: no limit
+    public_metadata: Mapped[str | None] = mapped_column(sa.Text)
+    private_metadata: Mapped[str | None] = mapped_column(sa.Text)
+    created_by: Mapped[str | None] = mapped_column(sa.Text)  # a Clerk user id
+    members_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
+    )
+    clerk_updated_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        # The list's sorts (keyset: each ends with id) and its live-only filter.
+        sa.Index("ix_organizations_created_at_id", "created_at", "id"),
+        sa.Index("ix_organizations_members_count_id", "members_count", "id"),
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.slug or self.clerk_id
+
+    def __repr__(self) -> str:
+        return f"<Organization {self.id} {self.name}>"
+
+
+ORGANIZATION_NAME_SORT_KEY = sa.func.lower(Organization.name, type_=sa.Text)
+ORGANIZATION_SEARCH_TEXT = sa.func.lower(
+    Organization.name.op("||")(_SPACE).op("||")(sa.func.coalesce(Organization.slug, _EMPTY)), type_=sa.Text
+)
+sa.Index("ix_organizations_name_sort", ORGANIZATION_NAME_SORT_KEY, Organization.id)
+sa.Index(
+    "ix_organizations_search_trgm",
+    ORGANIZATION_SEARCH_TEXT.label("search_text"),
+    postgresql_using="gin",
+    postgresql_ops={"search_text": "gin_trgm_ops"},
+).ddl_if(dialect="postgresql")
+sa.Index(
+    "ix_organizations_slug_prefix",
+    sa.func.lower(Organization.slug, type_=sa.Text).label("slug_prefix"),
+    postgresql_ops={"slug_prefix": "text_pattern_ops"},
+).ddl_if(dialect="postgresql")
+sa.Index(
+    "ix_organizations_name_prefix",
+    ORGANIZATION_NAME_SORT_KEY.label("name_prefix"),
+    postgresql_ops={"name_prefix": "text_pattern_ops"},
+).ddl_if(dialect="postgresql")
+
+
+class Membership(db.Model):
+    """A user's membership of an organization, as Clerk sent it.
+
+    `clerk_user_id` is Clerk's user id, always known; `user_id` links our row once that user is
+    here (a membership may arrive before its user: it waits, and the user's arrival claims it).
+    One live membership per organization and Clerk user.
+    """
+
+    __tablename__ = "memberships"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True, default=new_id)
+    clerk_id: Mapped[str] = mapped_column(sa.Text, unique=True)
+    organization_id: Mapped[str] = mapped_column(sa.Text, sa.ForeignKey("organizations.id"))
+    user_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("users.id"))
+    clerk_user_id: Mapped[str] = mapped_column(sa.Text)
+    identifier: Mapped[str | None] = mapped_column(sa.Text)  # public_user_data.identifier, usually the email
+    role: Mapped[str] = mapped_column(sa.Text)  # Clerk's role key: org:admin, org:member, org:<custom>
+    permissions: Mapped[str | None] = mapped_column(sa.Text)  # JSON list, as Clerk sent it
+    public_metadata: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
+    )
+    clerk_updated_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+
+    organization: Mapped[Organization] = relationship()
+    user: Mapped[User | None] = relationship()
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        sa.Index(
+            "uq_memberships_live_organization_user",
+            "organization_id",
+            "clerk_user_id",
+            unique=True,
+            postgresql_where=sa.text("deleted_at IS NULL"),
+            sqlite_where=sa.text("deleted_at IS NULL"),
+        ),
+        # An organization's members, newest first (keyset), live only.
+        sa.Index(
+            "ix_memberships_organization_live",
+            "organization_id",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("deleted_at IS NULL"),
+            sqlite_where=sa.text("deleted_at IS NULL"),
+        ),
+        sa.Index("ix_memberships_user_id", "user_id"),
+        sa.Index("ix_memberships_clerk_user_id", "clerk_user_id"),
+    )
+
+    @property
+    def label(self) -> str:
+        if self.user is not None:
+            return self.user.label
+        return self.identifier or self.clerk_user_id
+
+
+class OrganizationInvitationStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REVOKED = "revoked"
+    EXPIRED = "expired"  # Clerk sends no event for it: a pending invitation past expires_at is expired
+
+
+class OrganizationInvitation(db.Model):
+    __tablename__ = "organization_invitations"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True, default=new_id)
+    clerk_id: Mapped[str] = mapped_column(sa.Text, unique=True)
+    organization_id: Mapped[str] = mapped_column(sa.Text, sa.ForeignKey("organizations.id"))
+    email: Mapped[str] = mapped_column(sa.Text)
+    role: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(
+        sa.Text, default=OrganizationInvitationStatus.PENDING.value, server_default="pending"
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clerk_updated_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+    organization: Mapped[Organization] = relationship()
+
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('pending', 'accepted', 'revoked', 'expired')", name="status"),
+        sa.Index("ix_organization_invitations_organization_status", "organization_id", "status", "created_at"),
+    )
+
+    @property
+    def effective_status(self) -> str:
+        """`expired` for a pending invitation past its expiry (Clerk sends no event for that)."""
+        pending = self.status == OrganizationInvitationStatus.PENDING
+        if pending and self.expires_at is not None and self.expires_at <= utcnow():
+            return OrganizationInvitationStatus.EXPIRED.value
+        return self.status

@@ -161,6 +161,120 @@ def session_created(user_id: str, *, at: int, user: dict[str, Any] | None = None
     return envelope("session.created", data, timestamp=at)
 
 
+# --- Organizations, memberships, invitations (docs/clerk.md §6: shaped as Clerk sends them) ---------
+
+
+def clerk_organization(
+    *,
+    id: str | None = None,
+    name: str = "Acme",
+    slug: str | None = "acme",
+    created_at: int = BASE_MS,
+    updated_at: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """An Organization object as in `data` of organization.created / .updated (every field optional but id)."""
+    organization = {
+        "admin_delete_enabled": True,
+        "created_at": created_at,
+        "created_by": clerk_id(),
+        "has_image": False,
+        "id": id or clerk_id("org"),
+        "image_url": "https://img.clerk.com/eyJ0eXBlIjoiZGVmYXVsdCJ9",
+        "max_allowed_memberships": 5,
+        "name": name,
+        "object": "organization",
+        "private_metadata": {},
+        "public_metadata": {},
+        "slug": slug,
+        "updated_at": updated_at if updated_at is not None else created_at,
+    }
+    organization.update(overrides)
+    return organization
+
+
+def clerk_membership(
+    organization: dict[str, Any],
+    user_id: str,
+    *,
+    id: str | None = None,
+    role: str = "org:member",
+    identifier: str | None = None,
+    created_at: int = BASE_MS,
+    updated_at: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """An OrganizationMembership as in every organizationMembership.* event: the organization embedded,
+    the member as public_user_data (no user object), permissions as role keys."""
+    membership = {
+        "created_at": created_at,
+        "id": id or clerk_id("orgmem"),
+        "object": "organization_membership",
+        "organization": organization,
+        "permissions": ["org:sys_memberships:read"] + (["org:sys_memberships:manage"] if role == "org:admin" else []),
+        "public_metadata": {},
+        "public_user_data": {
+            "first_name": "Ada",
+            "has_image": False,
+            "identifier": identifier or f"{user_id}@example.com",
+            "image_url": "https://img.clerk.com/eyJ0eXBlIjoiZGVmYXVsdCJ9",
+            "last_name": "Lovelace",
+            "profile_image_url": "https://www.gravatar.com/avatar?d=mp",
+            "user_id": user_id,
+        },
+        "role": role,
+        "updated_at": updated_at if updated_at is not None else created_at,
+    }
+    membership.update(overrides)
+    return membership
+
+
+def clerk_org_invitation(
+    organization: dict[str, Any],
+    email: str,
+    *,
+    id: str | None = None,
+    role: str = "org:member",
+    status: str = "pending",
+    created_at: int = BASE_MS,
+    updated_at: int | None = None,
+    expires_at: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """An OrganizationInvitation as in organizationInvitation.* events."""
+    invitation = {
+        "created_at": created_at,
+        "email_address": email,
+        "expires_at": expires_at if expires_at is not None else created_at + 30 * 86_400_000,
+        "id": id or clerk_id("orginv"),
+        "object": "organization_invitation",
+        "organization_id": organization["id"],
+        "private_metadata": {},
+        "public_metadata": {},
+        "public_organization_data": {
+            "has_image": False,
+            "id": organization["id"],
+            "image_url": organization.get("image_url"),
+            "name": organization.get("name"),
+            "slug": organization.get("slug"),
+        },
+        "role": role,
+        "role_name": "Member" if role == "org:member" else "Admin",
+        "status": status,
+        "updated_at": updated_at if updated_at is not None else created_at,
+        "url": None,
+    }
+    invitation.update(overrides)
+    return invitation
+
+
+def organization_deleted(organization_id: str, *, timestamp: int = BASE_MS, slug: str | None = None) -> dict[str, Any]:
+    data = {"deleted": True, "id": organization_id, "object": "organization"}
+    if slug is not None:
+        data["slug"] = slug
+    return envelope("organization.deleted", data, timestamp=timestamp)
+
+
 @dataclass(frozen=True)
 class Signed:
     """One delivery: the exact bytes and the headers Svix would send with them."""

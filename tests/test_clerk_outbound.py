@@ -255,13 +255,14 @@ def test_a_call_of_several_requests_keeps_within_one_budget_when_clerk_is_slow(d
     sessions = [fake.add_session(grace.clerk_id) for _ in range(5)]
     sign_out_everywhere(grace, actor=staff(root))
     db.session.commit()
-    fake.delay = 0.3
+    fake.delay = 0.5
     started = time.monotonic()
-    report = deliver_due(deadline=time.monotonic() + 0.8, timeout_ms=800, user_ids=[grace.id], actor=Actor.cli())
+    report = deliver_due(deadline=time.monotonic() + 1.2, timeout_ms=1200, user_ids=[grace.id], actor=Actor.cli())
     elapsed = time.monotonic() - started
     db.session.rollback()
     assert report.stopped and "timed out" in report.stopped
-    assert elapsed < 1.4, f"{elapsed:.2f} s for a budget of 0.8 s"  # each request given 0.8 s: 2.1 s
+    # Each request given the whole 1.2 s would take 3.5 s; the margin either side absorbs a busy machine.
+    assert elapsed < 2.4, f"{elapsed:.2f} s for a budget of 1.2 s"
     fake.delay = 0
     push_now(db, grace)  # the rest, the next time: what was revoked already is not asked again
     assert calls(db) == [("revoke_sessions", "delivered")]

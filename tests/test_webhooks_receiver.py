@@ -407,7 +407,7 @@ def test_payload_drift_is_tolerated(client, db):
 
 
 def test_unknown_event_types_are_recorded_as_ignored(client, db):
-    signed, response = deliver(client, envelope("organization.created", {"id": "org_1", "object": "organization"}))
+    signed, response = deliver(client, envelope("role.created", {"id": "role_1", "object": "role"}))
     assert response.status_code == 200 and response.get_json()["outcome"] == "ignored"
     assert event_row(db, signed.msg_id).outcome == "ignored" and count(db, User) == 0
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.extensions import db
-from app.models import AuditEvent, User
+from app.models import AuditEvent, Organization, User
 
 
 class Source(enum.StrEnum):
@@ -69,17 +69,22 @@ def record(
     actor: Actor,
     target: User | None = None,
     changes: dict[str, Any] | None = None,
+    organization: Organization | None = None,
 ) -> AuditEvent:
-    """Add an audit event to the current transaction; the caller commits it with the change."""
+    """Add an audit event to the current transaction; the caller commits it with the change.
+
+    A change to an organization, one of its memberships or invitations names the organization
+    (its page shows its history); a membership's change names the member as its target too."""
     event = AuditEvent(
         source=actor.source.value,
         actor_id=actor.user.id if actor.user is not None else None,
         actor_label=actor.label,
         action=action,
         target_id=target.id if target is not None else None,
-        target_label=target.email if target is not None else None,
+        target_label=target.email if target is not None else (organization.label if organization else None),
         changes=json.dumps(changes, sort_keys=True) if changes else None,
         remote_addr=actor.remote_addr,
+        organization_id=organization.id if organization is not None else None,
     )
     db.session.add(event)
     return event

@@ -15,13 +15,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.audit.services import Actor, diff, record
 from app.clerk.outbox import fields_waiting
 from app.extensions import db
 from app.models import ClerkIdKind, User, UserRole, UserStatus, utcnow
 from app.records import counts
+from app.records.organizations import (
+    attach_waiting_memberships,
+    dialect_insert,
+    end_memberships_of_user,
+    lock_clerk_user_id,
+)
 from app.records.users import normalise_email, update_user_fields
 
 # Ids a row holds while it waits for its Clerk user: placeholder_clerk_id() and invitations.
@@ -73,6 +78,7 @@ class SyncResult:
     reason: str | None = None
     # The reason is news even though the event was applied (a claim refused): the deliveries page shows it.
     noteworthy: bool = False
+    row: Any = None  # the organization, membership or invitation an organization event touched
 
 
 # --- Reading Clerk's JSON, defensively: real payloads lack documented keys and add others ----------
@@ -97,7 +103,7 @@ def ms_to_datetime(value: Any) -> datetime | None:
     return None if millis is None else EPOCH + timedelta(milliseconds=millis)
 
 
-def _text(value: Any) -> str | None:
+def text_value(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -105,7 +111,7 @@ def _text(value: Any) -> str | None:
     return clean_text(json.dumps(value, ensure_ascii=False))
 
 
-def _json_text(value: Any) -> str | None:
+def json_text(value: Any) -> str | None:
     # Sorted keys, so the same object always gives the same text and re-applying changes nothing.
     return None if value is None else clean_text(json.dumps(value, sort_keys=True, ensure_ascii=False))
 
@@ -159,13 +165,13 @@ def clerk_user_from_dict(data: Any) -> ClerkUser:
     fields: dict[str, Any] = {}
     for name in TEXT_FIELDS:
         if name in data:
-            fields[name] = bounded(f"data.{name}", _text(data[name]))
+            fields[name] = bounded(f"data.{name}", text_value(data[name]))
     if "image_url" in data or "profile_image_url" in data:
         # profile_image_url is the pre-Core-2 name; real payloads still send both.
-        fields["image_url"] = _text(data.get("image_url", data.get("profile_image_url")))
+        fields["image_url"] = text_value(data.get("image_url", data.get("profile_image_url")))
     for name in METADATA_FIELDS:
         if name in data:
-            fields[name] = _json_text(data[name])
+            fields[name] = json_text(data[name])
     if "email_addresses" in data or "primary_email_address_id" in data:
         fields["email"] = bounded("the primary email address", primary_email(data))
     if "last_sign_in_at" in data:
@@ -176,13 +182,6 @@ def clerk_user_from_dict(data: Any) -> ClerkUser:
 
 
 # --- Writing ----------------------------------------------------------------------------------------
-
-
-def dialect_insert(model: type) -> Any:
-    """INSERT with ON CONFLICT support, for whichever database this session talks to."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
 
 
 def find_user_by_clerk_id(clerk_id: str) -> User | None:
@@ -277,6 +276,11 @@ def upsert_clerk_user(
     `action` names the update in the audit trail (`clerk.answer` when Clerk answered our call)."""
     user = find_user_by_clerk_id(incoming.clerk_id)
     if user is None:
+        # Making or claiming the row attaches memberships that waited for it: the lock order of
+        # app/records/organizations.py takes the Clerk user id before the user's row.
+        lock_clerk_user_id(incoming.clerk_id)
+        user = find_user_by_clerk_id(incoming.clerk_id)
+    if user is None:
         waiting = find_claimable_user(incoming.email, verified=incoming.email_verified)
         if waiting is not None:
             return _claim(waiting, incoming, actor=actor)
@@ -288,6 +292,7 @@ def upsert_clerk_user(
         }
         user = _insert_user_if_absent(values, actor=actor, action="user.create")
         if user is not None:
+            attach_waiting_memberships(user)
             if not incoming.email_verified and _staff_row_waiting_for(incoming.email):
                 reason = (
                     f"not claimed: {incoming.email} belongs to a staff account and Clerk does not report it verified"
@@ -348,12 +353,14 @@ def _claim(user: User, incoming: ClerkUser, *, actor: Actor) -> SyncResult:
     if user.status == UserStatus.INVITED:
         changes["status"] = UserStatus.ACTIVE  # the invitation was accepted
     applied = update_user_fields(user, changes, actor=actor, action="user.claimed")
+    attach_waiting_memberships(user)
     _advance_guard(user, incoming.updated_at)
     return SyncResult(SyncOutcome.CLAIMED, user, applied, reason=f"claimed the waiting row for {user.email}")
 
 
 def delete_clerk_user(clerk_id: str, *, actor: Actor) -> SyncResult:
     """Soft-delete the user; for an id never seen, keep a tombstone so it cannot appear later."""
+    lock_clerk_user_id(clerk_id)  # before the user's row: the lock order of app/records/organizations.py
     user = find_user_by_clerk_id(clerk_id)
     if user is None:
         now = utcnow()
@@ -361,6 +368,7 @@ def delete_clerk_user(clerk_id: str, *, actor: Actor) -> SyncResult:
             {"clerk_id": clerk_id, "email": "", "deleted_at": now}, actor=actor, action="user.delete"
         )
         if user is not None:
+            end_memberships_of_user(user, actor=actor, action="membership.user_deleted")  # any that waited for it
             return SyncResult(SyncOutcome.DELETED, user, reason="tombstone for a user not seen before")
         user = find_user_by_clerk_id(clerk_id)
         if user is None:  # pragma: no cover - a conflict on clerk_id means the row exists
@@ -368,6 +376,7 @@ def delete_clerk_user(clerk_id: str, *, actor: Actor) -> SyncResult:
     if user.deleted_at is not None:
         return SyncResult(SyncOutcome.GONE, user, reason="the user was already deleted")
     changes = update_user_fields(user, {"deleted_at": utcnow()}, actor=actor, action="user.delete")
+    end_memberships_of_user(user, actor=actor, action="membership.user_deleted")
     return SyncResult(SyncOutcome.DELETED, user, changes, reason="deleted")
 
 

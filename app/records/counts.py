@@ -22,8 +22,11 @@ from app.extensions import db
 from app.models import UserCount
 
 STATUS, ROLE, SIGNUP, SIGNIN, DELETED = "status", "role", "signup", "signin", "deleted"
-DIMENSIONS = (STATUS, ROLE, SIGNUP, SIGNIN, DELETED)
+# Organizations (buckets LIVE and DELETED) and live memberships (bucket LIVE), for the overview.
+ORGANIZATIONS, MEMBERSHIPS = "organizations", "memberships"
+DIMENSIONS = (STATUS, ROLE, SIGNUP, SIGNIN, DELETED, ORGANIZATIONS, MEMBERSHIPS)
 ALL = "all"  # the one bucket of DELETED
+LIVE = "live"
 COUNTED_FIELDS = ("status", "role", "created_at", "last_sign_in_at", "deleted_at")
 _PENDING = "user_counts_pending"  # session.info: {transaction: Counter of deltas}
 
@@ -89,6 +92,11 @@ def note_change(before: Counted, user: Any) -> None:
     delta = buckets(counted(user))
     delta.subtract(buckets(before))
     _add(db.session(), delta)
+
+
+def note(dimension: str, bucket: str, n: int) -> None:
+    """Any other counted row changed (an organization or membership made, deleted or ended)."""
+    _add(db.session(), Counter({(dimension, bucket): n}))
 
 
 def _add(session: Session, delta: Counter[Key]) -> None:
@@ -188,7 +196,8 @@ def _day_sql(column) -> sa.ColumnElement:
 
 
 def recount_queries() -> list[tuple[str, sa.Select]]:
-    """One GROUP BY per dimension over users: (dimension, SELECT bucket, count)."""
+    """One GROUP BY per dimension over users (and a count of organizations and memberships):
+    (dimension, SELECT bucket, count)."""
     users = sa.table(
         "users",
         sa.column("status"),
@@ -203,7 +212,18 @@ def recount_queries() -> list[tuple[str, sa.Select]]:
         bucket = expression.label("bucket")
         return sa.select(bucket, sa.func.count().label("n")).where(*where).group_by(bucket)
 
+    organizations = sa.table("organizations", sa.column("deleted_at"))
+    memberships = sa.table("memberships", sa.column("deleted_at"))
+
+    def total(table, bucket: str, *where) -> sa.Select:
+        return (
+            sa.select(sa.literal(bucket).label("bucket"), sa.func.count().label("n")).select_from(table).where(*where)
+        )
+
     return [
+        (ORGANIZATIONS, total(organizations, LIVE, organizations.c.deleted_at.is_(None))),
+        (ORGANIZATIONS, total(organizations, DELETED, organizations.c.deleted_at.is_not(None))),
+        (MEMBERSHIPS, total(memberships, LIVE, memberships.c.deleted_at.is_(None))),
         (STATUS, grouped(sa.cast(users.c.status, sa.Text), live)),
         (ROLE, grouped(sa.cast(users.c.role, sa.Text), live)),
         (SIGNUP, grouped(_day_sql(users.c.created_at), live)),

@@ -46,6 +46,7 @@ from app.permissions import (
     ensure_not_self,
     is_self,
 )
+from app.records.organizations import end_memberships_of_user, lock_clerk_user_id
 from app.records.users import find_live_user_by_email, new_user, normalise_email, snapshot, update_user_fields
 
 
@@ -327,12 +328,15 @@ def delete_user(user: User, confirm: str, *, actor: Actor) -> dict:
     if normalise_email(confirm or "").casefold() != word.casefold():
         raise DeletionNotConfirmed(f"Type {word} exactly to confirm; nothing was deleted.")
     invited = has_open_invitation(user)
+    lock_clerk_user_id(user.clerk_id)  # before the user's row, as every path that ends memberships
     data = {f"data.{item.key}": [item.value, None] for item in user.data}
     if data:
         record("user_data.delete", actor=actor, target=user, changes=data)
         for item in list(user.data):
             db.session.delete(item)
     changed = update_user_fields(user, {"deleted_at": utcnow()}, actor=actor, action="user.delete")
+    # Clerk ends their memberships with the user; here too, at once.
+    end_memberships_of_user(user, actor=actor, action="membership.user_deleted")
     if invited:
         enqueue_revocation(user)
     else:

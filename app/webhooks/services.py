@@ -14,6 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.audit.services import Actor
+from app.clerk.organizations import (
+    ORGANIZATION_EVENT_TYPES,
+    apply_invitation,
+    apply_membership,
+    apply_organization,
+    delete_organization,
+)
 from app.clerk.sync import (
     MAX_ID_BYTES,
     MalformedClerkData,
@@ -36,7 +43,9 @@ from app.permissions import ensure_can_replay
 MAX_BODY_BYTES = 1024 * 1024  # Clerk's user objects are a few KiB; anything near this is not Clerk
 MAX_SVIX_ID_BYTES = MAX_ID_BYTES  # Svix's are about 30; the id is the primary key
 DUPLICATE = "duplicate"  # answered, never stored: the message's row already exists
-HANDLED_TYPES = ("user.created", "user.updated", "user.deleted", "session.created")
+HANDLED_TYPES = ("user.created", "user.updated", "user.deleted", "session.created", *ORGANIZATION_EVENT_TYPES)
+# organizationInvitation.<verb>: the status the event means, when its payload lacks one.
+INVITATION_STATUS_OF = {"created": "pending", "accepted": "accepted", "revoked": "revoked"}
 REPLAYABLE = (WebhookOutcome.FAILED, WebhookOutcome.STALE)
 
 SYNC_TO_WEBHOOK = {
@@ -112,12 +121,25 @@ def apply_clerk_event(event: ClerkEvent, *, actor: Actor, ignore_order: bool = F
         result = delete_clerk_user(_required_id(event.data, "id"), actor=actor)
     elif event.type == "session.created":
         result = _apply_session_created(event, actor=actor)
+    elif event.type in ORGANIZATION_EVENT_TYPES:
+        result = _apply_organization_event(event, actor=actor, ignore_order=ignore_order)
     else:
         return Applied(WebhookOutcome.IGNORED, f"{event.type} is not an event this dashboard uses")
     outcome = SYNC_TO_WEBHOOK[result.outcome]
     # An applied event's reason ("created", "updated") is noise, unless it tells of a refused claim.
     keep_reason = outcome != WebhookOutcome.APPLIED or result.noteworthy
     return Applied(outcome, result.reason if keep_reason else None)
+
+
+def _apply_organization_event(event: ClerkEvent, *, actor: Actor, ignore_order: bool) -> SyncResult:
+    kind, _, verb = event.type.partition(".")
+    if kind == "organization":
+        if verb == "deleted":
+            return delete_organization(event.data, event.timestamp, actor=actor)
+        return apply_organization(event.data, actor=actor, ignore_order=ignore_order)
+    if kind == "organizationMembership":
+        return apply_membership(event.data, actor=actor, deleted=verb == "deleted", ignore_order=ignore_order)
+    return apply_invitation(event.data, actor=actor, ignore_order=ignore_order, status=INVITATION_STATUS_OF[verb])
 
 
 def _apply_session_created(event: ClerkEvent, *, actor: Actor) -> SyncResult:

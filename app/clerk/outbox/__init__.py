@@ -24,6 +24,21 @@ CREATE_INVITATION, REVOKE_INVITATION = "create_invitation", "revoke_invitation"
 UPDATE_USER, EDIT_METADATA = "update_user", "edit_metadata"
 CREATE_EMAIL, DELETE_EMAIL = "create_email", "delete_email"
 REVOKE_SESSIONS, UNLOCK, DELETE_USER = "revoke_sessions", "unlock", "delete_user"
+# About an organization (ClerkCall.organization_id set; membership calls name the member as user_id).
+UPDATE_ORGANIZATION = "update_organization"
+CREATE_MEMBERSHIP, UPDATE_MEMBERSHIP, DELETE_MEMBERSHIP = "create_membership", "update_membership", "delete_membership"
+CREATE_ORGANIZATION_INVITATION = "create_organization_invitation"
+REVOKE_ORGANIZATION_INVITATION = "revoke_organization_invitation"
+ORGANIZATION_OPERATIONS: Final = (
+    UPDATE_ORGANIZATION,
+    CREATE_MEMBERSHIP,
+    UPDATE_MEMBERSHIP,
+    DELETE_MEMBERSHIP,
+    CREATE_ORGANIZATION_INVITATION,
+    REVOKE_ORGANIZATION_INVITATION,
+)
+# The organization's fields an admin edits (organizations.update).
+ORGANIZATION_FIELDS: Final = ("name", "slug")
 OPERATIONS: Final = (
     BAN,
     UNBAN,
@@ -37,6 +52,7 @@ OPERATIONS: Final = (
     REVOKE_SESSIONS,
     UNLOCK,
     DELETE_USER,
+    *ORGANIZATION_OPERATIONS,
 )
 # The Clerk-owned fields an admin edits, by the call that carries them (users.update).
 PROFILE_FIELDS: Final = ("first_name", "last_name", "username", "external_id")
@@ -67,6 +83,10 @@ def carried_fields(operation: str, payload: dict[str, Any]) -> frozenset[str]:
         return frozenset({"email"})
     if operation == UNLOCK:
         return frozenset({"locked"})
+    if operation == UPDATE_ORGANIZATION:
+        return frozenset(name for name in payload.get("fields", {}) if name in ORGANIZATION_FIELDS)
+    if operation == UPDATE_MEMBERSHIP:
+        return frozenset({"role"})
     return frozenset()
 
 
@@ -75,7 +95,13 @@ def holds_fields(call: ClerkCall) -> frozenset[str]:
     value still the admin's (until Retry or "Take Clerk's value"). A refused email was put back."""
     if call.state == ClerkCallState.PENDING.value:
         return carried_fields(call.operation, json.loads(call.payload))
-    if call.state == ClerkCallState.FAILED.value and call.operation in (UPDATE_USER, EDIT_METADATA, UNLOCK):
+    if call.state == ClerkCallState.FAILED.value and call.operation in (
+        UPDATE_USER,
+        EDIT_METADATA,
+        UNLOCK,
+        UPDATE_ORGANIZATION,
+        UPDATE_MEMBERSHIP,
+    ):
         return carried_fields(call.operation, json.loads(call.payload))
     return frozenset()
 
@@ -86,13 +112,15 @@ def retryable(call: ClerkCall) -> bool:
 
 
 def open_calls_by_user(user_ids: Iterable[str]) -> dict[str, list[ClerkCall]]:
-    """These users' calls not yet in Clerk (pending or failed), oldest first: one query for a page."""
+    """These users' calls not yet in Clerk (pending or failed), oldest first: one query for a page.
+
+    Calls about an organization's memberships are the organization's, not the member's."""
     ids = list(user_ids)
     if not ids:
         return {}
     calls = db.session.scalars(
         sa.select(ClerkCall)
-        .where(ClerkCall.user_id.in_(ids), ClerkCall.state.in_(OPEN_STATES))
+        .where(ClerkCall.user_id.in_(ids), ClerkCall.state.in_(OPEN_STATES), ClerkCall.organization_id.is_(None))
         .order_by(ClerkCall.id)
         .execution_options(populate_existing=True)
     )
@@ -110,3 +138,27 @@ def fields_waiting(user_ids: Iterable[str]) -> dict[str, set[str]]:
         for user_id, calls in open_calls_by_user(user_ids).items()
     }
     return {user_id: fields for user_id, fields in waiting.items() if fields}
+
+
+def open_calls_of_organization(organization_id: str) -> list[ClerkCall]:
+    """An organization's calls not yet in Clerk (its fields, members, invitations), oldest first."""
+    return list(
+        db.session.scalars(
+            sa.select(ClerkCall)
+            .where(ClerkCall.organization_id == organization_id, ClerkCall.state.in_(OPEN_STATES))
+            .order_by(ClerkCall.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def organization_fields_waiting(organization_id: str) -> set[str]:
+    """The organization's fields (name, slug) whose dashboard value Clerk does not hold yet."""
+    calls = open_calls_of_organization(organization_id)
+    return set().union(*(holds_fields(c) for c in calls if c.operation == UPDATE_ORGANIZATION))
+
+
+def member_roles_waiting(organization_id: str) -> set[str]:
+    """The Clerk user ids of members whose role change Clerk does not hold yet."""
+    calls = open_calls_of_organization(organization_id)
+    return {json.loads(c.payload).get("user_id") for c in calls if c.operation == UPDATE_MEMBERSHIP and holds_fields(c)}

@@ -1,0 +1,1 @@
+"""Organizations: placeholder until built."""
