@@ -60,6 +60,7 @@ def register_blueprints(app: Flask) -> None:
     from app.auth.views import bp as auth_bp
     from app.clerk.views import bp as clerk_bp
     from app.health import bp as health_bp
+    from app.organizations.views import bp as organizations_bp
     from app.overview.views import bp as overview_bp
     from app.users.views import bp as users_bp
     from app.webhooks.views import bp as webhooks_bp
@@ -68,6 +69,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(overview_bp)
     app.register_blueprint(users_bp)
+    app.register_blueprint(organizations_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(audit_bp)
     app.register_blueprint(clerk_bp)

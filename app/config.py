@@ -40,6 +40,19 @@ def _int(value: str | None, default: int) -> int:
         raise ConfigError(f"expected a whole number, got {value!r}") from exc
 
 
+DEFAULT_ORGANIZATION_ROLES = ("org:admin", "org:member")
+
+
+def organization_roles(value: str | None) -> list[str]:
+    """Clerk's organization role keys the dashboard offers (comma separated), each `org:<name>`."""
+    roles = list(dict.fromkeys(r.strip() for r in (value or "").split(",") if r.strip()))
+    for role in roles:
+        name = role.removeprefix("org:")
+        if not role.startswith("org:") or not name or any(c.isspace() or not c.isprintable() for c in name):
+            raise ConfigError(f"CLERK_ORGANIZATION_ROLES: {role!r} is not a Clerk role key like org:admin")
+    return roles or list(DEFAULT_ORGANIZATION_ROLES)
+
+
 def from_environment(environ: dict[str, str] | None = None) -> dict:
     """Build the Flask config mapping from environment variables."""
     env = os.environ if environ is None else environ
@@ -64,6 +77,8 @@ def from_environment(environ: dict[str, str] | None = None) -> dict:
         # How long a page may spend sending its own calls to Clerk before leaving them to `clerk push`.
         "CLERK_OUTBOX_REQUEST_BUDGET_MS": _int(env.get("CLERK_OUTBOX_REQUEST_BUDGET_MS"), 3_000),
         "CLERK_JWT_KEY": env.get("CLERK_JWT_KEY") or None,
+        # The organization roles an admin may give (Clerk's keys; custom ones are `org:<name>`).
+        "CLERK_ORGANIZATION_ROLES": organization_roles(env.get("CLERK_ORGANIZATION_ROLES")),
         "CLERK_PUBLISHABLE_KEY": env.get("CLERK_PUBLISHABLE_KEY") or None,
         "CLERK_AUTHORIZED_PARTIES": [
             p.strip() for p in (env.get("CLERK_AUTHORIZED_PARTIES") or "").split(",") if p.strip()

@@ -1,6 +1,7 @@
 """Engine-level details that differ between PostgreSQL and SQLite, and how a lost database looks."""
 
 import re
+import unicodedata
 
 from flask import has_request_context, request
 from sqlalchemy import event, exc
@@ -121,6 +122,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # names refuse them, and JSON shows them escaped, so "evil\u202e" cannot pass for something else.
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 HIDDEN_IN_JSON = re.compile("[\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\x7f-\x9f]")
+
+
+def line_problem(text: str) -> str | None:
+    """Why one line of text an admin typed is refused (control or text-direction characters), or None."""
+    for char in text:
+        if char in BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
+            return f"Must not contain control or text-direction characters (found U+{ord(char):04X})."
+    return None
 
 
 def text_problem(text: str) -> str | None:

@@ -506,7 +506,11 @@ class Membership(db.Model):
     organization_id: Mapped[str] = mapped_column(sa.Text, sa.ForeignKey("organizations.id"))
     user_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("users.id"))
     clerk_user_id: Mapped[str] = mapped_column(sa.Text)
-    identifier: Mapped[str | None] = mapped_column(sa.Text)  # public_user_data.identifier, usually the email
+    # Clerk's public_user_data, kept current from the user's row once it is here: the members search
+    # reads these, so it never joins the users table (app/records/organizations.py).
+    identifier: Mapped[str | None] = mapped_column(sa.Text)  # usually the email
+    first_name: Mapped[str | None] = mapped_column(sa.Text)
+    last_name: Mapped[str | None] = mapped_column(sa.Text)
     role: Mapped[str] = mapped_column(sa.Text)  # Clerk's role key: org:admin, org:member, org:<custom>
     permissions: Mapped[str | None] = mapped_column(sa.Text)  # JSON list, as Clerk sent it
     public_metadata: Mapped[str | None] = mapped_column(sa.Text)
@@ -549,6 +553,32 @@ class Membership(db.Model):
         if self.user is not None:
             return self.user.label
         return self.identifier or self.clerk_user_id
+
+
+MEMBER_SEARCH_TEXT = sa.func.lower(
+    sa.func.coalesce(Membership.identifier, _EMPTY)
+    .op("||")(_SPACE)
+    .op("||")(sa.func.coalesce(Membership.first_name, _EMPTY))
+    .op("||")(_SPACE)
+    .op("||")(sa.func.coalesce(Membership.last_name, _EMPTY)),
+    type_=sa.Text,
+)
+sa.Index(
+    "ix_memberships_search_trgm",
+    MEMBER_SEARCH_TEXT.label("search_text"),
+    postgresql_using="gin",
+    postgresql_ops={"search_text": "gin_trgm_ops"},
+    _table=Membership.__table__,  # the expression opens with a coalesce(): name the table outright
+).ddl_if(dialect="postgresql")
+# A search that holds "@" is an email: its members are found from the start of their address.
+MEMBER_EMAIL_KEY = sa.func.lower(Membership.identifier, type_=sa.Text)
+sa.Index(
+    "ix_memberships_organization_email",
+    Membership.organization_id,
+    MEMBER_EMAIL_KEY.label("email_key"),
+    postgresql_ops={"email_key": "text_pattern_ops"},
+    postgresql_where=sa.text("deleted_at IS NULL"),
+).ddl_if(dialect="postgresql")
 
 
 class OrganizationInvitationStatus(enum.StrEnum):

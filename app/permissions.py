@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.audit.services import Actor
+from app.audit.services import Actor, Source
 from app.extensions import db
 from app.models import User, UserRole, UserStatus
 
@@ -29,6 +29,31 @@ def can_manage(actor: Actor, target: User) -> bool:
 def can_act_on(actor: Actor, target: User) -> bool:
     """Whether pages offer `actor` changes to `target`: someone they manage, not deleted in Clerk."""
     return target.deleted_at is None and can_manage(actor, target)
+
+
+def can_manage_organizations(actor: Actor) -> bool:
+    """Organizations, their members and invitations: staff (admins and super admins) and the command line."""
+    staff = actor.user
+    if staff is None:  # the command line and Clerk's webhook; never someone not signed in
+        return actor.source != Source.DASHBOARD
+    return staff.role in (UserRole.ADMIN, UserRole.SUPER_ADMIN) and staff.deleted_at is None
+
+
+def ensure_can_manage_organizations(actor: Actor) -> None:
+    if not can_manage_organizations(actor):
+        raise NotAllowed("Only admins and super admins manage organizations.")
+
+
+def can_manage_member(actor: Actor, member: User | None) -> bool:
+    """Adding, changing or removing a member: organizations' staff, and for a member who is a user
+    here, someone who manages that user (admins act on users with the role 'user' only)."""
+    return can_manage_organizations(actor) and (member is None or can_manage(actor, member))
+
+
+def ensure_can_manage_member(actor: Actor, member: User | None) -> None:
+    ensure_can_manage_organizations(actor)
+    if member is not None:
+        ensure_can_manage(actor, member)
 
 
 def can_change_roles(actor: Actor) -> bool:

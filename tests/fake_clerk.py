@@ -35,13 +35,36 @@ And what the outbox and the dashboard's actions send (SDK 7.0.0 method in bracke
 - `POST /v1/invitations` (400 when one is pending for the email), `GET /v1/invitations?status=&query=`
   and `POST /v1/invitations/{id}/revoke`.
 
-Every change to a user adds 1 to its `updated_at`. Unknown users, addresses, sessions and
+Organizations (docs/clerk.md §6), each answer the SDK's model of it:
+
+- `GET /v1/organizations?limit=&offset=&query=&order_by=&include_members_count=` (organizations.list):
+  `{data, total_count}`; query matches id, name or slug (case-insensitive); order_by created_at, name
+  or members_count with +/-; `members_count` only when include_members_count is true.
+- `GET`, `PATCH` and `DELETE /v1/organizations/{id}` (get by id or slug, update, delete): update sets
+  name, slug, max_allowed_memberships and admin_delete_enabled; a slug another organization holds is
+  422 `form_identifier_exists` "That slug is taken. Please try another.", a slug that is not
+  lowercase letters, digits and hyphens 422 `form_param_format_invalid`. Delete takes its
+  memberships and invitations with it and answers a DeletedObject.
+- `GET` and `POST /v1/organizations/{id}/memberships`, `PATCH` and `DELETE .../memberships/{user_id}`:
+  keyed by (organization, user). Adding a member twice is 400 `already_a_member_in_organization`; a
+  role not in `organization_roles` 422 `form_param_value_invalid`; delete answers the membership.
+- `POST`/`GET /v1/organizations/{id}/invitations` (status filter), `GET .../invitations/{id}`,
+  `POST .../invitations/{id}/revoke` (400 `organization_invitation_not_pending` unless pending), and
+  the instance's `GET /v1/organization_invitations?status=&order_by=` (organization_invitations.get_all).
+
+`add_organization`, `add_membership` and `add_organization_invitation` put them there, and
+`organization_webhook_data`, `organization_deleted_data`, `membership_webhook_data` and
+`organization_invitation_webhook_data` give what Clerk's webhooks carry (shaped as
+clerk/javascript's JSON types, which the SDK's models reject), deep copies as `webhook_data` is.
+
+Every change to a user adds 1 to its `updated_at`, and so to an organization, membership or invitation. Unknown users, addresses, sessions and
 invitations are 404 `resource_not_found`, a wrong secret key 401, and errors have Clerk's shape
 (`clerk_errors`). Admin verifications are only ever "verified": the SDK's model of one has no
 other status, so an unverified address has `verification: null`.
 
 Every request is kept in `calls` (method, path, JSON body, Authorization). `fail_next` answers the
-next requests with injected statuses (and headers, such as Retry-After), `delay` makes it slow, and
+next requests with injected statuses (and headers, such as Retry-After), `fail_calls` the n-th
+request that starts with a given "METHOD /path", `delay` makes it slow, and
 `stop()` / `start()` take it off the network and back on the same port (connection refused).
 Answers are deep copies taken under the one lock, and so is `webhook_data(user_id)`, the `data` a
 `user.updated` webhook sent at that moment would carry: later changes do not alter them.
@@ -53,6 +76,7 @@ import copy
 import functools
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -68,6 +92,13 @@ SECRET_KEY = "sk_test_fake_clerk"
 LOCKOUT_SECONDS = 1800  # what a locked user's lockout_expires_in_seconds says
 SESSION_STATUSES = frozenset({"active", "revoked", "ended", "expired", "removed", "abandoned", "replaced", "pending"})
 DAY_MS = 86_400_000
+ORGANIZATION_ROLES = {"org:admin": "Admin", "org:member": "Member"}  # Clerk's default roles
+SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+INVITATION_DAYS = 30  # Clerk's organization invitations expire after 30 days unless told otherwise
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def bapi_user(**fields: Any) -> dict[str, Any]:
@@ -131,8 +162,18 @@ class FakeClerk:
         self.invitations: list[dict[str, Any]] = []
         self.deleted_users: list[dict[str, Any]] = []  # what DELETE /v1/users/{id} removed, in order
         self.sessions: list[dict[str, Any]] = []  # add_session() makes them
+        # Organizations as organizations.get answers them (members_count is counted when asked for);
+        # memberships and organization invitations as stored here (see _membership_json, _invitation_json).
+        self.organizations: list[dict[str, Any]] = []
+        self.deleted_organizations: list[dict[str, Any]] = []
+        self.memberships: list[dict[str, Any]] = []
+        self.deleted_memberships: list[dict[str, Any]] = []  # what DELETE .../memberships/{user_id} removed
+        self.organization_invitations: list[dict[str, Any]] = []
+        self.organization_roles: dict[str, str] = dict(ORGANIZATION_ROLES)  # key -> name
         # The next requests get these answers instead: (status, headers), e.g. (429, {"Retry-After": "7"}).
         self.fail_next: list[tuple[int, dict[str, str]]] = []
+        # ("GET /v1/organizations?", 2) -> (status, headers): the 2nd request starting so gets that answer.
+        self.fail_calls: dict[tuple[str, int], tuple[int, dict[str, str]]] = {}
         self.delay = 0.0  # seconds to wait before answering (a slow Clerk)
         self._port = 0
         self._ids = itertools.count(1)
@@ -271,6 +312,487 @@ class FakeClerk:
                     return user, address
         return None
 
+    # --- organizations: state the tests set up, and what webhooks carry ----------------------------
+
+    def organization(self, organization_id: str) -> dict[str, Any] | None:
+        """A live organization by id or slug (organizations.get takes either)."""
+        return next((o for o in self.organizations if organization_id in (o["id"], o["slug"])), None)
+
+    def membership(self, organization_id: str, user_id: str) -> dict[str, Any] | None:
+        """The live membership of `user_id` in the organization (Clerk's key for membership writes)."""
+        return next(
+            (m for m in self.memberships if m["organization_id"] == organization_id and m["user_id"] == user_id), None
+        )
+
+    def organization_invitation(self, invitation_id: str) -> dict[str, Any] | None:
+        return next((i for i in self.organization_invitations if i["id"] == invitation_id), None)
+
+    def add_organization(self, name: str, slug: str | None = None, **fields: Any) -> dict[str, Any]:
+        """An organization as organizations.get answers it, each newer than the last; `fields` replace defaults."""
+        with self._lock:
+            n = next(self._ids)
+            created_at = fields.get("created_at", BASE_MS + n * 60_000)
+            organization = {
+                "object": "organization",
+                "id": f"org_fake{n:06d}",
+                "name": name,
+                "slug": slug if slug is not None else f"org-{n}",
+                "image_url": f"https://img.clerk.com/org{n}",
+                "has_image": False,
+                "max_allowed_memberships": 0,
+                "admin_delete_enabled": True,
+                "public_metadata": {},
+                "private_metadata": {},
+                "created_by": None,
+                "created_at": created_at,
+                "updated_at": created_at,
+                **copy.deepcopy(fields),
+            }
+            self.organizations.append(organization)
+            return organization
+
+    def add_membership(
+        self, organization_id: str, user_id: str, role: str = "org:member", **fields: Any
+    ) -> dict[str, Any]:
+        """`user_id` becomes a member (a user of the fake, or any id: its public data then comes from
+        `public_user_data` in `fields` or a stand-in); answers the membership as Clerk sends it."""
+        with self._lock:
+            if self.organization(organization_id) is None:
+                raise KeyError(f"no organization {organization_id} in the fake Clerk")
+            if self.membership(organization_id, user_id) is not None:
+                raise ValueError(f"{user_id} is already a member of {organization_id}")
+            n = next(self._ids)
+            created_at = fields.pop("created_at", BASE_MS + n * 60_000)
+            stored = {
+                "id": f"orgmem_fake{n:06d}",
+                "organization_id": organization_id,
+                "user_id": user_id,
+                "role": role,
+                "permissions": [],
+                "public_metadata": {},
+                "private_metadata": {},
+                "created_at": created_at,
+                "updated_at": created_at,
+                **copy.deepcopy(fields),
+            }
+            self.memberships.append(stored)
+            return self._membership_json(stored)
+
+    def add_organization_invitation(
+        self, organization_id: str, email_address: str, role: str = "org:member", **fields: Any
+    ) -> dict[str, Any]:
+        """An invitation to the organization (status `pending` unless `fields` says otherwise)."""
+        with self._lock:
+            if self.organization(organization_id) is None:
+                raise KeyError(f"no organization {organization_id} in the fake Clerk")
+            n = next(self._ids)
+            created_at = fields.pop("created_at", BASE_MS + n * 60_000)
+            invitation = {
+                "object": "organization_invitation",
+                "id": f"orginv_fake{n:06d}",
+                "email_address": email_address,
+                "role": role,
+                "role_name": self.organization_roles.get(role, role),
+                "organization_id": organization_id,
+                "inviter_id": None,
+                "public_inviter_data": None,
+                "status": "pending",
+                "public_metadata": {},
+                "private_metadata": {},
+                "url": None,
+                "expires_at": now_ms() + INVITATION_DAYS * DAY_MS,  # still open, whenever it was made
+                "created_at": created_at,
+                "updated_at": created_at,
+                **copy.deepcopy(fields),
+            }
+            self.organization_invitations.append(invitation)
+            return copy.deepcopy(invitation)
+
+    def organization_webhook_data(self, organization_id: str) -> dict[str, Any]:
+        """The `data` of an `organization.updated` sent now (clerk/javascript's OrganizationJSON)."""
+        with self._lock:
+            organization = self.organization(organization_id)
+            if organization is None:
+                raise KeyError(f"no organization {organization_id} in the fake Clerk")
+            return copy.deepcopy(self._organization_webhook(organization))
+
+    @staticmethod
+    def organization_deleted_data(organization_id: str) -> dict[str, Any]:
+        """The `data` of `organization.deleted`: a tombstone, no updated_at (order it by the timestamp)."""
+        return {"object": "organization", "id": organization_id, "deleted": True}
+
+    def membership_webhook_data(self, membership_id: str) -> dict[str, Any]:
+        """The `data` of an `organizationMembership.*` sent now, a removed one included: the whole
+        membership with its organization embedded and the member's public data (MembershipJSON)."""
+        with self._lock:
+            stored = next((m for m in [*self.memberships, *self.deleted_memberships] if m["id"] == membership_id), None)
+            if stored is None:
+                raise KeyError(f"no membership {membership_id} in the fake Clerk")
+            organization = self.organization(stored["organization_id"]) or next(
+                o for o in self.deleted_organizations if o["id"] == stored["organization_id"]
+            )
+            public = self._public_user_data(stored)
+            return copy.deepcopy(
+                {
+                    "object": "organization_membership",
+                    "id": stored["id"],
+                    "role": stored["role"],
+                    "permissions": stored["permissions"],
+                    "public_metadata": stored["public_metadata"],
+                    "private_metadata": stored["private_metadata"],
+                    "created_at": stored["created_at"],
+                    "updated_at": stored["updated_at"],
+                    "organization": self._organization_webhook(organization),
+                    "public_user_data": {
+                        key: public[key]
+                        for key in ("user_id", "identifier", "first_name", "last_name", "image_url", "has_image")
+                    },
+                }
+            )
+
+    def organization_invitation_webhook_data(self, invitation_id: str) -> dict[str, Any]:
+        """The `data` of an `organizationInvitation.*` sent now (OrganizationInvitationJSON: no
+        inviter fields, which the SDK's model requires)."""
+        with self._lock:
+            invitation = self.organization_invitation(invitation_id)
+            if invitation is None:
+                raise KeyError(f"no organization invitation {invitation_id} in the fake Clerk")
+            data = {
+                key: invitation[key]
+                for key in (
+                    "object",
+                    "id",
+                    "email_address",
+                    "role",
+                    "role_name",
+                    "organization_id",
+                    "status",
+                    "public_metadata",
+                    "private_metadata",
+                    "url",
+                    "created_at",
+                    "updated_at",
+                    "expires_at",
+                )
+            }
+            organization = self.organization(invitation["organization_id"])
+            if organization is not None:
+                data["public_organization_data"] = self._public_organization_data(organization)
+            return copy.deepcopy(data)
+
+    def _organization_webhook(self, organization: dict[str, Any]) -> dict[str, Any]:
+        keys = (
+            "object",
+            "id",
+            "name",
+            "slug",
+            "image_url",
+            "has_image",
+            "max_allowed_memberships",
+            "admin_delete_enabled",
+            "public_metadata",
+            "private_metadata",
+            "created_by",
+            "created_at",
+            "updated_at",
+        )
+        return {key: organization.get(key) for key in keys}
+
+    @staticmethod
+    def _public_organization_data(organization: dict[str, Any]) -> dict[str, Any]:
+        return {key: organization.get(key) for key in ("id", "name", "slug", "image_url", "has_image")}
+
+    def _members_count(self, organization_id: str) -> int:
+        return sum(1 for m in self.memberships if m["organization_id"] == organization_id)
+
+    def _organization_json(self, organization: dict[str, Any], *, members_count: bool = False) -> dict[str, Any]:
+        answer = dict(organization)
+        if members_count:
+            answer["members_count"] = self._members_count(organization["id"])
+        return answer
+
+    def _public_user_data(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """The member as the membership shows them: from the fake's user, else what the test gave."""
+        user = self.user(stored["user_id"])
+        if user is None:
+            given = stored.get("public_user_data") or {}
+            return {
+                "user_id": stored["user_id"],
+                "identifier": given.get("identifier", f"{stored['user_id']}@example.com"),
+                "first_name": given.get("first_name"),
+                "last_name": given.get("last_name"),
+                "image_url": given.get("image_url", "https://img.clerk.com/default"),
+                "profile_image_url": None,
+                "has_image": given.get("has_image", False),
+                "username": given.get("username"),
+                "banned": False,
+            }
+        primary = next(
+            (a for a in user.get("email_addresses") or [] if a.get("id") == user.get("primary_email_address_id")), None
+        )
+        return {
+            "user_id": user["id"],
+            "identifier": primary["email_address"] if primary else user.get("username"),
+            "first_name": user.get("first_name"),
+            "last_name": user.get("last_name"),
+            "image_url": user.get("image_url") or "https://img.clerk.com/default",
+            "profile_image_url": user.get("profile_image_url"),
+            "has_image": bool(user.get("has_image")),
+            "username": user.get("username"),
+            "banned": bool(user.get("banned")),
+        }
+
+    def _membership_json(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A membership as the Backend API answers it (organization_memberships.*)."""
+        organization = self.organization(stored["organization_id"]) or next(
+            o for o in self.deleted_organizations if o["id"] == stored["organization_id"]
+        )
+        return {
+            "object": "organization_membership",
+            "id": stored["id"],
+            "role": stored["role"],
+            "role_name": self.organization_roles.get(stored["role"], stored["role"]),
+            "permissions": stored["permissions"],
+            "public_metadata": stored["public_metadata"],
+            "private_metadata": stored["private_metadata"],
+            "organization": self._organization_json(organization),
+            "public_user_data": self._public_user_data(stored),
+            "created_at": stored["created_at"],
+            "updated_at": stored["updated_at"],
+        }
+
+    @staticmethod
+    def _listed(query: dict[str, str], items: list[dict[str, Any]]) -> tuple[int, Any]:
+        """`{data, total_count}` of one page, as the organization lists answer."""
+        status, page = FakeClerk._paged(query, items)
+        if status != 200:
+            return status, page
+        return 200, {"data": page, "total_count": len(items)}
+
+    @staticmethod
+    def _ordered(items: list[dict[str, Any]], order_by: str, allowed: tuple[str, ...]) -> list[dict[str, Any]] | None:
+        key = order_by.lstrip("+-")
+        if key not in allowed:
+            return None
+        return sorted(items, key=lambda i: (i[key], i["id"]), reverse=order_by.startswith("-"))
+
+    def _organizations_get(self, parts: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        """GET /v1/organizations[/{id}[/memberships | /invitations[/{id}]]]."""
+        counted = query.get("include_members_count") == "true"
+        if len(parts) == 1:
+            wanted = query.get("query", "").lower()
+            chosen = [
+                self._organization_json(o, members_count=True)
+                for o in self.organizations
+                if not wanted or any(wanted in (o[k] or "").lower() for k in ("id", "name", "slug"))
+            ]
+            ordered = self._ordered(
+                chosen, query.get("order_by", "-created_at"), ("created_at", "name", "members_count")
+            )
+            if ordered is None:
+                return clerk_errors(422, "form_param_value_invalid", f"unsupported order_by {query['order_by']}")
+            if not counted:
+                ordered = [{k: v for k, v in o.items() if k != "members_count"} for o in ordered]
+            return self._listed(query, ordered)
+        organization = self.organization(parts[1])
+        if organization is None:
+            return clerk_errors(404, "resource_not_found", "Organization not found")
+        if len(parts) == 2:
+            return 200, self._organization_json(organization, members_count=counted)
+        if parts[2:] == ["memberships"]:
+            chosen = [
+                self._membership_json(m)
+                for m in self.memberships
+                if m["organization_id"] == organization["id"]
+                and query.get("role", m["role"]) == m["role"]
+                and query.get("user_id", m["user_id"]) == m["user_id"]
+            ]
+            ordered = self._ordered(chosen, query.get("order_by", "-created_at"), ("created_at",))
+            if ordered is None:
+                return clerk_errors(422, "form_param_value_invalid", f"unsupported order_by {query['order_by']}")
+            return self._listed(query, ordered)
+        if parts[2] == "invitations" and len(parts) in (3, 4):
+            mine = [i for i in self.organization_invitations if i["organization_id"] == organization["id"]]
+            if len(parts) == 4:
+                invitation = next((i for i in mine if i["id"] == parts[3]), None)
+                if invitation is None:
+                    return clerk_errors(404, "resource_not_found", "Organization invitation not found")
+                return 200, invitation
+            return self._invitation_list(query, mine)
+        return clerk_errors(404, "resource_not_found", f"no route GET {'/'.join(parts)}")
+
+    def _invitation_list(self, query: dict[str, str], items: list[dict[str, Any]]) -> tuple[int, Any]:
+        wanted = query.get("query", query.get("email_address", "")).lower()
+        chosen = [
+            i for i in items if query.get("status", i["status"]) == i["status"] and wanted in i["email_address"].lower()
+        ]
+        ordered = self._ordered(chosen, query.get("order_by", "-created_at"), ("created_at", "email_address"))
+        if ordered is None:
+            return clerk_errors(422, "form_param_value_invalid", f"unsupported order_by {query['order_by']}")
+        return self._listed(query, ordered)
+
+    def _instance_invitations(self, query: dict[str, str]) -> tuple[int, Any]:
+        """GET /v1/organization_invitations: every organization's, each with its organization's public data."""
+        status, answer = self._invitation_list(query, self.organization_invitations)
+        if status == 200:
+            answer["data"] = [
+                {
+                    **i,
+                    "public_organization_data": self._public_organization_data(self.organization(i["organization_id"])),
+                }
+                for i in answer["data"]
+            ]
+        return status, answer
+
+    def _organizations_change(self, method: str, parts: list[str], body: dict[str, Any]) -> tuple[int, Any]:
+        """PATCH / DELETE /v1/organizations/{id}, and the writes of its memberships and invitations."""
+        organization = self.organization(parts[1]) if len(parts) > 1 else None
+        if organization is None:
+            return clerk_errors(404, "resource_not_found", "Organization not found")
+        if len(parts) == 2 and method == "PATCH":
+            return self._update_organization(organization, body)
+        if len(parts) == 2 and method == "DELETE":
+            self.organizations.remove(organization)
+            self.deleted_organizations.append(organization)
+            gone = [m for m in self.memberships if m["organization_id"] == organization["id"]]
+            self.memberships = [m for m in self.memberships if m not in gone]
+            self.deleted_memberships.extend(gone)
+            self.organization_invitations = [
+                i for i in self.organization_invitations if i["organization_id"] != organization["id"]
+            ]
+            return 200, {"object": "organization", "id": organization["id"], "deleted": True}
+        if parts[2] == "memberships":
+            return self._membership_change(method, organization, parts[3:], body)
+        if parts[2] == "invitations":
+            return self._invitation_change(method, organization, parts[3:], body)
+        return clerk_errors(404, "resource_not_found", f"no route {method} {'/'.join(parts)}")
+
+    def _update_organization(self, organization: dict[str, Any], body: dict[str, Any]) -> tuple[int, Any]:
+        changes = {
+            name: body[name]
+            for name in ("name", "slug", "max_allowed_memberships", "admin_delete_enabled")
+            if body.get(name) is not None
+        }
+        slug = changes.get("slug")
+        if slug is not None and not (isinstance(slug, str) and SLUG.fullmatch(slug)):
+            return clerk_errors(
+                422, "form_param_format_invalid", "slug must contain only lowercase letters, digits and hyphens"
+            )
+        if slug is not None and any(
+            o is not organization and o["slug"].lower() == slug.lower() for o in self.organizations
+        ):
+            return clerk_errors(422, "form_identifier_exists", "That slug is taken. Please try another.")
+        if "name" in changes and not str(changes["name"]).strip():
+            return clerk_errors(422, "form_param_nil", "name must not be empty")
+        organization.update(changes)
+        organization["updated_at"] += 1
+        return 200, self._organization_json(organization)
+
+    def _role_error(self, role: Any) -> tuple[int, Any] | None:
+        if role not in self.organization_roles:
+            return clerk_errors(422, "form_param_value_invalid", f"role {role!r} does not exist")
+        return None
+
+    def _membership_change(
+        self, method: str, organization: dict[str, Any], rest: list[str], body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        if not rest and method == "POST":
+            user_id = body.get("user_id")
+            if self.user(user_id or "") is None:
+                return clerk_errors(404, "resource_not_found", "User not found")
+            if (error := self._role_error(body.get("role"))) is not None:
+                return error
+            if self.membership(organization["id"], user_id) is not None:
+                return clerk_errors(
+                    400, "already_a_member_in_organization", f"User {user_id} is already a member of the organization."
+                )
+            n = next(self._ids)
+            stored = {
+                "id": f"orgmem_fake{n:06d}",
+                "organization_id": organization["id"],
+                "user_id": user_id,
+                "role": body["role"],
+                "permissions": [],
+                "public_metadata": body.get("public_metadata") or {},
+                "private_metadata": body.get("private_metadata") or {},
+                "created_at": BASE_MS + n * 60_000,
+                "updated_at": BASE_MS + n * 60_000,
+            }
+            self.memberships.append(stored)
+            return 200, self._membership_json(stored)
+        if len(rest) != 1 or method not in ("PATCH", "DELETE"):
+            return clerk_errors(404, "resource_not_found", f"no route {method} memberships/{'/'.join(rest)}")
+        stored = self.membership(organization["id"], rest[0])
+        if stored is None:
+            return clerk_errors(404, "resource_not_found", "Membership not found")
+        if method == "PATCH":
+            if (error := self._role_error(body.get("role"))) is not None:
+                return error
+            stored["role"] = body["role"]
+        else:
+            self.memberships.remove(stored)
+            self.deleted_memberships.append(stored)
+        stored["updated_at"] += 1
+        return 200, self._membership_json(stored)
+
+    def _invitation_change(
+        self, method: str, organization: dict[str, Any], rest: list[str], body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        if not rest and method == "POST":
+            address = body.get("email_address")
+            if not isinstance(address, str) or "@" not in address:
+                return clerk_errors(422, "form_param_format_invalid", "email_address must be a valid email address")
+            if (error := self._role_error(body.get("role"))) is not None:
+                return error
+            if any(
+                i["organization_id"] == organization["id"]
+                and i["status"] == "pending"
+                and i["email_address"].lower() == address.lower()
+                for i in self.organization_invitations
+            ):
+                return clerk_errors(400, "duplicate_record", "There is already a pending invitation for this email")
+            if any(
+                self._public_user_data(m)["identifier"].lower() == address.lower()
+                for m in self.memberships
+                if m["organization_id"] == organization["id"]
+            ):
+                return clerk_errors(
+                    400, "already_a_member_in_organization", f"{address} is already a member of the organization."
+                )
+            n = next(self._ids)
+            created_at = now_ms()  # it expires counted from now
+            days = body.get("expires_in_days") or INVITATION_DAYS
+            invitation = {
+                "object": "organization_invitation",
+                "id": f"orginv_fake{n:06d}",
+                "email_address": address,
+                "role": body["role"],
+                "role_name": self.organization_roles[body["role"]],
+                "organization_id": organization["id"],
+                "inviter_id": body.get("inviter_user_id"),
+                "public_inviter_data": None,
+                "status": "pending",
+                "public_metadata": body.get("public_metadata") or {},
+                "private_metadata": body.get("private_metadata") or {},
+                "url": None,
+                "expires_at": created_at + days * DAY_MS,
+                "created_at": created_at,
+                "updated_at": created_at,
+            }
+            self.organization_invitations.append(invitation)
+            return 200, invitation
+        if len(rest) == 2 and rest[1] == "revoke" and method == "POST":
+            invitation = self.organization_invitation(rest[0])
+            if invitation is None or invitation["organization_id"] != organization["id"]:
+                return clerk_errors(404, "resource_not_found", "Organization invitation not found")
+            if invitation["status"] != "pending":
+                return clerk_errors(
+                    400, "organization_invitation_not_pending", "Only pending invitations can be revoked"
+                )
+            invitation.update(status="revoked", updated_at=invitation["updated_at"] + 1)
+            return 200, invitation
+        return clerk_errors(404, "resource_not_found", f"no route {method} invitations/{'/'.join(rest)}")
+
     # --- the API ---------------------------------------------------------------------------------
 
     def respond(
@@ -279,8 +801,9 @@ class FakeClerk:
         """One request, all under the lock; the answer is a deep copy, so serialising it needs no lock."""
         with self._lock:
             self.calls.append(Call(method, urlsplit(target).path, copy.deepcopy(body), authorization))
-            if self.fail_next:
-                status, headers = self.fail_next.pop(0)
+            failure = self.fail_next.pop(0) if self.fail_next else self._planned_failure(f"{method} {target}")
+            if failure is not None:
+                status, headers = failure
                 self.requests.append(f"{method} {target}")
                 return (*clerk_errors(status, "injected", f"injected failure {status}"), headers)
             if method == "GET":
@@ -295,8 +818,16 @@ class FakeClerk:
                     )
             return status, copy.deepcopy(payload), {}
 
+    def _planned_failure(self, request: str) -> tuple[int, dict[str, str]] | None:
+        for (prefix, nth), failure in self.fail_calls.items():
+            if request.startswith(prefix) and 1 + sum(r.startswith(prefix) for r in self.requests) == nth:
+                return failure
+        return None
+
     def _change(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         parts = path.removeprefix("/v1/").split("/")
+        if parts[0] == "organizations":
+            return self._organizations_change(method, parts, body)
         if parts[0] == "users" and len(parts) in (2, 3):
             user = self.user(parts[1])
             if user is None:
@@ -455,6 +986,10 @@ class FakeClerk:
                 ]
             if parts.path == "/v1/sessions":
                 return self._sessions(query)
+            if parts.path == "/v1/organization_invitations":
+                return self._instance_invitations(query)
+            if parts.path.startswith("/v1/organizations"):
+                return self._organizations_get(parts.path.removeprefix("/v1/").split("/"), query)
             if parts.path == "/v1/users":
                 return self._list(query)
             if parts.path == "/v1/users/count":

@@ -8,6 +8,7 @@ operation declares that status, SDKError otherwise).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -485,3 +486,386 @@ def test_concurrent_requests_are_applied_one_at_a_time(sdk, fake, grace):
     assert claimed.count(True) == 1  # one address, one holder
     assert len(grace["email_addresses"]) == 2 + 40 + 1
     assert grace["updated_at"] == 1_000 + 41
+
+
+# --- organizations --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def acme(fake) -> dict:
+    return fake.add_organization("Acme", "acme", created_by="user_founder")
+
+
+@pytest.fixture
+def beta(fake) -> dict:
+    return fake.add_organization("Beta Corp", "beta")
+
+
+def test_list_organizations_pages_orders_searches_and_counts_members(sdk, fake, acme, beta, grace, linus):
+    fake.add_membership(acme["id"], grace["id"])
+    fake.add_membership(acme["id"], linus["id"], role="org:admin")
+    fake.add_membership(beta["id"], grace["id"])
+
+    page = call(lambda: sdk.organizations.list(include_members_count=True, order_by="+created_at", limit=1, offset=0))
+
+    assert isinstance(page, models.Organizations)
+    assert (page.total_count, [o.id for o in page.data]) == (2, [acme["id"]])
+    assert page.data[0].members_count == 2 and page.data[0].created_by == "user_founder"
+    assert (
+        fake.requests[-1] == "GET /v1/organizations?include_members_count=true&order_by=%2Bcreated_at&limit=1&offset=0"
+    )
+    rest = call(lambda: sdk.organizations.list(include_members_count=True, order_by="+created_at", limit=1, offset=1))
+    assert ([o.id for o in rest.data], rest.data[0].members_count) == ([beta["id"]], 1)
+    # Newest first by default; members_count only when asked for; query matches name or slug.
+    default = call(lambda: sdk.organizations.list())
+    assert [o.id for o in default.data] == [beta["id"], acme["id"]] and default.data[0].members_count is None
+    assert [o.id for o in call(lambda: sdk.organizations.list(query="CORP")).data] == [beta["id"]]
+    assert [o.id for o in call(lambda: sdk.organizations.list(order_by="-members_count")).data] == [
+        acme["id"],
+        beta["id"],
+    ]
+    assert call(lambda: sdk.organizations.list(query="nothing")).model_dump() == {"data": [], "total_count": 0}
+    refused(lambda: sdk.organizations.list(limit=501), 422)
+    refused(lambda: sdk.organizations.list(order_by="slug"), 422)
+
+
+def test_get_an_organization_by_id_or_slug(sdk, fake, acme, grace):
+    fake.add_membership(acme["id"], grace["id"])
+
+    by_id = call(lambda: sdk.organizations.get(organization_id=acme["id"], include_members_count=True))
+    by_slug = call(lambda: sdk.organizations.get(organization_id="acme"))
+
+    assert isinstance(by_id, models.Organization)
+    assert (by_id.id, by_id.name, by_id.slug, by_id.members_count) == (acme["id"], "Acme", "acme", 1)
+    assert by_slug.id == acme["id"] and by_slug.members_count is None
+    assert code_of(refused(lambda: sdk.organizations.get(organization_id="org_gone"), 404))[0] == "resource_not_found"
+
+
+def test_update_an_organization_and_its_slug_rules(sdk, fake, acme, beta):
+    updated = call(lambda: sdk.organizations.update(organization_id=acme["id"], name="Acme Inc", slug="acme-inc"))
+
+    assert (updated.name, updated.slug, updated.updated_at) == ("Acme Inc", "acme-inc", acme["created_at"] + 1)
+    assert last(fake) == ("PATCH", f"/v1/organizations/{acme['id']}", {"name": "Acme Inc", "slug": "acme-inc"}, BEARER)
+    assert (acme["name"], acme["slug"]) == ("Acme Inc", "acme-inc")
+
+    before = dict(acme)
+    error = refused(lambda: sdk.organizations.update(organization_id=acme["id"], name="X", slug="beta"), 422)
+    assert code_of(error) == ("form_identifier_exists", "That slug is taken. Please try another.")
+    error = refused(lambda: sdk.organizations.update(organization_id=acme["id"], slug="Not A Slug"), 422)
+    assert code_of(error)[0] == "form_param_format_invalid"
+    assert acme == before
+    # Its own slug is not taken; only what is sent changes.
+    assert call(lambda: sdk.organizations.update(organization_id=acme["id"], slug="acme-inc")).name == "Acme Inc"
+    refused(lambda: sdk.organizations.update(organization_id="org_gone", name="X"), 404)
+
+
+def test_delete_an_organization_takes_its_memberships_and_invitations(sdk, fake, acme, beta, grace):
+    membership = fake.add_membership(acme["id"], grace["id"])
+    fake.add_organization_invitation(acme["id"], "new@example.com")
+
+    deleted = call(lambda: sdk.organizations.delete(organization_id=acme["id"]))
+
+    assert deleted == models.DeletedObject(object="organization", id=acme["id"], deleted=True)
+    assert fake.organizations == [beta] and fake.deleted_organizations == [acme]
+    assert fake.memberships == [] and [m["id"] for m in fake.deleted_memberships] == [membership["id"]]
+    assert fake.organization_invitations == []
+    refused(lambda: sdk.organizations.get(organization_id=acme["id"]), 404)
+    refused(lambda: sdk.organizations.delete(organization_id=acme["id"]), 404)
+
+
+# --- organization memberships ---------------------------------------------------------------------
+
+
+def test_create_a_membership_keyed_by_organization_and_user(sdk, fake, acme, grace):
+    membership = call(
+        lambda: sdk.organization_memberships.create(organization_id=acme["id"], user_id=grace["id"], role="org:admin")
+    )
+
+    assert isinstance(membership, models.OrganizationMembership)
+    assert re.fullmatch(r"orgmem_fake\d{6}", membership.id)
+    assert (membership.role, membership.role_name, membership.organization.id) == ("org:admin", "Admin", acme["id"])
+    user = membership.public_user_data
+    assert (user.user_id, user.identifier, user.first_name, user.username) == (
+        grace["id"],
+        "grace@example.com",
+        "Grace",
+        "grace_h",
+    )
+    assert last(fake) == (
+        "POST",
+        f"/v1/organizations/{acme['id']}/memberships",
+        {"user_id": grace["id"], "role": "org:admin"},
+        BEARER,
+    )
+    assert fake.membership(acme["id"], grace["id"])["id"] == membership.id
+
+    error = refused(
+        lambda: sdk.organization_memberships.create(organization_id=acme["id"], user_id=grace["id"], role="org:member"),
+        400,
+    )
+    assert code_of(error)[0] == "already_a_member_in_organization"
+    assert fake.membership(acme["id"], grace["id"])["role"] == "org:admin" and len(fake.memberships) == 1
+
+
+@pytest.mark.parametrize(
+    ("organization", "user", "role", "status", "code"),
+    [
+        ("org_gone", "grace", "org:member", 404, "resource_not_found"),
+        ("acme", "user_gone", "org:member", 404, "resource_not_found"),
+        ("acme", "grace", "org:owner", 422, "form_param_value_invalid"),
+    ],
+)
+def test_create_membership_errors(sdk, fake, acme, grace, organization, user, role, status, code):
+    organization_id = acme["id"] if organization == "acme" else organization
+    user_id = grace["id"] if user == "grace" else user
+
+    error = refused(
+        lambda: sdk.organization_memberships.create(organization_id=organization_id, user_id=user_id, role=role), status
+    )
+
+    assert code_of(error)[0] == code and fake.memberships == []
+
+
+def test_list_memberships_of_an_organization(sdk, fake, acme, beta, grace, linus):
+    first = fake.add_membership(acme["id"], grace["id"])
+    second = fake.add_membership(acme["id"], "user_not_in_this_fake", public_user_data={"identifier": "x@y.io"})
+    fake.add_membership(beta["id"], linus["id"])
+
+    page = call(
+        lambda: sdk.organization_memberships.list(organization_id=acme["id"], order_by="+created_at", limit=1, offset=0)
+    )
+
+    assert isinstance(page, models.OrganizationMemberships)
+    assert (page.total_count, [m.id for m in page.data]) == (2, [first["id"]])
+    rest = call(
+        lambda: sdk.organization_memberships.list(organization_id=acme["id"], order_by="+created_at", limit=1, offset=1)
+    )
+    assert [(m.id, m.public_user_data.identifier) for m in rest.data] == [(second["id"], "x@y.io")]
+    newest_first = call(lambda: sdk.organization_memberships.list(organization_id=acme["id"]))
+    assert [m.id for m in newest_first.data] == [second["id"], first["id"]]
+    refused(lambda: sdk.organization_memberships.list(organization_id="org_gone"), 404, models.SDKError)
+
+
+def test_update_and_delete_a_membership(sdk, fake, acme, grace):
+    added = fake.add_membership(acme["id"], grace["id"])
+
+    changed = call(
+        lambda: sdk.organization_memberships.update(organization_id=acme["id"], user_id=grace["id"], role="org:admin")
+    )
+
+    assert (changed.id, changed.role, changed.updated_at) == (added["id"], "org:admin", added["updated_at"] + 1)
+    assert last(fake) == (
+        "PATCH",
+        f"/v1/organizations/{acme['id']}/memberships/{grace['id']}",
+        {"role": "org:admin"},
+        BEARER,
+    )
+    refused(
+        lambda: sdk.organization_memberships.update(organization_id=acme["id"], user_id=grace["id"], role="org:x"),
+        422,
+    )
+
+    removed = call(lambda: sdk.organization_memberships.delete(organization_id=acme["id"], user_id=grace["id"]))
+
+    assert isinstance(removed, models.OrganizationMembership)
+    assert (removed.id, removed.role, removed.updated_at) == (added["id"], "org:admin", added["updated_at"] + 2)
+    assert last(fake)[:2] == ("DELETE", f"/v1/organizations/{acme['id']}/memberships/{grace['id']}")
+    assert fake.memberships == [] and fake.membership(acme["id"], grace["id"]) is None
+    # Already gone: 404, as for a user who never was a member.
+    error = refused(lambda: sdk.organization_memberships.delete(organization_id=acme["id"], user_id=grace["id"]), 404)
+    assert code_of(error)[0] == "resource_not_found"
+    refused(
+        lambda: sdk.organization_memberships.update(organization_id=acme["id"], user_id=grace["id"], role="org:admin"),
+        404,
+    )
+
+
+# --- organization invitations ---------------------------------------------------------------------
+
+
+def test_create_list_get_and_revoke_an_organization_invitation(sdk, fake, acme, beta, grace):
+    invitation = call(
+        lambda: sdk.organization_invitations.create(
+            organization_id=acme["id"], email_address="new@example.com", role="org:member", inviter_user_id=grace["id"]
+        )
+    )
+
+    assert isinstance(invitation, models.OrganizationInvitation)
+    assert re.fullmatch(r"orginv_fake\d{6}", invitation.id)
+    assert (invitation.email_address, invitation.role, invitation.status, invitation.organization_id) == (
+        "new@example.com",
+        "org:member",
+        "pending",
+        acme["id"],
+    )
+    assert invitation.expires_at == invitation.created_at + 30 * 86_400_000 and invitation.inviter_id == grace["id"]
+    assert last(fake) == (
+        "POST",
+        f"/v1/organizations/{acme['id']}/invitations",
+        {"email_address": "new@example.com", "role": "org:member", "inviter_user_id": grace["id"], "notify": True},
+        BEARER,
+    )
+    fake.add_organization_invitation(acme["id"], "old@example.com", status="accepted")
+    fake.add_organization_invitation(beta["id"], "other@example.com")
+
+    pending = call(
+        lambda: sdk.organization_invitations.list(
+            organization_id=acme["id"], status=models.ListOrganizationInvitationsQueryParamStatus.PENDING
+        )
+    )
+    assert isinstance(pending, models.OrganizationInvitations)
+    assert (pending.total_count, [i.id for i in pending.data]) == (1, [invitation.id])
+    assert call(lambda: sdk.organization_invitations.list(organization_id=acme["id"])).total_count == 2
+    got = call(lambda: sdk.organization_invitations.get(organization_id=acme["id"], invitation_id=invitation.id))
+    assert got == invitation
+    refused(lambda: sdk.organization_invitations.get(organization_id=beta["id"], invitation_id=invitation.id), 404)
+
+    revoked = call(lambda: sdk.organization_invitations.revoke(organization_id=acme["id"], invitation_id=invitation.id))
+
+    assert (revoked.id, revoked.status, revoked.updated_at) == (invitation.id, "revoked", invitation.updated_at + 1)
+    assert last(fake)[:2] == ("POST", f"/v1/organizations/{acme['id']}/invitations/{invitation.id}/revoke")
+    error = refused(
+        lambda: sdk.organization_invitations.revoke(organization_id=acme["id"], invitation_id=invitation.id), 400
+    )
+    assert code_of(error)[0] == "organization_invitation_not_pending"
+    refused(lambda: sdk.organization_invitations.revoke(organization_id=acme["id"], invitation_id="orginv_gone"), 404)
+
+
+def test_organization_invitation_errors(sdk, fake, acme, grace):
+    fake.add_membership(acme["id"], grace["id"])
+    fake.add_organization_invitation(acme["id"], "pending@example.com")
+
+    def invite(email: str, role: str = "org:member"):
+        return lambda: sdk.organization_invitations.create(organization_id=acme["id"], email_address=email, role=role)
+
+    assert code_of(refused(invite("no-at-sign"), 422))[0] == "form_param_format_invalid"
+    assert code_of(refused(invite("x@example.com", "org:owner"), 422))[0] == "form_param_value_invalid"
+    assert code_of(refused(invite("PENDING@example.com"), 400))[0] == "duplicate_record"
+    assert code_of(refused(invite("grace@example.com"), 400))[0] == "already_a_member_in_organization"
+    assert (
+        code_of(
+            refused(
+                lambda: sdk.organization_invitations.create(
+                    organization_id="org_gone", email_address="x@example.com", role="org:member"
+                ),
+                404,
+            )
+        )[0]
+        == "resource_not_found"
+    )
+    assert len(fake.organization_invitations) == 1
+
+
+def test_the_instances_invitations_carry_their_organization(sdk, fake, acme, beta):
+    first = fake.add_organization_invitation(acme["id"], "a@example.com")
+    fake.add_organization_invitation(acme["id"], "b@example.com", status="revoked")
+    third = fake.add_organization_invitation(beta["id"], "c@example.com")
+
+    page = call(
+        lambda: sdk.organization_invitations.get_all(
+            status=models.ListInstanceOrganizationInvitationsQueryParamStatus.PENDING,
+            order_by="+created_at",
+            limit=10,
+            offset=0,
+        )
+    )
+
+    assert page.total_count == 2
+    assert [(i.id, i.public_organization_data.slug) for i in page.data] == [
+        (first["id"], "acme"),
+        (third["id"], "beta"),
+    ]
+    assert (
+        fake.requests[-1] == "GET /v1/organization_invitations?order_by=%2Bcreated_at&status=pending&limit=10&offset=0"
+    )
+
+
+# --- organization webhooks, failures ---------------------------------------------------------------
+
+
+def test_webhook_data_is_shaped_as_clerk_sends_it_not_as_the_sdk_models(fake, acme, grace):
+    membership = fake.add_membership(acme["id"], grace["id"], role="org:admin")
+    invitation = fake.add_organization_invitation(acme["id"], "new@example.com")
+
+    organization = fake.organization_webhook_data(acme["id"])
+    member = fake.membership_webhook_data(membership["id"])
+    invited = fake.organization_invitation_webhook_data(invitation["id"])
+
+    assert organization["object"] == "organization" and "members_count" not in organization
+    assert (organization["id"], organization["name"], organization["slug"]) == (acme["id"], "Acme", "acme")
+    assert member["organization"] == organization and member["role"] == "org:admin"
+    assert member["public_user_data"] == {
+        "user_id": grace["id"],
+        "identifier": "grace@example.com",
+        "first_name": "Grace",
+        "last_name": "Hopper",
+        "image_url": grace["image_url"],
+        "has_image": False,
+    }
+    assert "role_name" not in member  # the SDK's own field
+    assert invited["public_organization_data"]["id"] == acme["id"] and invited["status"] == "pending"
+    assert "inviter_id" not in invited and "public_inviter_data" not in invited
+    # The SDK's models refuse what webhooks carry (docs/clerk.md §6): the reason not to parse with them.
+    with pytest.raises(ValueError):
+        models.OrganizationMembership.model_validate({**member, "public_user_data": {"user_id": grace["id"]}})
+    with pytest.raises(ValueError):
+        models.OrganizationInvitation.model_validate(invited)
+    assert fake.organization_deleted_data(acme["id"]) == {"object": "organization", "id": acme["id"], "deleted": True}
+    # Snapshots: later changes do not alter them.
+    acme["name"] = "Later"
+    fake.memberships[0]["role"] = "org:member"
+    assert (organization["name"], member["organization"]["name"], member["role"]) == ("Acme", "Acme", "org:admin")
+    with pytest.raises(KeyError):
+        fake.organization_webhook_data("org_gone")
+
+
+def test_a_removed_membership_keeps_its_webhook_data(sdk, fake, acme, grace):
+    membership = fake.add_membership(acme["id"], grace["id"])
+    call(lambda: sdk.organization_memberships.delete(organization_id=acme["id"], user_id=grace["id"]))
+
+    data = fake.membership_webhook_data(membership["id"])
+
+    assert (data["id"], data["updated_at"]) == (membership["id"], membership["updated_at"] + 1)
+    assert data["organization"]["id"] == acme["id"]
+
+
+def test_fail_next_and_delay_reach_the_organization_routes(sdk, fake, acme, grace):
+    fake.fail_next = [(429, {"Retry-After": "7"}), (503, {})]
+
+    error = refused(lambda: sdk.organizations.list(), 429, models.SDKError)
+    assert error.headers.get("retry-after") == "7"
+    refused(
+        lambda: sdk.organization_memberships.create(organization_id=acme["id"], user_id=grace["id"], role="org:member"),
+        503,
+        models.SDKError,
+    )
+    assert fake.memberships == []
+
+    fake.delay = 0.2
+    started = time.monotonic()
+    call(lambda: sdk.organizations.update(organization_id=acme["id"], name="Slow"))
+    assert time.monotonic() - started >= 0.2 and acme["name"] == "Slow"
+
+
+def test_a_wrong_secret_key_changes_no_organization(fake, acme, grace):
+    with client_for(fake, "sk_test_wrong") as wrong:
+        refused(lambda: wrong.organizations.list(), 401, models.SDKError)
+        refused(lambda: wrong.organizations.update(organization_id=acme["id"], name="X"), 401, models.SDKError)
+        refused(
+            lambda: wrong.organization_memberships.create(
+                organization_id=acme["id"], user_id=grace["id"], role="org:member"
+            ),
+            401,
+            models.SDKError,
+        )
+    assert acme["name"] == "Acme" and fake.memberships == []
+
+
+def test_fail_calls_answers_the_nth_matching_request(sdk, fake, acme, beta):
+    fake.fail_calls = {("GET /v1/organizations?", 2): (429, {"Retry-After": "3"})}
+
+    assert call(lambda: sdk.organizations.list(limit=1)).total_count == 2
+    error = refused(lambda: sdk.organizations.list(limit=1, offset=1), 429, models.SDKError)
+    assert error.headers.get("retry-after") == "3"
+    assert call(lambda: sdk.organizations.get(organization_id=acme["id"])).id == acme["id"]  # another route
+    assert call(lambda: sdk.organizations.list(limit=1, offset=1)).data[0].id == acme["id"]  # the 3rd: answered

@@ -50,6 +50,9 @@ from app.models import (
     STATUS_VERBS,
     ClerkCall,
     ClerkCallState,
+    Membership,
+    Organization,
+    OrganizationInvitation,
     User,
     UserData,
     UserRole,
@@ -58,6 +61,14 @@ from app.models import (
     WebhookOutcome,
     utcnow,
 )
+from app.organizations.forms import (
+    AddMemberForm,
+    MemberRoleForm,
+    OrganizationEditForm,
+    OrganizationInviteForm,
+    VersionedForm,
+)
+from app.organizations.queries import SORTS as ORGANIZATION_SORTS
 from app.overview.queries import RANGES
 from app.pagination import ListFilters
 from app.users.forms import (
@@ -80,6 +91,7 @@ APP_DIR = Path(__file__).resolve().parents[1] / "app"
 # --- What each route reads --------------------------------------------------------------------
 
 USER_LIST = ("q", "role", "status", "sort", "per_page", "after", "before", "deleted", "locked")
+ORGANIZATION_LIST = ("q", "sort", "per_page", "after", "before")
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,19 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("webhooks.index", "GET"): Route(query=("outcome", "type", "within", "received", "after")),
     ("webhooks.detail", "GET"): Route(),
     ("webhooks.replay", "POST"): Route(),
-    ("audit.index", "GET"): Route(query=("actor", "target", "action", "source", "after")),
+    ("audit.index", "GET"): Route(query=("actor", "target", "action", "source", "organization", "after")),
+    ("organizations.index", "GET"): Route(query=ORGANIZATION_LIST),
+    ("organizations.detail", "GET"): Route(query=("mq", "after", "before")),
+    # VersionedForm: the version field the rename and role forms share.
+    ("organizations.rename", "POST"): Route(forms=(OrganizationEditForm, VersionedForm)),
+    ("organizations.add", "POST"): Route(forms=(AddMemberForm,)),
+    ("organizations.user_search", "GET"): Route(query=("user",)),
+    ("organizations.change_role", "POST"): Route(forms=(MemberRoleForm,)),
+    ("organizations.member_row", "GET"): Route(),
+    ("organizations.remove", "GET"): Route(),
+    ("organizations.remove", "POST"): Route(forms=(ClerkActionForm,)),
+    ("organizations.invite", "POST"): Route(forms=(OrganizationInviteForm,)),
+    ("organizations.revoke", "POST"): Route(forms=(ClerkActionForm,)),
     ("clerk.index", "GET"): Route(query=("state", "after", "before")),
     ("clerk.retry", "POST"): Route(forms=(ClerkActionForm,), form=("back",)),
     ("clerk.take_value", "POST"): Route(forms=(ClerkActionForm,)),
@@ -382,14 +406,18 @@ CRAFTED_CURSORS = [
     cursor(-(2**31) - 1),
     cursor(10**400),
     cursor(True),
+    cursor("-members", 2**31, "x"),
+    cursor("members", 1e309, "x"),
+    cursor("name", "\ud800", "x"),
+    cursor("-created_at", "2020-01-01T00:00:00+00:00", 7),
 ]
 
 # Valid values, so that requests also get past validation into the code behind it.
 VALID: dict[str, list[str]] = {
     "q": ["ada", "a", "example.com"],
-    "role": [r.value for r in UserRole],
+    "role": [*(r.value for r in UserRole), "org:admin", "org:member"],
     "status": [s.value for s in UserStatus],
-    "sort": list(SORTS),
+    "sort": list(dict.fromkeys([*SORTS, *ORGANIZATION_SORTS])),
     "per_page": [str(n) for n in PER_PAGE_CHOICES],
     "deleted": ["1", "on"],
     "locked": ["1", "on"],
@@ -417,6 +445,12 @@ VALID: dict[str, list[str]] = {
     "unsafe_metadata": ['{"theme": "dark"}', ""],
     "key": ["fuzz.key", "plan"],
     "value": ["pro", "x"],
+    "mq": ["ada", "a", "lovelace"],
+    "user": ["ada@example.com", "00000000-0000-4000-8000-000000000001", "ada"],
+    "name": ["Fuzz Org", "Acme"],
+    "slug": ["fuzz-org", "acme"],
+    "version": ["1", "2"],
+    "organization": ["00000000-0000-4000-8000-0000000000a1"],
 }
 CURSOR_NAMES = {"after", "before"}
 JSON_NAMES = {"public_metadata", "private_metadata", "unsafe_metadata", "value"}
@@ -495,7 +529,16 @@ class Real:
     n: int = 0
 
 
-REAL_KINDS = {"user_id": "user", "data_id": "data", "svix_id": "event", "call_id": "call", "token": "token"}
+REAL_KINDS = {
+    "user_id": "user",
+    "data_id": "data",
+    "svix_id": "event",
+    "call_id": "call",
+    "token": "token",
+    "organization_id": "organization",
+    "membership_id": "membership",
+    "invitation_id": "invitation",
+}
 VALID_CSRF = Real("csrf")
 
 
@@ -622,6 +665,13 @@ USER_IDS = {
     "suspended": "00000000-0000-4000-8000-000000000005",
 }
 PLAIN_CLERK_ID = "user_fuzzplain000000000000000001"
+ORGANIZATION_IDS = {"acme": "00000000-0000-4000-8000-0000000000a1", "deleted": "00000000-0000-4000-8000-0000000000a2"}
+MEMBERSHIP_IDS = {
+    "plain": "00000000-0000-4000-8000-0000000000b1",
+    "waiting": "00000000-0000-4000-8000-0000000000b2",
+    "deleted": "00000000-0000-4000-8000-0000000000b3",
+}
+INVITATION_IDS = {"pending": "00000000-0000-4000-8000-0000000000c1", "expired": "00000000-0000-4000-8000-0000000000c2"}
 
 
 class World:
@@ -743,6 +793,7 @@ class World:
                 ),
             ]
         )
+        self.seed_organizations(now)
         token = issue_sign_in_link(
             people[0],
             secret_key=self.app.config["SECRET_KEY"],
@@ -761,9 +812,83 @@ class World:
             ],
             "data": ["00000000-0000-4000-8000-0000000000d1", "00000000-0000-4000-8000-0000000000d2"],
             "event": ["msg_fuzz_failed", "msg_fuzz_applied"],
-            "call": ["1", "2"],
+            "call": ["1", "2", "3"],
             "token": [token],
+            "organization": list(ORGANIZATION_IDS.values()),
+            "membership": list(MEMBERSHIP_IDS.values()),
+            "invitation": list(INVITATION_IDS.values()),
         }
+
+    def seed_organizations(self, now) -> None:
+        """An organization with a member, one waiting for its user and a removed one, a pending and
+        an expired invitation, an open call; and a deleted organization with a member."""
+        db = self.db
+        acme, gone = ORGANIZATION_IDS["acme"], ORGANIZATION_IDS["deleted"]
+        db.session.add_all(
+            [
+                Organization(
+                    id=acme, clerk_id="org_fuzzacme", name="Acme", slug="acme", public_metadata='{"plan": "pro"}'
+                ),
+                Organization(id=gone, clerk_id="org_fuzzgone", name="Gone", slug="gone", deleted_at=now),
+            ]
+        )
+        db.session.flush()
+        db.session.add_all(
+            [
+                Membership(
+                    id=MEMBERSHIP_IDS["plain"],
+                    clerk_id="orgmem_fuzzplain",
+                    organization_id=acme,
+                    user_id=USER_IDS["plain"],
+                    clerk_user_id=PLAIN_CLERK_ID,
+                    identifier="ada@example.com",
+                    role="org:member",
+                ),
+                Membership(
+                    id=MEMBERSHIP_IDS["waiting"],
+                    clerk_id="orgmem_fuzzwaiting",
+                    organization_id=acme,
+                    clerk_user_id="user_fuzzwaiting",
+                    identifier="waiting@example.com",
+                    role="org:admin",
+                ),
+                Membership(
+                    id=MEMBERSHIP_IDS["deleted"],
+                    clerk_id="orgmem_fuzzdeleted",
+                    organization_id=gone,
+                    user_id=USER_IDS["suspended"],
+                    clerk_user_id="user_fuzzsuspended",
+                    identifier="suspended@example.com",
+                    role="org:member",
+                    deleted_at=now,
+                ),
+                OrganizationInvitation(
+                    id=INVITATION_IDS["pending"],
+                    clerk_id="orginv_fuzzpending",
+                    organization_id=acme,
+                    email="new@example.com",
+                    role="org:member",
+                ),
+                OrganizationInvitation(
+                    id=INVITATION_IDS["expired"],
+                    clerk_id="orginv_fuzzexpired",
+                    organization_id=acme,
+                    email="late@example.com",
+                    role="org:member",
+                    expires_at=now - timedelta(days=1),
+                ),
+                ClerkCall(
+                    id=3,
+                    organization_id=acme,
+                    operation="update_organization",
+                    payload='{"organization_id": "org_fuzzacme", "fields": {"name": "Acme"}}',
+                    state=ClerkCallState.FAILED.value,
+                    attempts=1,
+                    last_error="fuzz",
+                ),
+            ]
+        )
+        db.session.get(Organization, acme).members_count = 2
 
     def reset(self) -> None:
         _empty_tables()

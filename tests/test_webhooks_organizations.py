@@ -361,3 +361,17 @@ def test_a_malformed_organization_event_is_a_400_with_a_reason(client, db, event
 
 def test_an_event_type_not_used_yet_is_recorded_as_ignored(client, db):
     assert outcome(client, envelope("organizationDomain.created", {"id": "orgdmn_1"})) == "ignored"
+
+
+def test_a_members_email_and_names_follow_their_user(client, db):
+    """The members search reads the membership's own copy of the user's email and names: it must
+    stay current when the user changes them in Clerk."""
+    from tests.clerk_payloads import user_updated
+
+    user = clerk_user(email="old@example.com", first_name="Ada", last_name="Lovelace")
+    org = clerk_organization()
+    outcome(client, created("organizationMembership", clerk_membership(org, user["id"], identifier="old@example.com")))
+    outcome(client, user_created(user))
+    outcome(client, user_updated(user, first_name="Augusta", last_name="King"))
+    (member,) = memberships(db, org_row(db, org["id"]))
+    assert (member.identifier, member.first_name, member.last_name) == ("old@example.com", "Augusta", "King")

@@ -33,6 +33,23 @@ ACTION_LABELS = {
     "clerk.email_refused": "Email change refused by Clerk (email put back)",
     "clerk.take_value": "Took Clerk's value",
     "clerk.answer": "Updated from Clerk's answer to a call",
+    "organization.create": "Organization created",
+    "organization.update": "Organization updated",
+    "organization.rename": "Organization renamed",
+    "organization.delete": "Organization deleted",
+    "membership.create": "Member added",
+    "membership.update": "Membership updated",
+    "membership.role": "Member's role changed",
+    "membership.remove": "Member removed",
+    "membership.delete": "Membership ended",
+    "membership.claimed": "Membership confirmed by Clerk",
+    "membership.replaced": "Membership replaced by a newer one",
+    "membership.organization_deleted": "Memberships ended (organization deleted)",
+    "organization_invitation.create": "Invited to the organization",
+    "organization_invitation.update": "Organization invitation updated",
+    "organization_invitation.revoke": "Organization invitation revoked",
+    "organization_invitation.claimed": "Organization invitation confirmed by Clerk",
+    "organization_invitation.organization_deleted": "Invitation revoked (organization deleted)",
 }
 
 

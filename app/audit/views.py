@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from app.audit.labels import action_label, parse_changes
-from app.audit.queries import AuditFilters, known_actions, list_events
+from app.audit.queries import AuditFilters, known_actions, list_events, organization_named
 from app.audit.services import Source
 from app.pages import answer
 
@@ -25,4 +25,5 @@ def index():
         sources=[s.value for s in Source],
         action_label=action_label,
         parse_changes=parse_changes,
+        page_extras=lambda: {"organization": organization_named(filters.organization)},
     )

@@ -1,34 +1,65 @@
-"""`flask clerk sync`: every Clerk user through the same upsert as the webhook, page by page.
+"""`flask clerk sync`: everything in Clerk through the same rules as the webhooks, page by page.
 
-Pages are read oldest first (`+created_at`), so users created in Clerk during the run land on
-later pages instead of shifting the ones still to come, and an offset names a place to resume.
-The generator yields after each page; the caller commits there, so an interrupted run keeps
-what it did and a re-run changes nothing that is already in step (idempotent).
+Four stages, in this order, so each finds what it refers to: users, organizations, each
+organization's memberships, then the instance's pending organization invitations. Users,
+organizations and invitations are read oldest first (`+created_at`), so what Clerk creates during
+the run lands on later pages instead of shifting the ones still to come, and an offset names a
+place to resume; the memberships stage walks our organizations in the same order, and its offset
+counts organizations. Each generator yields after each page; the caller commits there, so an
+interrupted run keeps what it did and a re-run changes nothing that is already in step
+(idempotent). A 429 from Clerk is waited out for as long as its Retry-After says, then the same
+page is asked again.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, TypeVar
 
-from clerk_backend_api import Clerk
+import sqlalchemy as sa
+from clerk_backend_api import Clerk, models
 
 from app.audit.services import Actor
 from app.clerk.client import quiet_sdk_deprecations
-from app.clerk.sync import MalformedClerkData, SyncOutcome, clerk_user_from_dict, upsert_clerk_user
+from app.clerk.organizations import apply_invitation, apply_membership, apply_organization
+from app.clerk.outbox.delivery import backoff_seconds, retry_after_seconds
+from app.clerk.sync import MalformedClerkData, SyncOutcome, SyncResult, clerk_user_from_dict, upsert_clerk_user
+from app.extensions import db
+from app.models import Organization
 
 MAX_PAGE_SIZE = 500  # Clerk refuses a limit above 500
+MAX_RATE_LIMIT_WAITS: Final = 20  # then the 429 is reported: Clerk is not letting this run through
+USERS, ORGANIZATIONS, MEMBERSHIPS, INVITATIONS = "users", "organizations", "memberships", "invitations"
+STAGES: Final = (USERS, ORGANIZATIONS, MEMBERSHIPS, INVITATIONS)
+# What an offset counts in each stage, for "sync stopped at <noun> <offset>".
+STAGE_ITEM: Final = {
+    USERS: "user",
+    ORGANIZATIONS: "organization",
+    MEMBERSHIPS: "organization",
+    INVITATIONS: "invitation",
+}
+T = TypeVar("T")
+Wait = Callable[[float], None]
+
+
+def pause(seconds: float) -> None:
+    """Sleep out Clerk's Retry-After (tests replace it)."""
+    import time
+
+    time.sleep(seconds)
 
 
 @dataclass
 class BackfillProgress:
-    """Where a run is: `offset` is the next user to read, and a place to resume from."""
+    """Where a stage is: `offset` is the next item to read, and a place to resume from."""
 
     offset: int
-    page_size: int = 0
+    page_size: int = 0  # how many items the last page had (the users and invitations bars move by it)
     counts: Counter[str] = field(default_factory=Counter)
+    stage: str = USERS
+    step: int = 0  # how far the progress bar moves for the last page
 
     def summary(self) -> str:
         c = self.counts
@@ -36,10 +67,12 @@ class BackfillProgress:
         extras = [
             f"{c[k]} {label}"
             for k, label in (
-                ("claimed", "claimed from invitations"),
+                ("claimed", "claimed from invitations" if self.stage == USERS else "claimed from the dashboard's"),
                 ("unclaimed", "created apart from a staff account (email not verified in Clerk)"),
+                ("deleted", "stored as removed"),
                 ("stale", "skipped (newer data already here)"),
                 ("gone", "skipped (deleted here)"),
+                ("missing", "organizations skipped (no longer in Clerk)"),
                 ("malformed", "malformed"),
             )
             if c[k]
@@ -47,16 +80,38 @@ class BackfillProgress:
         return text + (f"; {', '.join(extras)}" if extras else "")
 
 
-def count_clerk_users(clerk: Clerk) -> int:
+def patiently(request: Callable[[], T], *, wait: Wait) -> T:
+    """`request()`, with each 429 waited out (Retry-After, else a backoff) and the request made again."""
+    for attempt in range(1, MAX_RATE_LIMIT_WAITS + 1):
+        try:
+            with quiet_sdk_deprecations():
+                return request()
+        except models.ClerkBaseError as error:
+            if error.status_code != 429:
+                raise
+            seconds = retry_after_seconds(error.headers)
+            wait(seconds if seconds is not None else float(backoff_seconds(attempt)))
     with quiet_sdk_deprecations():
-        return clerk.users.count().total_count
+        return request()
 
 
-def fetch_page(clerk: Clerk, *, offset: int, page_size: int) -> list[dict[str, Any]]:
-    with quiet_sdk_deprecations():
-        users = clerk.users.list(request={"limit": page_size, "offset": offset, "order_by": "+created_at"})
+def _dump(model: Any) -> dict[str, Any]:
     # by_alias: the JSON names, the same keys a webhook's `data` has.
-    return [user.model_dump(mode="python", by_alias=True) for user in users or []]
+    return model.model_dump(mode="python", by_alias=True)
+
+
+# --- Users ------------------------------------------------------------------------------------------
+
+
+def count_clerk_users(clerk: Clerk, *, wait: Wait = pause) -> int:
+    return patiently(lambda: clerk.users.count(), wait=wait).total_count
+
+
+def fetch_page(clerk: Clerk, *, offset: int, page_size: int, wait: Wait = pause) -> list[dict[str, Any]]:
+    users = patiently(
+        lambda: clerk.users.list(request={"limit": page_size, "offset": offset, "order_by": "+created_at"}), wait=wait
+    )
+    return [_dump(user) for user in users or []]
 
 
 def backfill_page(users: list[dict[str, Any]], *, actor: Actor) -> Counter[str]:
@@ -73,19 +128,180 @@ def backfill_page(users: list[dict[str, Any]], *, actor: Actor) -> Counter[str]:
     return counts
 
 
+def _page_size(page_size: int) -> int:
+    return max(1, min(page_size, MAX_PAGE_SIZE))
+
+
 def backfill_users(
-    clerk: Clerk, *, actor: Actor, page_size: int = MAX_PAGE_SIZE, offset: int = 0
+    clerk: Clerk, *, actor: Actor, page_size: int = MAX_PAGE_SIZE, offset: int = 0, wait: Wait = pause
 ) -> Iterator[BackfillProgress]:
     """Upsert every Clerk user from `offset` on; yields after each page (commit there)."""
-    page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+    page_size = _page_size(page_size)
     progress = BackfillProgress(offset=offset)
     while True:
-        users = fetch_page(clerk, offset=progress.offset, page_size=page_size)
+        users = fetch_page(clerk, offset=progress.offset, page_size=page_size, wait=wait)
         if not users:
             return
         progress.counts += backfill_page(users, actor=actor)
         progress.offset += len(users)
-        progress.page_size = len(users)
+        progress.page_size = progress.step = len(users)
         yield progress
         if len(users) < page_size:
             return
+
+
+# --- Organizations ----------------------------------------------------------------------------------
+
+
+def _apply_each(items: list[Any], apply: Callable[[dict[str, Any]], SyncResult], counts: Counter[str]) -> None:
+    for item in items:
+        try:
+            result = apply(_dump(item))
+        except MalformedClerkData:
+            counts["malformed"] += 1
+            continue
+        counts[result.outcome.value] += 1
+
+
+def count_clerk_organizations(clerk: Clerk, *, wait: Wait = pause) -> int:
+    return patiently(lambda: clerk.organizations.list(limit=1, offset=0), wait=wait).total_count
+
+
+def backfill_organizations(
+    clerk: Clerk, *, actor: Actor, page_size: int = MAX_PAGE_SIZE, offset: int = 0, wait: Wait = pause
+) -> Iterator[BackfillProgress]:
+    """Upsert every Clerk organization from `offset` on, oldest first; yields after each page."""
+    page_size = _page_size(page_size)
+    progress = BackfillProgress(offset=offset, stage=ORGANIZATIONS)
+    while True:
+        start = progress.offset
+        page = patiently(
+            lambda start=start: clerk.organizations.list(order_by="+created_at", limit=page_size, offset=start),
+            wait=wait,
+        )
+        organizations = list(page.data or [])
+        if not organizations:
+            return
+        _apply_each(organizations, lambda data: apply_organization(data, actor=actor), progress.counts)
+        progress.offset += len(organizations)
+        progress.page_size = progress.step = len(organizations)
+        yield progress
+        if len(organizations) < page_size:
+            return
+
+
+# --- Memberships: each of our organizations' -------------------------------------------------------
+
+
+def count_live_organizations() -> int:
+    return db.session.scalar(sa.select(sa.func.count()).where(Organization.deleted_at.is_(None))) or 0
+
+
+def _organizations_from(offset: int, batch: int) -> Iterator[tuple[str, str]]:
+    """(id, clerk_id) of the live organizations, oldest first, from the `offset`-th on: OFFSET once,
+    then keyset pages, so a long run does not rescan what it has passed."""
+    order = (Organization.created_at, Organization.id)
+    query = sa.select(Organization.id, Organization.clerk_id, Organization.created_at).where(
+        Organization.deleted_at.is_(None)
+    )
+    rows = db.session.execute(query.order_by(*order).offset(offset).limit(batch)).all()
+    while rows:
+        yield from ((row.id, row.clerk_id) for row in rows)
+        if len(rows) < batch:
+            return
+        after = sa.tuple_(sa.literal(rows[-1].created_at, Organization.created_at.type), sa.literal(rows[-1].id))
+        rows = db.session.execute(query.where(sa.tuple_(*order) > after).order_by(*order).limit(batch)).all()
+
+
+def _membership_page(clerk: Clerk, clerk_id: str, *, offset: int, limit: int, wait: Wait) -> Any:
+    return patiently(
+        lambda: clerk.organization_memberships.list(
+            organization_id=clerk_id, order_by="+created_at", limit=limit, offset=offset
+        ),
+        wait=wait,
+    )
+
+
+def backfill_memberships(
+    clerk: Clerk, *, actor: Actor, page_size: int = MAX_PAGE_SIZE, offset: int = 0, wait: Wait = pause
+) -> Iterator[BackfillProgress]:
+    """Each live organization's memberships, from our `offset`-th organization on; yields after each
+    page of members (the offset moves once an organization is done: a resumed run redoes at most one,
+    which changes nothing)."""
+    page_size = _page_size(page_size)
+    progress = BackfillProgress(offset=offset, stage=MEMBERSHIPS)
+    for _, clerk_id in _organizations_from(offset, MAX_PAGE_SIZE):
+        read, done = 0, False
+        while not done:
+            try:
+                memberships = list(
+                    _membership_page(clerk, clerk_id, offset=read, limit=page_size, wait=wait).data or []
+                )
+            except models.ClerkBaseError as error:
+                if error.status_code != 404:
+                    raise
+                memberships = []
+                progress.counts["missing"] += 1  # deleted in Clerk since: its webhook ends it here
+            _apply_each(memberships, lambda data: apply_membership(data, actor=actor), progress.counts)
+            read += len(memberships)
+            done = len(memberships) < page_size
+            progress.offset += done
+            progress.page_size, progress.step = len(memberships), int(done)
+            yield progress
+
+
+# --- Pending organization invitations: the instance's -----------------------------------------------
+
+
+def _pending_invitations(clerk: Clerk, *, offset: int, limit: int, wait: Wait) -> Any:
+    return patiently(
+        lambda: clerk.organization_invitations.get_all(
+            status=models.ListInstanceOrganizationInvitationsQueryParamStatus.PENDING,
+            order_by="+created_at",
+            limit=limit,
+            offset=offset,
+        ),
+        wait=wait,
+    )
+
+
+def count_pending_invitations(clerk: Clerk, *, wait: Wait = pause) -> int:
+    return _pending_invitations(clerk, offset=0, limit=1, wait=wait).total_count
+
+
+def backfill_invitations(
+    clerk: Clerk, *, actor: Actor, page_size: int = MAX_PAGE_SIZE, offset: int = 0, wait: Wait = pause
+) -> Iterator[BackfillProgress]:
+    """Every pending organization invitation from `offset` on, oldest first; yields after each page."""
+    page_size = _page_size(page_size)
+    progress = BackfillProgress(offset=offset, stage=INVITATIONS)
+    while True:
+        page = _pending_invitations(clerk, offset=progress.offset, limit=page_size, wait=wait)
+        invitations = list(page.data or [])
+        if not invitations:
+            return
+        _apply_each(invitations, lambda data: apply_invitation(data, actor=actor), progress.counts)
+        progress.offset += len(invitations)
+        progress.page_size = progress.step = len(invitations)
+        yield progress
+        if len(invitations) < page_size:
+            return
+
+
+STAGE_RUNS: Final = {
+    USERS: backfill_users,
+    ORGANIZATIONS: backfill_organizations,
+    MEMBERSHIPS: backfill_memberships,
+    INVITATIONS: backfill_invitations,
+}
+
+
+def stage_total(clerk: Clerk, stage: str, *, wait: Wait = pause) -> int:
+    """How far the stage's progress bar goes: Clerk's count, or our organizations for memberships."""
+    if stage == USERS:
+        return count_clerk_users(clerk, wait=wait)
+    if stage == ORGANIZATIONS:
+        return count_clerk_organizations(clerk, wait=wait)
+    if stage == MEMBERSHIPS:
+        return count_live_organizations()
+    return count_pending_invitations(clerk, wait=wait)

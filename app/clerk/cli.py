@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 from app.audit.services import Actor
 from app.extensions import db
 
-clerk_cli = AppGroup("clerk", help="Keep the users table in step with Clerk.")
+clerk_cli = AppGroup("clerk", help="Keep users and organizations in step with Clerk.")
 
 
 @clerk_cli.command("sync")
@@ -20,44 +20,73 @@ clerk_cli = AppGroup("clerk", help="Keep the users table in step with Clerk.")
     type=click.IntRange(1, 500),
     default=500,
     show_default=True,
-    help="Users per request to Clerk (Clerk allows at most 500).",
+    help="Items per request to Clerk (Clerk allows at most 500).",
+)
+@click.option(
+    "--from",
+    "start",
+    type=click.Choice(["users", "organizations", "memberships", "invitations"]),
+    default="users",
+    show_default=True,
+    help="Begin at this stage (the stages before it are skipped): the one an interrupted run printed.",
 )
 @click.option(
     "--offset",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Start from this user (oldest first): the place an interrupted run printed.",
+    help="Start the first stage from this item (oldest first): the place an interrupted run printed.",
 )
-def sync_command(page_size: int, offset: int) -> None:
-    """Backfill every user from Clerk's API (idempotent; safe to run again at any time)."""
+def sync_command(page_size: int, start: str, offset: int) -> None:
+    """Backfill users, organizations, their memberships and pending organization invitations from
+    Clerk's API (idempotent; safe to run again at any time)."""
     import httpx
     from clerk_backend_api.models import ClerkBaseError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from app.clerk.backfill import BackfillProgress, backfill_users, count_clerk_users
+    from app.clerk import backfill
     from app.clerk.client import ClerkNotConfigured, clerk_client
 
     try:
         client = clerk_client()
     except ClerkNotConfigured as error:
         raise click.ClickException(str(error)) from error
-    progress = BackfillProgress(offset=offset)
+
+    def wait(seconds: float) -> None:
+        click.echo(f"\nClerk asks us to slow down (429): waiting {seconds:g} s.", err=True)
+        backfill.pause(seconds)
+
+    done: list[str] = []
     with client as clerk:
-        try:
-            total = count_clerk_users(clerk)
-            with click.progressbar(length=max(total - offset, 0), label="Syncing users from Clerk") as bar:
-                for progress in backfill_users(clerk, actor=Actor.cli(), page_size=page_size, offset=offset):
-                    db.session.commit()  # each page is kept, so a later failure loses nothing before it
-                    bar.update(progress.page_size)
-        except (ClerkBaseError, httpx.HTTPError, SQLAlchemyError, KeyboardInterrupt) as error:
-            db.session.rollback()
-            reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
-            raise click.ClickException(
-                f"sync stopped at user {progress.offset} ({reason}). Users before it are saved "
-                f"({progress.summary()}); resume with: flask clerk sync --offset {progress.offset}"
-            ) from error
-    click.echo(f"Clerk sync done: {progress.summary()}.")
+        for stage in backfill.STAGES[backfill.STAGES.index(start) :]:
+            first = offset if stage == start else 0
+            progress = backfill.BackfillProgress(offset=first, stage=stage)
+            try:
+                total = backfill.stage_total(clerk, stage, wait=wait)
+                with click.progressbar(length=max(total - first, 0), label=f"Syncing {stage} from Clerk") as bar:
+                    run = backfill.STAGE_RUNS[stage]
+                    for progress in run(clerk, actor=Actor.cli(), page_size=page_size, offset=first, wait=wait):
+                        db.session.commit()  # each page is kept, so a later failure loses nothing before it
+                        bar.update(progress.step)
+            except (ClerkBaseError, httpx.HTTPError, SQLAlchemyError, KeyboardInterrupt) as error:
+                db.session.rollback()
+                reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+                resume = "flask clerk sync" + ("" if stage == "users" else f" --from {stage}")
+                raise click.ClickException(
+                    f"sync stopped at {backfill.STAGE_ITEM[stage]} {progress.offset} ({reason}). "
+                    f"{SAVED[stage]} ({progress.summary()}); resume with: {resume} --offset {progress.offset}"
+                ) from error
+            done.append(f"{stage}: {progress.summary()}")
+    click.echo(f"Clerk sync done: {'; '.join(done)}.")
+
+
+# What an interrupted stage kept, for its message.
+SAVED = {
+    "users": "Users before it are saved",
+    "organizations": "Organizations before it are saved",
+    "memberships": "The members of the organizations before it are saved",
+    "invitations": "Invitations before it are saved",
+}
 
 
 @clerk_cli.command("push")

@@ -129,20 +129,21 @@ def organization_from_dict(data: Any, name: str = "data") -> Incoming:
     return Incoming(_id(data, "id", name), ms(data.get("updated_at")), ms_to_datetime(data.get("created_at")), fields)
 
 
-def _member_user_id(data: Mapping[str, Any]) -> tuple[str, str | None]:
-    """The member's Clerk user id and identifier, from public_user_data (the SDK's dump has it too)."""
-    user_data = _object(data.get("public_user_data"), "data.public_user_data")
-    return _id(user_data, "user_id", "data.public_user_data"), _short_text(
-        user_data, "identifier", "data.public_user_data"
-    )
+def _member_user_data(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The member's Clerk user id, and what public_user_data says of them (the SDK's dump has it too)."""
+    name = "data.public_user_data"
+    user_data = _object(data.get("public_user_data"), name)
+    shown = {
+        key: _short_text(user_data, key, name) for key in ("identifier", "first_name", "last_name") if key in user_data
+    }
+    return _id(user_data, "user_id", name), shown
 
 
 def membership_from_dict(data: Any) -> tuple[Incoming, Incoming, str]:
     """(the membership, its embedded organization, the member's Clerk user id)."""
     data = _object(data, "data")
     organization = organization_from_dict(data.get("organization"), "data.organization")
-    clerk_user_id, identifier = _member_user_id(data)
-    fields: dict[str, Any] = {"identifier": identifier}
+    clerk_user_id, fields = _member_user_data(data)
     if "role" in data:
         fields["role"] = _short_text(data, "role", "data") or ""
     if "permissions" in data:

@@ -77,9 +77,16 @@ def retry(call_id: int):
             f"Call #{call.id} is {call.state} in Clerk: {call.last_error or report.stopped or 'not sent yet'}.",
             "error" if call.state == "failed" else "warning",
         )
-    if request.form.get("back") == "user" and call.user is not None:
-        return redirect(url_for("users.detail", user_id=call.user.id, _anchor="clerk"))
-    return redirect(url_for("clerk.index"))
+    return redirect(page_of(call, back=request.form.get("back")))
+
+
+def page_of(call: ClerkCall, *, back: str | None = "user") -> str:
+    """Where the admin acted on a call: its organization's page, its user's page, or the Clerk page."""
+    if call.organization_id is not None and back in ("user", "organization"):
+        return url_for("organizations.detail", organization_id=call.organization_id, _anchor="clerk")
+    if call.user_id is not None and back == "user":
+        return url_for("users.detail", user_id=call.user_id, _anchor="clerk")
+    return url_for("clerk.index")
 
 
 def shown(value, limit: int = 80) -> str:
@@ -99,14 +106,14 @@ def take_value(call_id: int):
     except ClerkUnavailable as unavailable:
         db.session.rollback()
         flash(f"Could not take Clerk's value for call #{call_id}: {unavailable}", "error")
-        return redirect(url_for("users.detail", user_id=call.user_id, _anchor="clerk"))
+        return redirect(page_of(call))
     db.session.commit()
     if changed:
         taken = "; ".join(f"{name}: {shown(pair[0])} → {shown(pair[1])}" for name, pair in changed.items())
         flash(f"Took Clerk's value (call #{call_id} given up). {taken}.", "success")
     else:
         flash(f"Call #{call_id} given up: Clerk holds the same values as the dashboard; nothing changed.", "success")
-    return redirect(url_for("users.detail", user_id=call.user_id, _anchor="clerk"))
+    return redirect(page_of(call))
 
 
 @bp.post("/clerk/push")

@@ -1,1 +1,162 @@
-"""Organizations: placeholder until built."""
+"""Forms for the organization pages: the services' rules (app/organizations/services.py), shown by
+each field. Roles are a choice among CLERK_ORGANIZATION_ROLES (and a member's current role)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, SelectChoice, SelectField, StringField
+from wtforms.validators import DataRequired, Email, Length, ValidationError
+
+from app.database import line_problem
+from app.extensions import db
+from app.models import User
+from app.organizations.services import (
+    EMAIL_MAX,
+    name_problem,
+    role_label,
+    roles_for,
+    slug_problem,
+)
+from app.records.users import find_live_user_by_email, normalise_email
+
+
+def strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+class PlainText:
+    """One line of ordinary text: no control characters (newlines, tabs, NUL) and no bidi overrides."""
+
+    def __call__(self, form, field):
+        if field.data and (problem := line_problem(field.data)):
+            raise ValidationError(problem)
+
+
+class OrganizationName:
+    def __call__(self, form, field):
+        if problem := name_problem(field.data or ""):
+            raise ValidationError(problem)
+
+
+class Slug:
+    def __call__(self, form, field):
+        if field.data and (problem := slug_problem(field.data)):
+            raise ValidationError(problem)
+
+
+class NormalisedEmail:
+    """Store one spelling per address: an IDNA domain in Unicode, lower case (user@bücher.de)."""
+
+    def __call__(self, form, field):
+        if field.data and not field.errors:
+            field.data = normalise_email(field.data)
+
+
+def role_choices(current: str | None = None) -> list[SelectChoice]:
+    return [SelectChoice(role, role_label(role)) for role in roles_for(current)]
+
+
+def default_role() -> str | None:
+    """What the add and invite forms preselect: the plain member role when offered."""
+    roles = roles_for()
+    return "org:member" if "org:member" in roles else (roles[-1] if roles else None)
+
+
+def role_field() -> SelectField:
+    # The choices are the app's (set when the form is made, in a request or app context).
+    return SelectField("Role", choices=[], validate_choice=True)
+
+
+class VersionedForm(FlaskForm):
+    version = HiddenField()
+
+    def expected_version(self) -> int | None:
+        try:
+            return int(self.version.data)
+        except (TypeError, ValueError, OverflowError):
+            return None
+
+
+class OrganizationEditForm(VersionedForm):
+    """Rename: the name (2 to 256 characters) and the slug (Clerk's rule)."""
+
+    name = StringField("Name", filters=[strip], validators=[OrganizationName()])
+    slug = StringField("Slug", filters=[strip], validators=[Slug()])
+
+    def fill_from(self, organization) -> None:
+        self.name.data, self.slug.data = organization.name, organization.slug
+        self.version.data = organization.version
+
+    def slug_value(self) -> str | None:
+        return self.slug.data or None
+
+
+class AddMemberForm(FlaskForm):
+    """`user` is a user's id or email (typed, or picked from a search); `member` is that user once valid."""
+
+    user = StringField(
+        "User",
+        filters=[strip],
+        validators=[DataRequired("Choose a user: their email or id."), Length(max=EMAIL_MAX), PlainText()],
+    )
+    role = role_field()
+
+    member: User | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.role.choices = role_choices()
+        if self.role.raw_data is None and self.role.data is None:  # opened, not posted: preselect
+            self.role.data = default_role()
+
+    def validate_user(self, field) -> None:
+        self.member = find_member(field.data)
+        if self.member is None:
+            raise ValidationError(f"No user has the id or email {field.data!r}.")
+
+
+def find_member(text: str) -> User | None:
+    """The user an admin named: by our id, by Clerk id, else the live user with that email."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    by_id = db.session.scalars(sa.select(User).where(sa.or_(User.id == text, User.clerk_id == text)).limit(1)).first()
+    if by_id is not None:
+        return by_id
+    if "@" in text:
+        return find_live_user_by_email(text)
+    return None
+
+
+class MemberRoleForm(VersionedForm):
+    """A member's role: the configured roles, and the one they hold (a custom role Clerk gave them)."""
+
+    role = role_field()
+
+    def __init__(self, *args, current_role: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.role.choices = role_choices(current_role)
+        if self.role.raw_data is None and self.role.data is None:  # opened, not posted: their role
+            self.role.data = current_role
+
+
+class OrganizationInviteForm(FlaskForm):
+    email = StringField(
+        "Email",
+        filters=[strip],
+        validators=[
+            DataRequired("Email is required."),
+            Email("Enter a valid email address."),
+            Length(max=EMAIL_MAX),
+            PlainText(),
+            NormalisedEmail(),
+        ],
+    )
+    role = role_field()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.role.choices = role_choices()
+        if self.role.raw_data is None and self.role.data is None:  # opened, not posted: preselect
+            self.role.data = default_role()

@@ -192,6 +192,20 @@ class UserFigures:
     by_status: Breakdown
     by_role: Breakdown
     deleted: int
+    organizations: OrganizationFigures
+
+
+@dataclass(frozen=True)
+class OrganizationFigures:
+    """Exact, from the same counters (kept with each change): live and deleted organizations, live memberships."""
+
+    live: int
+    deleted: int
+    memberships: int
+
+    @property
+    def members_per_organization(self) -> float:
+        return self.memberships / self.live if self.live > 0 else 0.0
 
 
 @dataclass
@@ -233,6 +247,11 @@ def user_figures_and_activity(days: int, *, with_figures: bool = True) -> tuple[
         by_status=breakdown(counts, user_counts.STATUS, UserStatus),
         by_role=breakdown(counts, user_counts.ROLE, UserRole),
         deleted=counts.get((user_counts.DELETED, user_counts.ALL), 0),
+        organizations=OrganizationFigures(
+            live=counts.get((user_counts.ORGANIZATIONS, user_counts.LIVE), 0),
+            deleted=counts.get((user_counts.ORGANIZATIONS, user_counts.DELETED), 0),
+            memberships=counts.get((user_counts.MEMBERSHIPS, user_counts.LIVE), 0),
+        ),
     )
     return figures, activity
 

@@ -143,6 +143,21 @@ def update_membership_fields(
     return changed
 
 
+MEMBER_FIELDS = {"email": "identifier", "first_name": "first_name", "last_name": "last_name"}
+
+
+def refresh_member_details(user: User, changed: Iterable[str]) -> None:
+    """The user's email or names changed: their memberships show (and are searched by) the new ones."""
+    values = {column: getattr(user, field) for field, column in MEMBER_FIELDS.items() if field in changed}
+    if values and user.id:
+        db.session.execute(
+            sa.update(Membership)
+            .where(Membership.user_id == user.id)
+            .values(**values)
+            .execution_options(synchronize_session="fetch")
+        )
+
+
 def lock_clerk_user_id(clerk_user_id: str) -> None:
     """Serialise, per Clerk user id, a membership looking for its user and the user's arrival
     attaching waiting memberships: otherwise each could miss the other's uncommitted row (on
@@ -162,7 +177,7 @@ def attach_waiting_memberships(user: User) -> int:
     return db.session.execute(
         sa.update(Membership)
         .where(Membership.clerk_user_id == user.clerk_id, Membership.user_id.is_(None))
-        .values(user_id=user.id)
+        .values(user_id=user.id, identifier=user.email, first_name=user.first_name, last_name=user.last_name)
         .execution_options(synchronize_session=False)
     ).rowcount
 

@@ -17,6 +17,7 @@ from app.audit.services import Actor, diff, record
 from app.extensions import db
 from app.models import ClerkIdKind, User, UserRole, UserStatus
 from app.records import counts
+from app.records.organizations import MEMBER_FIELDS, refresh_member_details
 
 
 def normalise_email(email: str) -> str:
@@ -114,5 +115,7 @@ def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str =
         user.session_generation = User.session_generation + 1  # ends all their sessions (app/auth/guard.py)
     db.session.flush()
     counts.note_change(counted_before, user)
+    if MEMBER_FIELDS.keys() & changed.keys():
+        refresh_member_details(user, changed)
     record(action, actor=actor, target=user, changes=changed)
     return changed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import unicodedata
 from typing import Any
 
 from flask_wtf import FlaskForm
@@ -12,7 +11,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from wtforms import BooleanField, HiddenField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
-from app.database import BIDI_CONTROLS, text_problem
+from app.database import line_problem, text_problem
 from app.models import STATUS_VERBS, UserRole, UserStatus
 from app.records.users import normalise_email
 from app.users.services import MAX_METADATA_BYTES, metadata_size
@@ -57,13 +56,9 @@ class PlainText:
     """One line of ordinary text: no control characters (newlines, tabs, NUL) and no bidi overrides."""
 
     def __call__(self, form, field):
-        if not field.data:
-            return
-        for char in field.data:
-            if char in BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
-                raise ValidationError(
-                    f"Must not contain control or text-direction characters (found U+{ord(char):04X})."
-                )
+        problem = line_problem(field.data) if field.data else None
+        if problem:
+            raise ValidationError(problem)
 
 
 class NormalisedEmail:

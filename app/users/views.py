@@ -27,6 +27,8 @@ from app.clerk.outbox.queries import call_offers, open_calls_for, waiting_for, w
 from app.errors import ensure_form_accepted, error_page
 from app.extensions import db
 from app.models import STATUS_VERBS, User, UserData, UserRole, UserStatus
+from app.organizations.queries import organizations_of_user
+from app.organizations.services import role_label
 from app.pages import answer, fragment_or_redirect, pretty_json, wants_fragment
 from app.permissions import can_act_on, can_change_roles, can_delete, ensure_can_delete, ensure_can_manage
 from app.users import export
@@ -260,6 +262,8 @@ def detail_extras(user: User) -> dict:
     open_calls = open_calls_for(user)
     return {
         "history": history_for(user),
+        "organizations": organizations_of_user(user),
+        "role_label": role_label,
         "open_calls": open_calls,
         **call_offers(open_calls, {user.id} if may_act else set()),
         "waiting": waiting_for(open_calls),

@@ -66,6 +66,8 @@ def upgrade():
         sa.Column("user_id", sa.Text(), nullable=True),
         sa.Column("clerk_user_id", sa.Text(), nullable=False),
         sa.Column("identifier", sa.Text(), nullable=True),
+        sa.Column("first_name", sa.Text(), nullable=True),
+        sa.Column("last_name", sa.Text(), nullable=True),
         sa.Column("role", sa.Text(), nullable=False),
         sa.Column("permissions", sa.Text(), nullable=True),
         sa.Column("public_metadata", sa.Text(), nullable=True),
@@ -96,6 +98,15 @@ def upgrade():
         sqlite_where=LIVE,
     )
     op.create_index("ix_memberships_user_id", "memberships", ["user_id"])
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE INDEX ix_memberships_search_trgm ON memberships USING gin ((lower(coalesce(identifier, '') "
+            "|| ' ' || coalesce(first_name, '') || ' ' || coalesce(last_name, ''))) gin_trgm_ops)"
+        )
+        op.execute(
+            "CREATE INDEX ix_memberships_organization_email ON memberships "
+            "(organization_id, lower(identifier) text_pattern_ops) WHERE deleted_at IS NULL"
+        )
     op.create_index("ix_memberships_clerk_user_id", "memberships", ["clerk_user_id"])
 
     op.create_table(

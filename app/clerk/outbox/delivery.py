@@ -5,7 +5,9 @@ the one place outside the views and the CLI that commits. Each worker claims one
 `FOR UPDATE SKIP LOCKED`, and every call is idempotent against Clerk (docs/clerk-outbound.md).
 Answers that mean "never" (404, 400/422, other 4xx) mark the row `failed`; everything else is
 retried later with exponential backoff. When Clerk answers with the user, its state is applied
-here through the webhook rules, so a late webhook older than it cannot undo the edit.
+here through the webhook rules, so a late webhook older than it cannot undo the edit; so are its
+answers about an organization, a membership or an organization invitation (app/clerk/organizations.py).
+A user's calls go in order, and so do an organization's (its fields, members and invitations).
 """
 
 from __future__ import annotations
@@ -28,30 +30,38 @@ from sqlalchemy.orm import aliased
 
 from app.audit.services import Actor
 from app.clerk.client import clerk_client, clerk_connected, quiet_sdk_deprecations
+from app.clerk.organizations import apply_invitation, apply_membership, apply_organization, organization_from_dict
 from app.clerk.outbox import (
     BAN,
     CREATE_EMAIL,
     CREATE_INVITATION,
+    CREATE_MEMBERSHIP,
+    CREATE_ORGANIZATION_INVITATION,
     DASHBOARD_METADATA_KEYS,
     DELETE_EMAIL,
+    DELETE_MEMBERSHIP,
     DELETE_USER,
     EDIT_METADATA,
     METADATA,
     OPEN_STATES,
     REVOKE_INVITATION,
+    REVOKE_ORGANIZATION_INVITATION,
     REVOKE_SESSIONS,
     TOUCHED,
     UNBAN,
     UNLOCK,
+    UPDATE_MEMBERSHIP,
+    UPDATE_ORGANIZATION,
     UPDATE_USER,
     carried_fields,
     waits_for_clerk_user,
 )
-from app.clerk.outbox.enqueue import RetryRefused, supersede
+from app.clerk.outbox.enqueue import TOUCHED_ORGANIZATIONS, RetryRefused, in_clerk, supersede
 from app.clerk.sync import MalformedClerkData, clerk_user_from_dict, upsert_clerk_user
 from app.extensions import db
-from app.models import ClerkCall, ClerkCallState, User, utcnow
-from app.permissions import ensure_can_manage
+from app.models import ClerkCall, ClerkCallState, Membership, OrganizationInvitation, User, utcnow
+from app.permissions import ensure_can_manage, ensure_can_manage_organizations
+from app.records.organizations import update_invitation_fields, update_membership_fields, update_organization_fields
 from app.records.users import update_user_fields
 
 BACKOFF_BASE_S: Final = 10
@@ -60,6 +70,7 @@ REQUEST_BUDGET_MS: Final = 3_000  # right after a request: the page must answer 
 CLI_TIMEOUT_MS: Final = 10_000
 # Answers worth trying again: auth (an operator fixes the key), timeouts, conflicts, rate limits.
 TRANSIENT_4XX: Final = frozenset({401, 403, 408, 409, 423, 425, 429})
+ALREADY_A_MEMBER: Final = "already_a_member_in_organization"  # Clerk's code for adding a member twice
 
 
 class Outcome(enum.StrEnum):
@@ -136,21 +147,37 @@ def clerk_message(error: models.ClerkBaseError) -> str:
     return f"Clerk answered {error.status_code}: {text or error.message}".strip()
 
 
-def _claim_next(user_ids: Sequence[str] | None) -> ClerkCall | None:
-    """The oldest due call whose user has no earlier pending call, locked (skipped by other workers)."""
+def _claim_next(user_ids: Sequence[str] | None, organization_ids: Sequence[str] | None = None) -> ClerkCall | None:
+    """The oldest due call with no earlier pending call of its own (a user's call: none of that user;
+    an organization's: none of that organization), locked (skipped by other workers)."""
     earlier = aliased(ClerkCall)
+    pending = ClerkCallState.PENDING.value
     query = sa.select(ClerkCall).where(
-        ClerkCall.state == ClerkCallState.PENDING.value,
+        ClerkCall.state == pending,
+        sa.or_(
+            ClerkCall.organization_id.is_not(None),
+            ~sa.exists().where(
+                earlier.user_id == ClerkCall.user_id,
+                earlier.organization_id.is_(None),
+                earlier.state == pending,
+                earlier.id < ClerkCall.id,
+            ),
+        ),
         ~sa.exists().where(
-            earlier.user_id == ClerkCall.user_id,
-            earlier.state == ClerkCallState.PENDING.value,
+            earlier.organization_id == ClerkCall.organization_id,
+            earlier.state == pending,
             earlier.id < ClerkCall.id,
         ),
     )
-    if user_ids is None:
+    if user_ids is None and organization_ids is None:
         query = query.where(ClerkCall.next_attempt_at <= utcnow())
-    else:  # right after a request: its users' calls now, whatever their backoff said
-        query = query.where(ClerkCall.user_id.in_(list(user_ids)))
+    else:  # right after a request: its users' and organizations' calls now, whatever their backoff said
+        query = query.where(
+            sa.or_(
+                ClerkCall.user_id.in_(list(user_ids or [])),
+                ClerkCall.organization_id.in_(list(organization_ids or [])),
+            )
+        )
     query = query.order_by(ClerkCall.id).limit(1).with_for_update(skip_locked=True, of=ClerkCall)
     return db.session.scalars(query.execution_options(populate_existing=True)).first()
 
@@ -282,7 +309,145 @@ def _send(clerk: Clerk, call: ClerkCall, timeout_ms: int) -> Any:
             if invitation_id is None:
                 return None  # the invitation was never made (or the user has joined): nothing to revoke
             return clerk.invitations.revoke(invitation_id=invitation_id, timeout_ms=budget.ms)
+        if call.operation in ORGANIZATION_SENDERS:
+            return ORGANIZATION_SENDERS[call.operation](clerk, call, payload, budget)
     raise ValueError(f"unknown Clerk operation {call.operation!r}")
+
+
+# --- An organization's calls ------------------------------------------------------------------------
+
+
+def _update_organization(clerk: Clerk, call: ClerkCall, payload: dict[str, Any], budget: Budget) -> Any:
+    return clerk.organizations.update(
+        organization_id=payload["organization_id"], **payload["fields"], timeout_ms=budget.ms
+    )
+
+
+def _create_membership(clerk: Clerk, call: ClerkCall, payload: dict[str, Any], budget: Budget) -> Any:
+    """Add the member with the role; one Clerk has already (an earlier attempt got through, or someone
+    added them in Clerk) is given the role instead."""
+    keys = {"organization_id": payload["organization_id"], "user_id": payload["user_id"]}
+    try:
+        return clerk.organization_memberships.create(**keys, role=payload["role"], timeout_ms=budget.ms)
+    except models.ClerkErrors as error:
+        if error.status_code != 400 or not any(e.code == ALREADY_A_MEMBER for e in error.data.errors):
+            raise
+    return clerk.organization_memberships.update(**keys, role=payload["role"], timeout_ms=budget.ms)
+
+
+def _update_membership(clerk: Clerk, call: ClerkCall, payload: dict[str, Any], budget: Budget) -> Any:
+    return clerk.organization_memberships.update(
+        organization_id=payload["organization_id"],
+        user_id=payload["user_id"],
+        role=payload["role"],
+        timeout_ms=budget.ms,
+    )
+
+
+def _delete_membership(clerk: Clerk, call: ClerkCall, payload: dict[str, Any], budget: Budget) -> Any:
+    return clerk.organization_memberships.delete(
+        organization_id=payload["organization_id"], user_id=payload["user_id"], timeout_ms=budget.ms
+    )
+
+
+def _create_organization_invitation(clerk: Clerk, call: ClerkCall, payload: dict[str, Any], budget: Budget) -> Any:
+    return clerk.organization_invitations.create(
+        organization_id=payload["organization_id"],
+        email_address=payload["email_address"],
+        role=payload["role"],
+        timeout_ms=budget.ms,
+    )
+
+
+def _local_invitation(payload: dict[str, Any]) -> OrganizationInvitation | None:
+    invitation_id = payload.get("invitation")
+    return db.session.get(OrganizationInvitation, invitation_id) if isinstance(invitation_id, str) else None
+
+
+def _revoke_organization_invitation(clerk: Clerk, call: ClerkCall, payload: dict[str, Any], budget: Budget) -> Any:
+    """Revoke by Clerk's id: the one enqueued, or the one the invitation's own call brought since."""
+    invitation_id = payload.get("invitation_id")
+    if not in_clerk(invitation_id):
+        local = _local_invitation(payload)
+        invitation_id = local.clerk_id if local is not None and in_clerk(local.clerk_id) else None
+    if invitation_id is None:
+        return None  # never made in Clerk: nothing to revoke
+    return clerk.organization_invitations.revoke(
+        organization_id=payload["organization_id"], invitation_id=invitation_id, timeout_ms=budget.ms
+    )
+
+
+ORGANIZATION_SENDERS: Final = {
+    UPDATE_ORGANIZATION: _update_organization,
+    CREATE_MEMBERSHIP: _create_membership,
+    UPDATE_MEMBERSHIP: _update_membership,
+    DELETE_MEMBERSHIP: _delete_membership,
+    CREATE_ORGANIZATION_INVITATION: _create_organization_invitation,
+    REVOKE_ORGANIZATION_INVITATION: _revoke_organization_invitation,
+}
+
+
+def _adopt_organization_invitation(call: ClerkCall, invitation_id: str | None, *, actor: Actor) -> None:
+    """The invitation made here takes Clerk's id (whatever became of it here since: a revocation
+    enqueued after it needs that id)."""
+    local = _local_invitation(json.loads(call.payload))
+    if invitation_id is None or local is None or in_clerk(local.clerk_id):
+        return
+    taken = db.session.scalar(
+        sa.select(OrganizationInvitation.id).where(OrganizationInvitation.clerk_id == invitation_id)
+    )
+    if taken is None:
+        update_invitation_fields(local, {"clerk_id": invitation_id}, actor=actor, action="organization_invitation.sent")
+        return
+    # Its webhook came first and, the row being revoked here already, made one of its own: the
+    # revocation waiting behind this call revokes Clerk's invitation by its id.
+    revocations = db.session.scalars(
+        sa.select(ClerkCall).where(
+            ClerkCall.organization_id == call.organization_id,
+            ClerkCall.operation == REVOKE_ORGANIZATION_INVITATION,
+            ClerkCall.state.in_(OPEN_STATES),
+            ClerkCall.id > call.id,
+        )
+    )
+    for revocation in revocations:
+        payload = json.loads(revocation.payload)
+        if payload.get("invitation") == local.id and not in_clerk(payload.get("invitation_id")):
+            revocation.payload = json.dumps({**payload, "invitation_id": invitation_id}, sort_keys=True)
+    db.session.flush()
+
+
+def _pending_organization_invitation_id(clerk: Clerk, payload: dict[str, Any], timeout_ms: int) -> str | None:
+    """The pending invitation Clerk holds for this organization and email (an earlier attempt that got through)."""
+    try:
+        with quiet_sdk_deprecations():
+            found = clerk.organization_invitations.list(
+                organization_id=payload["organization_id"],
+                status=models.ListOrganizationInvitationsQueryParamStatus.PENDING,
+                email_address=payload["email_address"],
+                timeout_ms=timeout_ms,
+            )
+    except (models.ClerkBaseError, httpx.HTTPError, models.NoResponseError):
+        return None
+    for invitation in found.data or []:
+        if invitation.email_address.lower() == payload["email_address"].lower():
+            return invitation.id
+    return None
+
+
+def apply_organization_answer(call: ClerkCall, answer: Any, *, actor: Actor) -> None:
+    """Clerk's answer about an organization, a membership or an invitation, stored by the webhook
+    rules (audited as `clerk.answer`), so an older webhook cannot undo it."""
+    if answer is None or not hasattr(answer, "model_dump"):
+        return
+    data = answer.model_dump(mode="python", by_alias=True)
+    with contextlib.suppress(MalformedClerkData):
+        if isinstance(answer, models.Organization):
+            apply_organization(data, actor=actor, action="clerk.answer")
+        elif isinstance(answer, models.OrganizationMembership):
+            deleted = call.operation == DELETE_MEMBERSHIP
+            apply_membership(data, actor=actor, deleted=deleted, action="clerk.answer")
+        elif isinstance(answer, models.OrganizationInvitation):
+            apply_invitation(data, actor=actor, action="clerk.answer")
 
 
 def _current_invitation_id(call: ClerkCall) -> str | None:
@@ -328,6 +493,8 @@ def attempt_call(clerk: Clerk, call: ClerkCall, *, timeout_ms: int, actor: Actor
     _record(call, result)
     if result.outcome == Outcome.DELIVERED and isinstance(answer, models.User):
         apply_clerk_state(call.user, answer, actor=actor)  # after _record: this call holds no field now
+    elif result.outcome == Outcome.DELIVERED and call.organization_id is not None:
+        apply_organization_answer(call, answer, actor=actor)
     return result
 
 
@@ -346,7 +513,9 @@ def apply_clerk_state(user: User | None, answer: models.User, *, actor: Actor) -
 def _delivered(call: ClerkCall, answer: Any, *, actor: Actor) -> Result:
     if call.operation == CREATE_INVITATION:
         _adopt_invitation(call, getattr(answer, "id", None), actor=actor)
-    if call.operation == REVOKE_INVITATION and answer is None:
+    if call.operation == CREATE_ORGANIZATION_INVITATION:
+        _adopt_organization_invitation(call, getattr(answer, "id", None), actor=actor)
+    if call.operation in (REVOKE_INVITATION, REVOKE_ORGANIZATION_INVITATION) and answer is None:
         return Result(Outcome.DELIVERED, "nothing to revoke: no invitation was made")
     if call.operation == REVOKE_SESSIONS:
         return Result(Outcome.DELIVERED, f"revoked {answer} active session{'s' if answer != 1 else ''}")
@@ -356,18 +525,25 @@ def _delivered(call: ClerkCall, answer: Any, *, actor: Actor) -> Result:
 def _refused(clerk: Clerk, call: ClerkCall, error: models.ClerkBaseError, *, timeout_ms: int, actor: Actor) -> Result:
     status, message = error.status_code, clerk_message(error)
     if status < 300:  # Clerk did it; only its answer did not match the SDK's model
-        if call.operation == CREATE_INVITATION:
-            with contextlib.suppress(ValueError, AttributeError):
+        with contextlib.suppress(ValueError, AttributeError):
+            if call.operation == CREATE_INVITATION:
                 _adopt_invitation(call, json.loads(error.body).get("id"), actor=actor)
+            if call.operation == CREATE_ORGANIZATION_INVITATION:
+                _adopt_organization_invitation(call, json.loads(error.body).get("id"), actor=actor)
         return Result(Outcome.DELIVERED, message)
     if status == 429:
         return Result(Outcome.RETRY, message, retry_after_seconds(error.headers))
     if status >= 500 or status in TRANSIENT_4XX:
         return Result(Outcome.RETRY, message)
-    if call.operation == REVOKE_INVITATION:  # already revoked, accepted or gone: no invitation remains
+    if call.operation in (REVOKE_INVITATION, REVOKE_ORGANIZATION_INVITATION):
+        return Result(Outcome.DELIVERED, message)  # already revoked, accepted or gone: no invitation remains
+    if call.operation in (DELETE_USER, DELETE_MEMBERSHIP) and status == 404:  # gone from Clerk already
         return Result(Outcome.DELIVERED, message)
-    if call.operation == DELETE_USER and status == 404:  # deleted in Clerk already
-        return Result(Outcome.DELIVERED, message)
+    if call.operation == CREATE_ORGANIZATION_INVITATION:
+        existing = _pending_organization_invitation_id(clerk, json.loads(call.payload), timeout_ms)
+        if existing is not None:  # an earlier attempt got through before its answer was lost
+            _adopt_organization_invitation(call, existing, actor=actor)
+            return Result(Outcome.DELIVERED, f"adopted the pending invitation {existing}")
     if call.operation == CREATE_EMAIL:
         _email_refused(call, message, actor=actor)
     if call.operation == CREATE_INVITATION:
@@ -418,12 +594,14 @@ def deliver_due(
     deadline: float,
     timeout_ms: int = CLI_TIMEOUT_MS,
     user_ids: Sequence[str] | None = None,
+    organization_ids: Sequence[str] | None = None,
     actor: Actor | None = None,
 ) -> PushReport:
     """Send due calls one by one, committing each outcome, until `limit`, the `deadline`
     (a time.monotonic() value) or the first answer that says Clerk cannot take calls now.
 
-    With `user_ids`, only those users' pending calls are sent, due or not (right after a request).
+    With `user_ids` or `organization_ids`, only those users' and organizations' pending calls are
+    sent, due or not (right after a request).
     A driver like the CLI's loop: it commits, so each outcome is kept and each row lock released.
     """
     report = PushReport()
@@ -437,7 +615,7 @@ def deliver_due(
             if remaining_ms <= 0:
                 report.stopped = "out of time"
                 break
-            call = _claim_next(user_ids)
+            call = _claim_next(user_ids, organization_ids)
             if call is None:
                 db.session.commit()  # ends the claim's transaction
                 break
@@ -454,15 +632,17 @@ def deliver_due(
 def deliver_after_request(*, actor: Actor) -> PushReport:
     """After a view committed: try the calls it enqueued, within a short budget; never raises."""
     touched = sorted(db.session.info.pop(TOUCHED, set()))
-    if not touched or not clerk_connected():
+    organizations = sorted(db.session.info.pop(TOUCHED_ORGANIZATIONS, set()))
+    if not (touched or organizations) or not clerk_connected():
         return PushReport()
     budget_ms = int(current_app.config.get("CLERK_OUTBOX_REQUEST_BUDGET_MS", REQUEST_BUDGET_MS))
     try:
         return deliver_due(
-            len(touched) * 4 + 10,
+            (len(touched) + len(organizations)) * 4 + 10,
             deadline=time.monotonic() + budget_ms / 1000,
             timeout_ms=budget_ms,
             user_ids=touched,
+            organization_ids=organizations,
             actor=actor,
         )
     except Exception as error:  # the local change is committed; the CLI delivers later
@@ -480,6 +660,8 @@ def take_clerks_value(call: ClerkCall, *, actor: Actor, timeout_ms: int = REQUES
 
     Only someone who may manage the call's user may do it; no commit (the view commits).
     """
+    if call.organization_id is not None:
+        return _take_organization_value(call, actor=actor, timeout_ms=timeout_ms)
     user = call.user
     if user is None:
         raise RetryRefused(f"Call #{call.id} is about no user: there is no value to take.")
@@ -501,3 +683,57 @@ def take_clerks_value(call: ClerkCall, *, actor: Actor, timeout_ms: int = REQUES
     fields = carried_fields(call.operation, json.loads(call.payload))
     taken = {name: incoming.fields[name] for name in sorted(fields) if name in incoming.fields}
     return update_user_fields(user, taken, actor=actor, action="clerk.take_value")
+
+
+def _take_organization_value(call: ClerkCall, *, actor: Actor, timeout_ms: int) -> dict:
+    """A refused rename takes the organization's name and slug as Clerk holds them; a refused role
+    change, the member's role in Clerk (or, when Clerk has no such member, the membership ends here)."""
+    ensure_can_manage_organizations(actor)
+    if call.user is not None:
+        ensure_can_manage(actor, call.user)
+    if call.state != ClerkCallState.FAILED.value:
+        raise RetryRefused(f"Call #{call.id} is {call.state}; only a failed call's value can be given up.")
+    payload = json.loads(call.payload)
+    fields = carried_fields(call.operation, payload)
+    if not fields:
+        raise RetryRefused(f"Call #{call.id} carries no value of ours: there is no value to take.")
+    if not clerk_connected():
+        raise ClerkUnavailable("Clerk is not connected (CLERK_SECRET_KEY is not set).")
+    try:
+        with clerk_client(retry_config=None, timeout_ms=timeout_ms) as clerk, quiet_sdk_deprecations():
+            if call.operation == UPDATE_ORGANIZATION:
+                answer: Any = clerk.organizations.get(organization_id=payload["organization_id"], timeout_ms=timeout_ms)
+            else:
+                found = clerk.organization_memberships.list(
+                    organization_id=payload["organization_id"],
+                    user_id=[payload["user_id"]],
+                    limit=1,
+                    timeout_ms=timeout_ms,
+                )
+                answer = next((m for m in found.data or [] if _member_id(m) == payload["user_id"]), None)
+    except models.ClerkBaseError as error:
+        raise ClerkUnavailable(f"{clerk_message(error)}; nothing changed.") from error
+    except (httpx.HTTPError, models.NoResponseError) as error:
+        raise ClerkUnavailable(f"Clerk did not answer ({type(error).__name__}); nothing changed.") from error
+    supersede(call, f"{actor.label} took Clerk's value")
+    db.session.flush()
+    if call.operation == UPDATE_ORGANIZATION:
+        incoming = organization_from_dict(answer.model_dump(mode="python", by_alias=True))
+        taken = {name: incoming.fields[name] for name in sorted(fields) if name in incoming.fields}
+        return update_organization_fields(call.organization, taken, actor=actor, action="clerk.take_value")
+    membership = db.session.scalars(
+        sa.select(Membership).where(
+            Membership.organization_id == call.organization_id,
+            Membership.clerk_user_id == payload["user_id"],
+            Membership.deleted_at.is_(None),
+        )
+    ).first()
+    if membership is None:
+        return {}
+    changes = {"role": answer.role} if answer is not None else {"deleted_at": utcnow()}
+    return update_membership_fields(membership, changes, actor=actor, action="clerk.take_value")
+
+
+def _member_id(membership: models.OrganizationMembership) -> str | None:
+    public = membership.public_user_data
+    return public.user_id if public is not None else None

@@ -5,6 +5,11 @@ older pending or failed ones of the same kind, because it alone says what Clerk 
 profile call supersedes only the fields it carries again. Email pairs are never superseded: each
 pair is delivered in order. Nothing is enqueued without CLERK_SECRET_KEY, and only users that
 exist in Clerk get calls about their account.
+
+Calls about an organization (its name and slug, its members, its invitations) carry its id and are
+delivered in order per organization. A newer rename supersedes the fields an older one carries
+again, a newer role change of a member the older one, and a removal the member's role changes;
+adding and removing members and invitations are never superseded: each goes, in order.
 """
 
 from __future__ import annotations
@@ -20,41 +25,66 @@ from app.clerk.outbox import (
     BAN,
     CREATE_EMAIL,
     CREATE_INVITATION,
+    CREATE_MEMBERSHIP,
+    CREATE_ORGANIZATION_INVITATION,
     DELETE_EMAIL,
+    DELETE_MEMBERSHIP,
     DELETE_USER,
     EDIT_METADATA,
     METADATA,
     OPEN_STATES,
     OPERATIONS,
+    ORGANIZATION_FIELDS,
     PROFILE_FIELDS,
     REVOKE_INVITATION,
+    REVOKE_ORGANIZATION_INVITATION,
     REVOKE_SESSIONS,
     TOUCHED,
     UNBAN,
     UNLOCK,
+    UPDATE_MEMBERSHIP,
+    UPDATE_ORGANIZATION,
     UPDATE_USER,
     is_clerk_user,
     retryable,
     waits_for_clerk_user,
 )
 from app.extensions import db
-from app.models import ClerkCall, ClerkCallState, User, UserStatus, utcnow
-from app.permissions import ensure_can_manage
+from app.models import (
+    ClerkCall,
+    ClerkCallState,
+    ClerkIdKind,
+    Membership,
+    Organization,
+    OrganizationInvitation,
+    User,
+    UserStatus,
+    utcnow,
+)
+from app.permissions import ensure_can_manage, ensure_can_manage_organizations
 
 # Calls of one kind: the newest says what Clerk should hold, so it supersedes older ones.
 KINDS: Final = {BAN: "ban", UNBAN: "ban", METADATA: "metadata", CREATE_INVITATION: "invitation", UNLOCK: "unlock"}
+# session.info: the organizations whose calls this transaction enqueued, for delivery after the request.
+TOUCHED_ORGANIZATIONS: Final = "clerk_outbox_touched_organizations"
+MEMBERSHIP_OPERATIONS: Final = (CREATE_MEMBERSHIP, UPDATE_MEMBERSHIP, DELETE_MEMBERSHIP)
 
 
 class RetryRefused(ValueError):
     """Only a failed call can be tried again (or its value given up); the message says why."""
 
 
-def enqueue(user: User | None, operation: str, payload: dict[str, Any]) -> ClerkCall:
-    """Add a call to the outbox in the caller's transaction; older calls of its kind are superseded."""
+def enqueue(
+    user: User | None, operation: str, payload: dict[str, Any], *, organization: Organization | None = None
+) -> ClerkCall:
+    """Add a call to the outbox in the caller's transaction; older calls of its kind are superseded.
+
+    With `organization`, the call is the organization's (`user` is the member it is about, if any)."""
     if operation not in OPERATIONS:
         raise ValueError(f"unknown Clerk operation {operation!r}")
     call = ClerkCall(
         user_id=user.id if user else None,
+        organization_id=organization.id if organization else None,
         operation=operation,
         payload=json.dumps(payload, sort_keys=True),
         state=ClerkCallState.PENDING.value,
@@ -63,7 +93,10 @@ def enqueue(user: User | None, operation: str, payload: dict[str, Any]) -> Clerk
     )
     db.session.add(call)
     db.session.flush()
-    if user is not None:
+    if organization is not None:
+        _supersede_older_of_organization(call, organization)
+        db.session.info.setdefault(TOUCHED_ORGANIZATIONS, set()).add(organization.id)
+    elif user is not None:
         _supersede_older(call, user)
         db.session.info.setdefault(TOUCHED, set()).add(user.id)
     return call
@@ -111,6 +144,109 @@ def _supersede_older(call: ClerkCall, user: User) -> None:
         for row in _older_open_calls(call, user, [op for op, k in KINDS.items() if k == kind]):
             supersede(row, f"superseded by call #{call.id}")
     db.session.flush()
+
+
+def _older_open_calls_of_organization(
+    call: ClerkCall, organization: Organization, operations: list[str]
+) -> list[ClerkCall]:
+    return list(
+        db.session.scalars(
+            sa.select(ClerkCall)
+            .where(
+                ClerkCall.organization_id == organization.id,
+                ClerkCall.id < call.id,
+                ClerkCall.operation.in_(operations),
+                ClerkCall.state.in_(OPEN_STATES),
+            )
+            .order_by(ClerkCall.id)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def _supersede_older_of_organization(call: ClerkCall, organization: Organization) -> None:
+    payload = json.loads(call.payload)
+    if call.operation == UPDATE_ORGANIZATION:  # field by field, as a profile edit
+        for row in _older_open_calls_of_organization(call, organization, [UPDATE_ORGANIZATION]):
+            older = json.loads(row.payload)
+            kept = {k: v for k, v in older["fields"].items() if k not in payload["fields"]}
+            if kept:
+                row.payload = json.dumps({**older, "fields": kept}, sort_keys=True)
+            else:
+                supersede(row, f"superseded by call #{call.id}")
+    elif call.operation in (UPDATE_MEMBERSHIP, DELETE_MEMBERSHIP):  # the member's newest role says it
+        for row in _older_open_calls_of_organization(call, organization, [UPDATE_MEMBERSHIP]):
+            if json.loads(row.payload).get("user_id") == payload["user_id"]:
+                reason = "superseded" if call.operation == UPDATE_MEMBERSHIP else "not sent: the member is removed"
+                supersede(row, f"{reason} (call #{call.id})")
+    db.session.flush()
+
+
+def in_clerk(clerk_id: str | None) -> bool:
+    """Whether an id is Clerk's own (not a `local_...` placeholder or a user's invitation id)."""
+    return bool(clerk_id) and not clerk_id.startswith((ClerkIdKind.PLACEHOLDER.value, ClerkIdKind.INVITATION.value))
+
+
+def _organization_in_clerk(organization: Organization) -> bool:
+    return clerk_connected() and organization.deleted_at is None and in_clerk(organization.clerk_id)
+
+
+def enqueue_organization_update(organization: Organization, fields: dict[str, Any]) -> ClerkCall | None:
+    """organizations.update with the changed name and slug (the admin's values)."""
+    fields = {name: value for name, value in fields.items() if name in ORGANIZATION_FIELDS}
+    if not fields or not _organization_in_clerk(organization):
+        return None
+    payload = {"organization_id": organization.clerk_id, "fields": fields}
+    return enqueue(None, UPDATE_ORGANIZATION, payload, organization=organization)
+
+
+def enqueue_membership_call(membership: Membership, operation: str) -> ClerkCall | None:
+    """Add (organization_memberships.create), change the role (update) or remove (delete) a member:
+    keyed in Clerk by the organization and the member's Clerk user id."""
+    if operation not in MEMBERSHIP_OPERATIONS:
+        raise ValueError(f"{operation!r} is not a membership call")
+    organization = membership.organization
+    member = membership.user
+    if not _organization_in_clerk(organization) or not in_clerk(membership.clerk_user_id):
+        return None
+    if member is not None and (member.deleted_at is not None or member.waits_for_clerk_user):
+        return None
+    payload = {
+        "organization_id": organization.clerk_id,
+        "user_id": membership.clerk_user_id,
+        "role": membership.role,
+        "membership": membership.id,
+    }
+    return enqueue(member, operation, payload, organization=organization)
+
+
+def enqueue_organization_invitation(invitation: OrganizationInvitation) -> ClerkCall | None:
+    """organization_invitations.create; Clerk's answer gives the row its Clerk id."""
+    organization = invitation.organization
+    if not _organization_in_clerk(organization):
+        return None
+    payload = {
+        "organization_id": organization.clerk_id,
+        "email_address": invitation.email,
+        "role": invitation.role,
+        "invitation": invitation.id,
+    }
+    return enqueue(None, CREATE_ORGANIZATION_INVITATION, payload, organization=organization)
+
+
+def enqueue_organization_invitation_revocation(invitation: OrganizationInvitation) -> ClerkCall | None:
+    """organization_invitations.revoke; an invitation still being made is revoked once its id is known
+    (delivery reads it then: calls of one organization go in order)."""
+    organization = invitation.organization
+    if not _organization_in_clerk(organization):
+        return None
+    payload = {
+        "organization_id": organization.clerk_id,
+        "invitation_id": invitation.clerk_id if in_clerk(invitation.clerk_id) else None,
+        "invitation": invitation.id,
+        "email_address": invitation.email,
+    }
+    return enqueue(None, REVOKE_ORGANIZATION_INVITATION, payload, organization=organization)
 
 
 def enqueue_role_and_status(user: User, *, role_before: Any, status_before: Any) -> list[ClerkCall]:
@@ -185,8 +321,11 @@ def enqueue_revocation(user: User) -> ClerkCall | None:
 def retry_call(call: ClerkCall, *, actor: Actor) -> None:
     """A person asks for a failed call to be sent again (it is the newest of its kind: see supersede).
 
-    Only someone who may manage the call's user may retry it (NotAllowed otherwise).
+    Only someone who may manage the call's user may retry it (NotAllowed otherwise); an
+    organization's call, someone who manages organizations (and its member, for a member's call).
     """
+    if call.organization_id is not None:
+        ensure_can_manage_organizations(actor)
     if call.user is not None:
         ensure_can_manage(actor, call.user)
     if call.state != ClerkCallState.FAILED.value:
@@ -199,11 +338,10 @@ def retry_call(call: ClerkCall, *, actor: Actor) -> None:
     call.state = ClerkCallState.PENDING.value
     call.next_attempt_at = utcnow()
     db.session.flush()
-    if call.user is not None:
+    changes = {f"clerk_call.{call.id}": [ClerkCallState.FAILED.value, ClerkCallState.PENDING.value]}
+    if call.organization_id is not None:
+        db.session.info.setdefault(TOUCHED_ORGANIZATIONS, set()).add(call.organization_id)
+        record("clerk.retry", actor=actor, target=call.user, organization=call.organization, changes=changes)
+    elif call.user is not None:
         db.session.info.setdefault(TOUCHED, set()).add(call.user.id)
-        record(
-            "clerk.retry",
-            actor=actor,
-            target=call.user,
-            changes={f"clerk_call.{call.id}": [ClerkCallState.FAILED.value, ClerkCallState.PENDING.value]},
-        )
+        record("clerk.retry", actor=actor, target=call.user, changes=changes)

@@ -1,4 +1,5 @@
-"""What the pages read from the outbox: the /clerk page, "pending in Clerk", the overview's health."""
+"""What the pages read from the outbox: the /clerk page, "pending in Clerk" on a user's and an
+organization's page, the overview's health."""
 
 from __future__ import annotations
 
@@ -9,29 +10,39 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
+from app.audit.services import Actor
 from app.clerk.outbox import (
     BAN,
     CREATE_EMAIL,
     CREATE_INVITATION,
+    CREATE_MEMBERSHIP,
+    CREATE_ORGANIZATION_INVITATION,
     DELETE_EMAIL,
+    DELETE_MEMBERSHIP,
     DELETE_USER,
     EDIT_METADATA,
     METADATA,
     OPEN_STATES,
+    ORGANIZATION_FIELDS,
     PROFILE_FIELDS,
     REVOKE_INVITATION,
+    REVOKE_ORGANIZATION_INVITATION,
     REVOKE_SESSIONS,
     UNBAN,
     UNLOCK,
+    UPDATE_MEMBERSHIP,
+    UPDATE_ORGANIZATION,
     UPDATE_USER,
     carried_fields,
     holds_fields,
     open_calls_by_user,
+    open_calls_of_organization,
     retryable,
 )
 from app.extensions import db
-from app.models import ClerkCall, ClerkCallState, User, UTCDateTime
+from app.models import ClerkCall, ClerkCallState, Organization, User, UTCDateTime
 from app.pagination import Keyset, KeysetPage, select_page
+from app.permissions import can_manage, can_manage_organizations
 
 LABELS: Final = {
     BAN: "Ban in Clerk",
@@ -46,6 +57,12 @@ LABELS: Final = {
     REVOKE_SESSIONS: "Sign out everywhere",
     UNLOCK: "Unlock",
     DELETE_USER: "Delete in Clerk",
+    UPDATE_ORGANIZATION: "Update the organization",
+    CREATE_MEMBERSHIP: "Add a member",
+    UPDATE_MEMBERSHIP: "Change a member's role",
+    DELETE_MEMBERSHIP: "Remove a member",
+    CREATE_ORGANIZATION_INVITATION: "Invite to the organization",
+    REVOKE_ORGANIZATION_INVITATION: "Revoke an organization invitation",
 }
 # Calls that carry the dashboard's role and status (ban, unban, public metadata): "pending" by the status.
 ACCESS_OPERATIONS: Final = frozenset({BAN, UNBAN, METADATA})
@@ -86,9 +103,33 @@ def call_offers(calls: Iterable[ClerkCall], manageable_ids: set[str]) -> dict[st
             continue
         if retryable(call):
             retry_ids.add(call.id)
-        if call.user_id is not None and carried_fields(call.operation, json.loads(call.payload)):
+        if (call.user_id is not None or call.organization_id is not None) and carried_fields(
+            call.operation, json.loads(call.payload)
+        ):
             take_value_ids.add(call.id)
     return {"retry_ids": retry_ids, "take_value_ids": take_value_ids}
+
+
+def organization_call_offers(calls: Iterable[ClerkCall], actor: Actor) -> dict[str, set[int]]:
+    """`call_offers` for an organization's calls: none unless the person manages organizations; a
+    member's call only when they may also manage that member (admins: users with the role user)."""
+    calls = list(calls)
+    if not can_manage_organizations(actor):
+        return {"retry_ids": set(), "take_value_ids": set()}
+    members = {call.user_id: call.user for call in calls if call.user is not None}
+    manageable = {user_id for user_id, user in members.items() if can_manage(actor, user)}
+    return call_offers(calls, manageable)
+
+
+def organization_calls(organization: Organization, actor: Actor) -> dict[str, Any]:
+    """What the organization's page shows of its calls not yet in Clerk: the calls (oldest first),
+    the fields a call holds ({"name": "pending" | "failed"}), and what the person may do with them."""
+    calls = open_calls_of_organization(organization.id)
+    return {
+        "open_calls": calls,
+        "waiting": waiting_for(call for call in calls if call.operation == UPDATE_ORGANIZATION),
+        **organization_call_offers(calls, actor),
+    }
 
 
 def open_calls_for(user: User) -> list[ClerkCall]:
@@ -98,6 +139,8 @@ def open_calls_for(user: User) -> list[ClerkCall]:
             sa.select(ClerkCall)
             .where(
                 ClerkCall.user_id == user.id,
+                # A member's role call is the organization's: its "role" is not the user's role.
+                ClerkCall.organization_id.is_(None),
                 ClerkCall.state.in_([ClerkCallState.PENDING.value, ClerkCallState.FAILED.value]),
             )
             .order_by(ClerkCall.id)
@@ -141,7 +184,22 @@ def describe(call: ClerkCall) -> str:
         return f"{label} {payload.get('email_address')} as primary"
     if call.operation == DELETE_EMAIL:
         return f"{label} {payload.get('email_address')}"
+    if call.operation == UPDATE_ORGANIZATION:
+        fields = payload.get("fields") or {}
+        return f"{label}: {', '.join(f'{name} {fields[name]!r}' for name in ORGANIZATION_FIELDS if name in fields)}"
+    if call.operation in (CREATE_MEMBERSHIP, UPDATE_MEMBERSHIP):
+        return f"{label}: {_member(call, payload)} as {payload.get('role')}"
+    if call.operation == DELETE_MEMBERSHIP:
+        return f"{label}: {_member(call, payload)}"
+    if call.operation == CREATE_ORGANIZATION_INVITATION:
+        return f"{label}: {payload.get('email_address')} as {payload.get('role')}"
+    if call.operation == REVOKE_ORGANIZATION_INVITATION:
+        return f"{label}: {payload.get('email_address') or payload.get('invitation_id')}"
     return label
+
+
+def _member(call: ClerkCall, payload: dict[str, Any]) -> str:
+    return call.user.label if call.user is not None else str(payload.get("user_id"))
 
 
 def outbox_health() -> dict[str, Any]:
