@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 
 from app.database import text_problem
 from app.extensions import db
@@ -162,6 +163,62 @@ def select_page(query: sa.Select, keyset: Keyset, *, after=None, before=None, pe
 
 
 # --- filters bound from the query string -------------------------------------------------------
+
+
+def ordered(key, row_id, descending: bool) -> tuple:
+    """ORDER BY a sort key with the row's id as tie-breaker, as every keyset list pages."""
+    return (key.desc(), row_id.desc()) if descending else (key.asc(), row_id.asc())
+
+
+def search_rows(
+    model: type,
+    *,
+    unsearched: sa.Select,
+    searched: sa.Select,
+    hit: sa.ColumnElement[bool],
+    sort_key: sa.ColumnElement,
+    condition: sa.ColumnElement[bool] | None,
+    descending: bool,
+    limit: int,
+    window: int,
+) -> list:
+    """A page of (row, sort key) for a search on PostgreSQL, without letting the planner gamble
+    on the term (the users list and the organizations list).
+
+    Left alone, PostgreSQL either walks the sort index and filters (fast for a common term, a
+    scan of the table for a rare one) or reads every match through the trigram index and sorts
+    them (fast for a rare term, tens of thousands of rows for a common one), choosing on an
+    estimate of how common the term is that is often wrong. So: first read the next `window`
+    rows of the list in its order (`unsearched`: the filters but the search) and keep those
+    that are a `hit`; a common term fills the page there. Otherwise the term is rare, and its
+    every match (`searched`: a few thousand at most) comes from the search index, materialised,
+    then sorted.
+    """
+    key = model.__mapper__.primary_key[0]
+    rows_window = unsearched.add_columns(sort_key.label("sort_key"), hit.label("hit"))
+    if condition is not None:
+        rows_window = rows_window.where(condition)
+    rows_window = rows_window.order_by(*ordered(sort_key, key, descending)).limit(window).subquery("window")
+    row = aliased(model, rows_window)
+    rows = db.session.execute(
+        sa.select(row, rows_window.c.sort_key)
+        .where(rows_window.c.hit)
+        .order_by(*ordered(rows_window.c.sort_key, rows_window.c[key.name], descending))
+        .limit(limit)
+    ).all()
+    if len(rows) == limit:
+        return rows
+    hits = searched.with_only_columns(key, sort_key.label("sort_key"))
+    if condition is not None:
+        hits = hits.where(condition)
+    hits = hits.cte("hits").prefix_with("MATERIALIZED")
+    first = sa.select(hits).order_by(*ordered(hits.c.sort_key, hits.c[key.name], descending)).limit(limit)
+    first = first.subquery("first")
+    return db.session.execute(
+        sa.select(model, first.c.sort_key)
+        .join(first, first.c[key.name] == key)
+        .order_by(*ordered(first.c.sort_key, first.c[key.name], descending))
+    ).all()
 
 
 def arg(default: Any, read: Callable[[Any, str], Any], *, name: str | None = None, write=None, narrows=True):

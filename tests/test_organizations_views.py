@@ -102,6 +102,33 @@ def test_search_by_name_and_slug_substrings_or_prefixes(client, staff, acme, q, 
         assert ">Other<" not in html
 
 
+@pytest.mark.parametrize("window", [2, 1000])
+@pytest.mark.parametrize("sort", ["name", "-created_at", "-members"])
+def test_search_pages_hold_every_match_once_in_order(client, staff, monkeypatch, window, sort):
+    """A common term fills a page from the window of rows; a rare one comes from the search index
+    (app/pagination.py's search_rows; on SQLite the plain query): the same pages either way."""
+    from app.organizations import queries
+
+    monkeypatch.setattr(queries, "SEARCH_WINDOW", window)
+    now = utcnow()
+    for i in range(36):
+        word = "zebra" if i % 3 == 0 else "other"
+        make_organization(name=f"{word} {i:02d}", slug=f"{word}-{i:02d}", created_at=now - timedelta(minutes=i))
+
+    def names(html: str) -> list[str]:
+        return re.findall(r">(zebra \d\d)<", html)
+
+    expected = names(html_of(client.get("/organizations", query_string={"q": "zebra", "sort": sort, "per_page": 100})))
+    assert len(expected) == 12  # two pages of 10
+    seen, url = [], f"/organizations?q=zebra&sort={sort}&per_page=10"
+    while url:
+        html = html_of(client.get(url, headers=HX))
+        seen += names(html)
+        nxt = re.search(r'href="(/organizations\?after=[^"]+)"', html)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+    assert seen == expected
+
+
 def test_a_search_for_like_wildcards_matches_them_literally(client, staff):
     make_organization(name="100% Pure", slug="pure")
     make_organization(name="Plain", slug="plain")

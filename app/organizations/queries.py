@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased, contains_eager
+from sqlalchemy.orm import contains_eager
 
 from app.audit.labels import action_label, parse_changes
 from app.clerk.outbox import UPDATE_MEMBERSHIP
@@ -38,7 +38,17 @@ from app.models import (
     OrganizationInvitationStatus,
     User,
 )
-from app.pagination import Keyset, KeysetPage, ListFilters, choice_arg, int_arg, keyset_page, text_arg
+from app.pagination import (
+    Keyset,
+    KeysetPage,
+    ListFilters,
+    choice_arg,
+    int_arg,
+    keyset_page,
+    ordered,
+    search_rows,
+    text_arg,
+)
 from app.records import counts
 
 MAX_QUERY_LENGTH = 200
@@ -61,10 +71,6 @@ def escape_like(text: str) -> str:
 
 def _on_postgresql() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
-
-
-def _ordered(key, row_id, descending: bool) -> tuple:
-    return (key.desc(), row_id.desc()) if descending else (key.asc(), row_id.asc())
 
 
 # --- the list --------------------------------------------------------------------------------------
@@ -136,7 +142,7 @@ def list_organizations(
         query = filtered(filters).add_columns(sort.key)
         if condition is not None:
             query = query.where(condition)
-        return db.session.execute(query.order_by(*_ordered(sort.key, Organization.id, descending)).limit(limit)).all()
+        return db.session.execute(query.order_by(*ordered(sort.key, Organization.id, descending)).limit(limit)).all()
 
     page = keyset_page(
         organization_keyset(sort), fetch, lambda row: (row[1], row[0].id), after=after, before=before, per_page=per_page
@@ -145,35 +151,19 @@ def list_organizations(
     return page
 
 
-def _search_rows(filters: OrganizationFilters, sort: Sort, condition, *, descending: bool, limit: int) -> list:
-    """A page of a search on PostgreSQL, without letting the planner gamble on the term (as the
-    users list does): the next SEARCH_WINDOW rows in the list's order first, where a common term
-    fills the page; otherwise the term is rare, and its every match comes from the search index."""
-    window = filtered(replace(filters, q="")).add_columns(
-        sort.key.label("sort_key"), search_condition(filters.q).label("hit")
+def _search_rows(filters, sort: Sort, condition, *, descending: bool, limit: int) -> list:
+    """A page of a search on PostgreSQL: app/pagination.py's search_rows, for this list."""
+    return search_rows(
+        Organization,
+        unsearched=filtered(replace(filters, q="")),
+        searched=filtered(filters),
+        hit=search_condition(filters.q),
+        sort_key=sort.key,
+        condition=condition,
+        descending=descending,
+        limit=limit,
+        window=SEARCH_WINDOW,
     )
-    if condition is not None:
-        window = window.where(condition)
-    window = window.order_by(*_ordered(sort.key, Organization.id, descending)).limit(SEARCH_WINDOW).subquery("window")
-    organization = aliased(Organization, window)
-    rows = db.session.execute(
-        sa.select(organization, window.c.sort_key)
-        .where(window.c.hit)
-        .order_by(*_ordered(window.c.sort_key, window.c.id, descending))
-        .limit(limit)
-    ).all()
-    if len(rows) == limit:
-        return rows
-    hits = filtered(filters).with_only_columns(Organization.id, sort.key.label("sort_key"))
-    if condition is not None:
-        hits = hits.where(condition)
-    hits = hits.cte("hits").prefix_with("MATERIALIZED")
-    first = sa.select(hits).order_by(*_ordered(hits.c.sort_key, hits.c.id, descending)).limit(limit).subquery("first")
-    return db.session.execute(
-        sa.select(Organization, first.c.sort_key)
-        .join(first, first.c.id == Organization.id)
-        .order_by(*_ordered(first.c.sort_key, first.c.id, descending))
-    ).all()
 
 
 # --- one organization: its members ----------------------------------------------------------------
@@ -236,8 +226,8 @@ def list_members(
             query = query.where(member_search_condition(filters.mq))
         if condition is not None:
             query = query.where(condition)
-        ordered = query.order_by(*_ordered(Membership.created_at, Membership.id, descending)).limit(limit)
-        return list(db.session.scalars(ordered).unique())
+        in_order = query.order_by(*ordered(Membership.created_at, Membership.id, descending)).limit(limit)
+        return list(db.session.scalars(in_order).unique())
 
     return keyset_page(
         MEMBERS_ORDER, fetch, lambda m: (m.created_at, m.id), after=after, before=before, per_page=per_page

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased
 
 from app.extensions import db
 from app.models import NAME_SORT_KEY, PREFIX_SEARCHED, SEARCH_TEXT, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
@@ -24,6 +23,8 @@ from app.pagination import (
     int_arg,
     keyset_page,
     many_arg,
+    ordered,
+    search_rows,
     text_arg,
 )
 
@@ -141,57 +142,29 @@ def list_users(
     return page
 
 
-def _ordered(key, user_id, descending: bool) -> tuple:
-    return (key.desc(), user_id.desc()) if descending else (key.asc(), user_id.asc())
-
-
 def _rows(filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int, windowed: bool) -> list:
     """Up to `limit` (user, sort key) rows matching the filters and `condition`, in order."""
     query = filtered(filters).add_columns(sort.key)
     if condition is not None:
         query = query.where(condition)
     if not (windowed and filters.q) or db.session.get_bind().dialect.name != "postgresql":
-        return db.session.execute(query.order_by(*_ordered(sort.key, User.id, descending)).limit(limit)).all()
+        return db.session.execute(query.order_by(*ordered(sort.key, User.id, descending)).limit(limit)).all()
     return _search_rows(filters, sort, condition, descending=descending, limit=limit)
 
 
-def _search_rows(filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int) -> list:
-    """A page of a search on PostgreSQL, without letting the planner gamble on the term.
-
-    Left alone, PostgreSQL either walks the sort index and filters (fast for a common term,
-    a scan of the table for a rare one) or reads every match through the trigram index and
-    sorts them (fast for a rare term, tens of thousands of rows for a common one), choosing
-    on an estimate of how common the term is that is often wrong. So: first read the next
-    SEARCH_WINDOW rows of the list in its order and keep the matches; a common term fills
-    the page there. Otherwise the term is rare, and its every match (a few thousand at most)
-    comes from the search index, materialised, then sorted.
-    """
-    window = filtered(replace(filters, q="")).add_columns(
-        sort.key.label("sort_key"), search_condition(filters.q).label("hit")
+def _search_rows(filters, sort: Sort, condition, *, descending: bool, limit: int) -> list:
+    """A page of a search on PostgreSQL: app/pagination.py's search_rows, for this list."""
+    return search_rows(
+        User,
+        unsearched=filtered(replace(filters, q="")),
+        searched=filtered(filters),
+        hit=search_condition(filters.q),
+        sort_key=sort.key,
+        condition=condition,
+        descending=descending,
+        limit=limit,
+        window=SEARCH_WINDOW,
     )
-    if condition is not None:
-        window = window.where(condition)
-    window = window.order_by(*_ordered(sort.key, User.id, descending)).limit(SEARCH_WINDOW).subquery("window")
-    user = aliased(User, window)
-    rows = db.session.execute(
-        sa.select(user, window.c.sort_key)
-        .where(window.c.hit)
-        .order_by(*_ordered(window.c.sort_key, window.c.id, descending))
-        .limit(limit)
-    ).all()
-    if len(rows) == limit:
-        return rows
-
-    hits = filtered(filters).with_only_columns(User.id, sort.key.label("sort_key"))
-    if condition is not None:
-        hits = hits.where(condition)
-    hits = hits.cte("hits").prefix_with("MATERIALIZED")
-    first = sa.select(hits).order_by(*_ordered(hits.c.sort_key, hits.c.id, descending)).limit(limit).subquery("first")
-    return db.session.execute(
-        sa.select(User, first.c.sort_key)
-        .join(first, first.c.id == User.id)
-        .order_by(*_ordered(first.c.sort_key, first.c.id, descending))
-    ).all()
 
 
 @dataclass(frozen=True)
