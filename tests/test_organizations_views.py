@@ -419,6 +419,12 @@ def test_add_a_member_by_email_without_javascript(client, staff, db, acme, make_
     membership = db.session.scalars(sa.select(Membership).where(Membership.user_id == ada.id)).one()
     assert membership.role == "org:member" and membership.deleted_at is None
     assert db.session.get(Organization, acme.id).members_count == 1
+    # Both histories tell it: the organization's names the member, the user's the organization.
+    history = page[page.index('id="history"') :]
+    assert "Member added" in history and f'href="/users/{ada.id}">ada@example.com</a>' in history
+    user_page = html_of(client.get(f"/users/{ada.id}"))
+    user_history = user_page[user_page.index('id="history"') :]
+    assert f'in <a href="/organizations/{acme.id}">Acme Corp</a>' in user_history
 
 
 def test_add_a_member_by_id_with_htmx_answers_the_members_section(client, staff, db, acme, make_user):

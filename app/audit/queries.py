@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
+from app.audit.labels import action_label, parse_changes
 from app.extensions import db
 from app.models import AuditEvent, Organization
 from app.pagination import Keyset, KeysetPage, ListFilters, select_page, text_arg
@@ -61,3 +63,27 @@ def list_events(filters: AuditFilters, *, after: str | None = None, per_page: in
 def organization_named(organization_id: str) -> Organization | None:
     """The organization an `organization` filter names, to say which (None: no such organization)."""
     return db.session.get(Organization, organization_id) if organization_id else None
+
+
+@dataclass
+class HistoryEntry:
+    """One event of a page's history (a user's, an organization's), its changes parsed."""
+
+    event: AuditEvent
+    changes: dict
+
+    @property
+    def action_label(self) -> str:
+        return action_label(self.event.action)
+
+
+def history(about: sa.ColumnElement[bool], limit: int) -> list[HistoryEntry]:
+    """The newest `limit` audit events matching `about` (an indexed column of audit_events)."""
+    events = db.session.scalars(
+        sa.select(AuditEvent)
+        .where(about)
+        .options(selectinload(AuditEvent.organization))  # its name, in one query for the page
+        .order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+        .limit(limit)
+    )
+    return [HistoryEntry(event, parse_changes(event.changes)) for event in events]

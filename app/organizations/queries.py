@@ -19,7 +19,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import contains_eager
 
-from app.audit.labels import action_label, parse_changes
+from app.audit.queries import HistoryEntry, history
 from app.clerk.outbox import UPDATE_MEMBERSHIP
 from app.clerk.outbox.queries import waiting_for
 from app.extensions import db
@@ -263,25 +263,9 @@ def open_invitations(organization: Organization, limit: int = INVITATIONS_LIMIT)
     )
 
 
-@dataclass
-class HistoryEntry:
-    event: AuditEvent
-    changes: dict
-
-    @property
-    def action_label(self) -> str:
-        return action_label(self.event.action)
-
-
 def organization_history(organization: Organization, limit: int = HISTORY_LIMIT) -> list[HistoryEntry]:
     """The newest audit events about the organization (its fields, members, invitations)."""
-    events = db.session.scalars(
-        sa.select(AuditEvent)
-        .where(AuditEvent.organization_id == organization.id)
-        .order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
-        .limit(limit)
-    )
-    return [HistoryEntry(event, parse_changes(event.changes)) for event in events]
+    return history(AuditEvent.organization_id == organization.id, limit)
 
 
 def member_roles_waiting(open_calls: Iterable[ClerkCall]) -> dict[str, dict[str, str]]:
