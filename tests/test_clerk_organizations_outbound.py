@@ -55,6 +55,7 @@ from app.organizations.services import (
 from app.permissions import NotAllowed
 from app.users.services import edit_user
 from tests.clerk_payloads import envelope, sign
+from tests.conftest import csrf_token_from
 from tests.fake_clerk import FakeClerk, bapi_user, connected_fake_clerk
 
 # --- fixtures: Clerk holds Acme (Grace a member) and Beta; our tables hold what its webhooks sent ---
@@ -596,3 +597,29 @@ def test_the_organization_page_queries_and_the_user_page_keeps_to_the_users_call
     # The member's role call is the organization's: it does not mark the user's own role as waiting.
     assert open_calls_for(grace) == [] and waiting_in_clerk([grace.id]) == {}
     assert fresh(db, invitation).clerk_id.startswith("local_")
+
+
+def test_a_refused_rename_is_shown_where_the_admin_acted_and_its_buttons_return_there(
+    client, db, fake, acme, root, auth, staff
+):
+    """Over HTTP: the organization's page shows Clerk's refusal with Retry and Take Clerk's value;
+    the /clerk page names the organization; both buttons bring the admin back to its page."""
+    rename_organization(acme, name="Acme", slug="beta", version=acme.version, actor=staff)
+    db.session.commit()
+    push(db, organizations=[acme])
+    call = db.session.scalars(sa.select(ClerkCall)).one()
+    auth.sign_in(root)
+
+    page = client.get(f"/organizations/{acme.id}").get_data(as_text=True)
+    clerk = page[page.index('id="clerk"') :]
+    assert "That slug is taken. Please try another." in clerk
+    assert f"/clerk/calls/{call.id}/retry" in clerk and f"/clerk/calls/{call.id}/take-clerk-value" in clerk
+    outbox = client.get("/clerk").get_data(as_text=True)
+    assert f'<a href="/organizations/{acme.id}">Acme</a>' in outbox
+
+    token = csrf_token_from(page)
+    retried = client.post(f"/clerk/calls/{call.id}/retry", data={"csrf_token": token, "back": "organization"})
+    assert retried.status_code == 302 and retried.headers["Location"] == f"/organizations/{acme.id}#clerk"
+    taken = client.post(f"/clerk/calls/{call.id}/take-clerk-value", data={"csrf_token": token})
+    assert taken.status_code == 302 and taken.headers["Location"] == f"/organizations/{acme.id}#clerk"
+    assert fresh(db, acme).slug == "acme"

@@ -153,7 +153,9 @@ NEWEST_FIRST = Keyset((ClerkCall.id,), ("int",))
 
 def list_calls(*, state: str | None = None, after: str | None = None, per_page: int = 50) -> KeysetPage:
     """The outbox, newest first, keyset-paged on id (optionally one state)."""
-    query = sa.select(ClerkCall).options(sa.orm.selectinload(ClerkCall.user))
+    query = sa.select(ClerkCall).options(
+        sa.orm.selectinload(ClerkCall.user), sa.orm.selectinload(ClerkCall.organization)
+    )
     if state:
         query = query.where(ClerkCall.state == state)
     return select_page(query, NEWEST_FIRST, after=after, per_page=per_page)
