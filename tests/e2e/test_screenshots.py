@@ -1,4 +1,4 @@
-"""The README's pictures of the users pages, drawn from the demo data in every run; kept in
+"""The README's pictures of the users and organizations pages, drawn from the demo data in every run; kept in
 docs/screenshots when SCREENSHOTS=1 (`SCREENSHOTS=1 pytest tests/e2e/test_screenshots.py`)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from app.models import User, UserRole, UserStatus
+from app.models import Organization, User, UserRole, UserStatus
 from tests.e2e.axe import VIEWPORTS
 from tests.e2e.test_overview import SCREENSHOTS, sign_in
 
@@ -30,6 +30,9 @@ def test_screenshots_of_the_users_pages(browser, live_server, auth, runner, db, 
         .order_by(User.clerk_id)
         .limit(1)
     ).first()
+    largest = db.session.scalars(
+        sa.select(Organization).where(Organization.deleted_at.is_(None)).order_by(Organization.members_count.desc())
+    ).first()
     context = browser.new_context(base_url=live_server, viewport=VIEWPORTS["desktop"], reduced_motion="reduce")
     page = context.new_page()
     try:
@@ -38,6 +41,8 @@ def test_screenshots_of_the_users_pages(browser, live_server, auth, runner, db, 
             ("users.png", "light", "desktop", "/users", False),
             ("user.png", "light", "desktop", f"/users/{someone.id}", True),
             ("users-dark-phone.png", "dark", "phone", "/users?status=active&status=suspended", False),
+            ("organizations.png", "light", "desktop", "/organizations?sort=-members", False),
+            ("organization.png", "light", "desktop", f"/organizations/{largest.id}", True),
         ]
         for name, scheme, size, url, full in shots:
             page.emulate_media(color_scheme=scheme)
