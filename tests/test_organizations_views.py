@@ -446,7 +446,7 @@ def test_add_a_member_by_id_with_htmx_answers_the_members_section(client, staff,
     [
         ("", "org:member", "user", "Choose a user"),
         ("nobody@example.com", "org:member", "user", "No user has"),
-        ("ada@example.com", "org:owner", "role", "Not a valid choice"),
+        ("ada@example.com", "org:owner", "role", "Not a role that may be given here; choose one of: Admin, Member."),
     ],
 )
 def test_a_refused_member_shows_the_error_by_its_field(client, staff, db, acme, make_user, user, role, field, message):
@@ -714,3 +714,13 @@ def test_the_audit_trail_links_organization_events_and_filters_by_organization(c
     fragment = assert_fragment(client.get(f"/audit?organization={acme.id}", headers=HX))
     assert "Member added" in fragment and "Beta" not in fragment
     assert "no such organization" in html_of(client.get("/audit?organization=nope"))
+
+
+def test_a_value_too_long_for_any_email_is_refused_without_being_echoed_whole(client, staff, acme):
+    token = csrf_token_from(html_of(client.get(f"/organizations/{acme.id}")))
+    typed = "x" * 400 + "@example.com"
+    data = {"csrf_token": token, "user": typed, "role": "org:member"}
+    fragment = assert_fragment(client.post(f"/organizations/{acme.id}/members", data=data, headers=HX), 422)
+    errors = re.findall(r'id="user-error" class="field-error">([^<]*)<', fragment)
+    assert errors and "longer than 320 characters" in errors[0] and "No user has" not in errors[0]
+    assert f'value="{typed}"' in fragment  # what was typed is kept in the field

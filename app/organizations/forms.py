@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectChoice, SelectField, StringField
-from wtforms.validators import DataRequired, Email, Length, ValidationError
+from wtforms.validators import DataRequired, Email, Length, StopValidation, ValidationError
 
 from app.database import line_problem
 from app.extensions import db
@@ -63,9 +63,19 @@ def default_role() -> str | None:
     return "org:member" if "org:member" in roles else (roles[-1] if roles else None)
 
 
+class RoleField(SelectField):
+    """A role among the form's choices; anything else is refused by name, with what may be given."""
+
+    def pre_validate(self, form) -> None:
+        offered = [(str(value), str(label)) for value, label, *_ in self.iter_choices()]
+        if not any(value == self.data for value, _ in offered):
+            names = ", ".join(label for _, label in offered)
+            raise ValidationError(f"Not a role that may be given here; choose one of: {names}.")
+
+
 def role_field() -> SelectField:
     # The choices are the app's (set when the form is made, in a request or app context).
-    return SelectField("Role", choices=[], validate_choice=True)
+    return RoleField("Role", choices=[], validate_choice=True)
 
 
 class VersionedForm(FlaskForm):
@@ -111,9 +121,12 @@ class AddMemberForm(FlaskForm):
             self.role.data = default_role()
 
     def validate_user(self, field) -> None:
+        if field.errors:  # too long, or characters no id or email holds: nothing to look up
+            raise StopValidation()
         self.member = find_member(field.data)
         if self.member is None:
-            raise ValidationError(f"No user has the id or email {field.data!r}.")
+            shown = field.data if len(field.data) <= 80 else field.data[:79] + "…"
+            raise ValidationError(f"No user has the id or email {shown!r}.")
 
 
 def find_member(text: str) -> User | None:
