@@ -275,6 +275,9 @@ def test_a_repeated_membership_delivery_is_a_duplicate(client, db):
     assert signed.post(client).get_json()["outcome"] == "duplicate"
     assert org_row(db, org["id"]).members_count == 1
     assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent)) == 1
+    # Filed under the member, so the deliveries page links their user.
+    membership = json.loads(signed.body)["data"]
+    assert db.session.scalar(sa.select(WebhookEvent.clerk_user_id)) == membership["public_user_data"]["user_id"]
 
 
 # --- Invitations -----------------------------------------------------------------------------------

@@ -162,12 +162,17 @@ def _apply_session_created(event: ClerkEvent, *, actor: Actor) -> SyncResult:
 
 
 def _describe(payload: Any) -> tuple[str, str | None]:
-    """The type and Clerk user id to file the row under, whatever shape the payload has."""
+    """The type and Clerk id to file the row under, whatever shape the payload has: the user's (a
+    session's, a membership's member's), or else the object's own (an organization, an invitation)."""
     if not isinstance(payload, Mapping):
         return "", None
     event_type = payload.get("type") if isinstance(payload.get("type"), str) else ""
     data = payload.get("data") if isinstance(payload.get("data"), Mapping) else {}
-    key = "user_id" if event_type.startswith("session.") else "id"
+    if event_type.startswith("organizationMembership."):  # the member: the page links their user
+        member = data.get("public_user_data")
+        data, key = (member if isinstance(member, Mapping) else {}), "user_id"
+    else:
+        key = "user_id" if event_type.startswith("session.") else "id"
     user_id = data.get(key) if isinstance(data.get(key), str) else None
     return _clip(event_type), _clip(user_id) if user_id else None
 
