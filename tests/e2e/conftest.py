@@ -6,6 +6,11 @@ import os
 import shutil
 
 import pytest
+from playwright.sync_api import expect
+
+# A page's answer waits for PostgreSQL and the live server's thread on a 2-core machine running
+# the whole suite: give each expectation 10 s (a missing element still fails, only later).
+expect.set_options(timeout=10_000)
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
