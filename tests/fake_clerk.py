@@ -631,6 +631,15 @@ class FakeClerk:
             return clerk_errors(422, "form_param_value_invalid", f"unsupported order_by {query['order_by']}")
         return self._listed(query, ordered)
 
+    def _instance_memberships(self, query: dict[str, str]) -> tuple[int, Any]:
+        """GET /v1/organization_memberships (users.get_instance_organization_memberships): every
+        organization's memberships, each with its organization embedded."""
+        chosen = [self._membership_json(m) for m in self.memberships]
+        ordered = self._ordered(chosen, query.get("order_by", "-created_at"), ("created_at",))
+        if ordered is None:
+            return clerk_errors(422, "form_param_value_invalid", f"unsupported order_by {query['order_by']}")
+        return self._listed(query, ordered)
+
     def _instance_invitations(self, query: dict[str, str]) -> tuple[int, Any]:
         """GET /v1/organization_invitations: every organization's, each with its organization's public data."""
         status, answer = self._invitation_list(query, self.organization_invitations)
@@ -988,6 +997,8 @@ class FakeClerk:
                 return self._sessions(query)
             if parts.path == "/v1/organization_invitations":
                 return self._instance_invitations(query)
+            if parts.path == "/v1/organization_memberships":
+                return self._instance_memberships(query)
             if parts.path.startswith("/v1/organizations"):
                 return self._organizations_get(parts.path.removeprefix("/v1/").split("/"), query)
             if parts.path == "/v1/users":

@@ -73,13 +73,14 @@ def test_sync_brings_organizations_memberships_and_pending_invitations_after_use
     assert "memberships: 10 created, 0 updated, 0 unchanged" in result.output
     assert "invitations: 2 created, 0 updated, 0 unchanged" in result.output
     assert count(db, User) == 5 and count(db, Organization) == N_ORGANIZATIONS
-    # Oldest first, three at a time; each organization's members likewise.
+    # Oldest first, three at a time; the memberships of every organization in one list likewise
+    # (users.get_instance_organization_memberships), never one request per organization.
     pages = requested(fake, "GET /v1/organizations?order_by=%2Bcreated_at")
     assert [p.split("offset=")[1] for p in pages] == ["0", "3", "6"]
+    member_pages = requested(fake, "GET /v1/organization_memberships?order_by=%2Bcreated_at")
+    assert [p.split("offset=")[1] for p in member_pages] == ["0", "3", "6", "9"]
+    assert requested(fake, "GET /v1/organizations/") == []
     big = fake.organizations[0]
-    member_pages = requested(fake, f"GET /v1/organizations/{big['id']}/memberships")
-    assert [p.split("offset=")[1] for p in member_pages] == ["0", "3", "6"]
-    assert len(requested(fake, "GET /v1/organizations/")) == 3 + (N_ORGANIZATIONS - 1)
 
     organization = db.session.scalars(sa.select(Organization).where(Organization.clerk_id == big["id"])).one()
     assert (organization.name, organization.slug, organization.members_count) == ("Org 0", "org-0", 7)
@@ -127,7 +128,7 @@ def test_a_second_sync_changes_nothing_and_then_only_what_changed(runner, db, fa
 def test_a_429_is_waited_out_for_its_retry_after(runner, db, fake, waits):
     fake.fail_calls = {
         ("GET /v1/organizations?order_by=%2Bcreated_at", 2): (429, {"Retry-After": "2"}),
-        (f"GET /v1/organizations/{fake.organizations[0]['id']}/memberships", 1): (429, {"Retry-After": "1"}),
+        ("GET /v1/organization_memberships?order_by", 1): (429, {"Retry-After": "1"}),
         ("GET /v1/organization_invitations?order_by", 1): (429, {}),
     }
 
@@ -155,42 +156,42 @@ def test_clerk_limiting_without_end_stops_the_run_with_a_place_to_resume(runner,
     assert count(db, Organization) == 3 and count(db, User) == 5
 
 
-def test_an_interrupted_memberships_stage_resumes_from_its_organization(runner, db, fake):
-    third = fake.organizations[2]["id"]
-    fake.fail_calls = {(f"GET /v1/organizations/{third}/memberships", 1): (500, {})}
+def test_an_interrupted_memberships_stage_resumes_from_its_offset(runner, db, fake):
+    fake.fail_calls = {("GET /v1/organization_memberships?order_by", 3): (500, {})}
 
     failed = sync(runner)
 
     assert failed.exit_code == 1 and "Traceback" not in failed.output
-    assert "sync stopped at organization 2" in failed.output
-    assert "The members of the organizations before it are saved (8 created" in failed.output
-    assert "resume with: flask clerk sync --from memberships --offset 2" in failed.output
-    assert count(db, Membership) == 8 and count(db, OrganizationInvitation) == 0
+    assert "sync stopped at membership 6" in failed.output
+    assert "Memberships before it are saved (6 created" in failed.output
+    assert "resume with: flask clerk sync --from memberships --offset 6" in failed.output
+    assert count(db, Membership) == 6 and count(db, OrganizationInvitation) == 0
     before = len(fake.requests)
 
-    resumed = sync(runner, "--from", "memberships", "--offset", "2")
+    resumed = sync(runner, "--from", "memberships", "--offset", "6")
 
     assert resumed.exit_code == 0, resumed.output
-    assert "memberships: 2 created, 0 updated, 0 unchanged" in resumed.output
+    assert "memberships: 4 created, 0 updated, 0 unchanged" in resumed.output
     assert "invitations: 2 created" in resumed.output and "Syncing users" not in resumed.output
     later = fake.requests[before:]
-    assert not any(r.startswith(("GET /v1/users", "GET /v1/organizations?")) for r in later)
-    assert sum("/memberships" in r for r in later) == N_ORGANIZATIONS - 2
+    assert not any(r.startswith(("GET /v1/users", "GET /v1/organizations")) for r in later)
+    pages = [r for r in later if r.startswith("GET /v1/organization_memberships?order_by")]
+    assert [p.split("offset=")[1] for p in pages] == ["6", "9"]
     assert count(db, Membership) == 10
 
 
-def test_an_organization_deleted_in_clerk_meanwhile_is_skipped(runner, db, fake):
+def test_an_organization_deleted_in_clerk_meanwhile_ends_nothing_here(runner, db, fake):
     assert sync(runner).exit_code == 0
     gone = fake.organizations[3]
     with fake._lock:
         fake.organizations.remove(gone)
         fake.deleted_organizations.append(gone)
+        fake.memberships[:] = [m for m in fake.memberships if m["organization_id"] != gone["id"]]
 
     result = sync(runner, "--from", "memberships")
 
     assert result.exit_code == 0, result.output
-    assert "1 organizations skipped (no longer in Clerk)" in result.output
-    # Its deletion is the webhook's to apply: the sync does not end anything on a 404.
+    # Its deletion is the webhook's to apply (organization.deleted): the sync ends nothing.
     assert count(db, Membership, Membership.deleted_at.is_(None)) == 10
 
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-import sqlalchemy as sa
 from clerk_backend_api import Clerk, models
 
 from app.audit.services import Actor
@@ -26,8 +25,6 @@ from app.clerk.client import quiet_sdk_deprecations
 from app.clerk.organizations import apply_invitation, apply_membership, apply_organization
 from app.clerk.outbox.delivery import backoff_seconds, retry_after_seconds
 from app.clerk.sync import MalformedClerkData, SyncOutcome, SyncResult, clerk_user_from_dict, upsert_clerk_user
-from app.extensions import db
-from app.models import Organization
 
 MAX_PAGE_SIZE = 500  # Clerk refuses a limit above 500
 MAX_RATE_LIMIT_WAITS: Final = 20  # then the 429 is reported: Clerk is not letting this run through
@@ -37,7 +34,7 @@ STAGES: Final = (USERS, ORGANIZATIONS, MEMBERSHIPS, INVITATIONS)
 STAGE_ITEM: Final = {
     USERS: "user",
     ORGANIZATIONS: "organization",
-    MEMBERSHIPS: "organization",
+    MEMBERSHIPS: "membership",
     INVITATIONS: "invitation",
 }
 T = TypeVar("T")
@@ -72,7 +69,6 @@ class BackfillProgress:
                 ("deleted", "stored as removed"),
                 ("stale", "skipped (newer data already here)"),
                 ("gone", "skipped (deleted here)"),
-                ("missing", "organizations skipped (no longer in Clerk)"),
                 ("malformed", "malformed"),
             )
             if c[k]
@@ -193,61 +189,38 @@ def backfill_organizations(
 # --- Memberships: each of our organizations' -------------------------------------------------------
 
 
-def count_live_organizations() -> int:
-    return db.session.scalar(sa.select(sa.func.count()).where(Organization.deleted_at.is_(None))) or 0
-
-
-def _organizations_from(offset: int, batch: int) -> Iterator[tuple[str, str]]:
-    """(id, clerk_id) of the live organizations, oldest first, from the `offset`-th on: OFFSET once,
-    then keyset pages, so a long run does not rescan what it has passed."""
-    order = (Organization.created_at, Organization.id)
-    query = sa.select(Organization.id, Organization.clerk_id, Organization.created_at).where(
-        Organization.deleted_at.is_(None)
-    )
-    rows = db.session.execute(query.order_by(*order).offset(offset).limit(batch)).all()
-    while rows:
-        yield from ((row.id, row.clerk_id) for row in rows)
-        if len(rows) < batch:
-            return
-        after = sa.tuple_(sa.literal(rows[-1].created_at, Organization.created_at.type), sa.literal(rows[-1].id))
-        rows = db.session.execute(query.where(sa.tuple_(*order) > after).order_by(*order).limit(batch)).all()
-
-
-def _membership_page(clerk: Clerk, clerk_id: str, *, offset: int, limit: int, wait: Wait) -> Any:
+def _instance_memberships(clerk: Clerk, *, offset: int, limit: int, wait: Wait) -> Any:
     return patiently(
-        lambda: clerk.organization_memberships.list(
-            organization_id=clerk_id, order_by="+created_at", limit=limit, offset=offset
-        ),
+        lambda: clerk.users.get_instance_organization_memberships(order_by="+created_at", limit=limit, offset=offset),
         wait=wait,
     )
+
+
+def count_clerk_memberships(clerk: Clerk, *, wait: Wait = pause) -> int:
+    return patiently(
+        lambda: clerk.users.get_instance_organization_memberships(limit=1, offset=0), wait=wait
+    ).total_count
 
 
 def backfill_memberships(
     clerk: Clerk, *, actor: Actor, page_size: int = MAX_PAGE_SIZE, offset: int = 0, wait: Wait = pause
 ) -> Iterator[BackfillProgress]:
-    """Each live organization's memberships, from our `offset`-th organization on; yields after each
-    page of members (the offset moves once an organization is done: a resumed run redoes at most one,
-    which changes nothing)."""
+    """Every membership of the instance from `offset` on, oldest first (one list for all the
+    organizations: 3,000 pages for 1.5 million, where asking each organization would make 100,000
+    requests); each embeds its organization, which it makes when missing. Yields after each page."""
     page_size = _page_size(page_size)
     progress = BackfillProgress(offset=offset, stage=MEMBERSHIPS)
-    for _, clerk_id in _organizations_from(offset, MAX_PAGE_SIZE):
-        read, done = 0, False
-        while not done:
-            try:
-                memberships = list(
-                    _membership_page(clerk, clerk_id, offset=read, limit=page_size, wait=wait).data or []
-                )
-            except models.ClerkBaseError as error:
-                if error.status_code != 404:
-                    raise
-                memberships = []
-                progress.counts["missing"] += 1  # deleted in Clerk since: its webhook ends it here
-            _apply_each(memberships, lambda data: apply_membership(data, actor=actor), progress.counts)
-            read += len(memberships)
-            done = len(memberships) < page_size
-            progress.offset += done
-            progress.page_size, progress.step = len(memberships), int(done)
-            yield progress
+    while True:
+        page = _instance_memberships(clerk, offset=progress.offset, limit=page_size, wait=wait)
+        memberships = list(page.data or [])
+        if not memberships:
+            return
+        _apply_each(memberships, lambda data: apply_membership(data, actor=actor), progress.counts)
+        progress.offset += len(memberships)
+        progress.page_size = progress.step = len(memberships)
+        yield progress
+        if len(memberships) < page_size:
+            return
 
 
 # --- Pending organization invitations: the instance's -----------------------------------------------
@@ -303,5 +276,5 @@ def stage_total(clerk: Clerk, stage: str, *, wait: Wait = pause) -> int:
     if stage == ORGANIZATIONS:
         return count_clerk_organizations(clerk, wait=wait)
     if stage == MEMBERSHIPS:
-        return count_live_organizations()
+        return count_clerk_memberships(clerk, wait=wait)
     return count_pending_invitations(clerk, wait=wait)

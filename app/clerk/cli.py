@@ -84,7 +84,7 @@ def sync_command(page_size: int, start: str, offset: int) -> None:
 SAVED = {
     "users": "Users before it are saved",
     "organizations": "Organizations before it are saved",
-    "memberships": "The members of the organizations before it are saved",
+    "memberships": "Memberships before it are saved",
     "invitations": "Invitations before it are saved",
 }
 
