@@ -163,30 +163,43 @@ def count_clerk_organizations(clerk: Clerk, *, wait: Wait = pause) -> int:
     return patiently(lambda: clerk.organizations.list(limit=1, offset=0), wait=wait).total_count
 
 
+def _walk(
+    stage: str,
+    fetch: Callable[[int, int], Any],
+    apply: Callable[[dict[str, Any]], SyncResult],
+    *,
+    page_size: int,
+    offset: int,
+) -> Iterator[BackfillProgress]:
+    """Apply every item of Clerk's list `fetch(offset, limit)` from `offset` on; yields after each page."""
+    page_size = _page_size(page_size)
+    progress = BackfillProgress(offset=offset, stage=stage)
+    while True:
+        items = list(fetch(progress.offset, page_size).data or [])
+        if not items:
+            return
+        _apply_each(items, apply, progress.counts)
+        progress.offset += len(items)
+        progress.page_size = progress.step = len(items)
+        yield progress
+        if len(items) < page_size:
+            return
+
+
 def backfill_organizations(
     clerk: Clerk, *, actor: Actor, page_size: int = MAX_PAGE_SIZE, offset: int = 0, wait: Wait = pause
 ) -> Iterator[BackfillProgress]:
-    """Upsert every Clerk organization from `offset` on, oldest first; yields after each page."""
-    page_size = _page_size(page_size)
-    progress = BackfillProgress(offset=offset, stage=ORGANIZATIONS)
-    while True:
-        start = progress.offset
-        page = patiently(
-            lambda start=start: clerk.organizations.list(order_by="+created_at", limit=page_size, offset=start),
-            wait=wait,
-        )
-        organizations = list(page.data or [])
-        if not organizations:
-            return
-        _apply_each(organizations, lambda data: apply_organization(data, actor=actor), progress.counts)
-        progress.offset += len(organizations)
-        progress.page_size = progress.step = len(organizations)
-        yield progress
-        if len(organizations) < page_size:
-            return
+    """Every Clerk organization from `offset` on, oldest first."""
+
+    def fetch(start: int, limit: int) -> Any:
+        return patiently(lambda: clerk.organizations.list(order_by="+created_at", limit=limit, offset=start), wait=wait)
+
+    return _walk(
+        ORGANIZATIONS, fetch, lambda data: apply_organization(data, actor=actor), page_size=page_size, offset=offset
+    )
 
 
-# --- Memberships: each of our organizations' -------------------------------------------------------
+# --- Memberships: the instance's, in one list ------------------------------------------------------
 
 
 def _instance_memberships(clerk: Clerk, *, offset: int, limit: int, wait: Wait) -> Any:
@@ -207,20 +220,14 @@ def backfill_memberships(
 ) -> Iterator[BackfillProgress]:
     """Every membership of the instance from `offset` on, oldest first (one list for all the
     organizations: 3,000 pages for 1.5 million, where asking each organization would make 100,000
-    requests); each embeds its organization, which it makes when missing. Yields after each page."""
-    page_size = _page_size(page_size)
-    progress = BackfillProgress(offset=offset, stage=MEMBERSHIPS)
-    while True:
-        page = _instance_memberships(clerk, offset=progress.offset, limit=page_size, wait=wait)
-        memberships = list(page.data or [])
-        if not memberships:
-            return
-        _apply_each(memberships, lambda data: apply_membership(data, actor=actor), progress.counts)
-        progress.offset += len(memberships)
-        progress.page_size = progress.step = len(memberships)
-        yield progress
-        if len(memberships) < page_size:
-            return
+    requests); each embeds its organization, which it makes when missing."""
+
+    def fetch(start: int, limit: int) -> Any:
+        return _instance_memberships(clerk, offset=start, limit=limit, wait=wait)
+
+    return _walk(
+        MEMBERSHIPS, fetch, lambda data: apply_membership(data, actor=actor), page_size=page_size, offset=offset
+    )
 
 
 # --- Pending organization invitations: the instance's -----------------------------------------------
@@ -245,20 +252,14 @@ def count_pending_invitations(clerk: Clerk, *, wait: Wait = pause) -> int:
 def backfill_invitations(
     clerk: Clerk, *, actor: Actor, page_size: int = MAX_PAGE_SIZE, offset: int = 0, wait: Wait = pause
 ) -> Iterator[BackfillProgress]:
-    """Every pending organization invitation from `offset` on, oldest first; yields after each page."""
-    page_size = _page_size(page_size)
-    progress = BackfillProgress(offset=offset, stage=INVITATIONS)
-    while True:
-        page = _pending_invitations(clerk, offset=progress.offset, limit=page_size, wait=wait)
-        invitations = list(page.data or [])
-        if not invitations:
-            return
-        _apply_each(invitations, lambda data: apply_invitation(data, actor=actor), progress.counts)
-        progress.offset += len(invitations)
-        progress.page_size = progress.step = len(invitations)
-        yield progress
-        if len(invitations) < page_size:
-            return
+    """Every pending organization invitation from `offset` on, oldest first."""
+
+    def fetch(start: int, limit: int) -> Any:
+        return _pending_invitations(clerk, offset=start, limit=limit, wait=wait)
+
+    return _walk(
+        INVITATIONS, fetch, lambda data: apply_invitation(data, actor=actor), page_size=page_size, offset=offset
+    )
 
 
 STAGE_RUNS: Final = {
@@ -270,7 +271,7 @@ STAGE_RUNS: Final = {
 
 
 def stage_total(clerk: Clerk, stage: str, *, wait: Wait = pause) -> int:
-    """How far the stage's progress bar goes: Clerk's count, or our organizations for memberships."""
+    """How far the stage's progress bar goes: Clerk's count of what the stage reads."""
     if stage == USERS:
         return count_clerk_users(clerk, wait=wait)
     if stage == ORGANIZATIONS:
