@@ -12,7 +12,7 @@ so concurrent events cannot deadlock. Nothing here commits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -20,7 +20,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from app.audit.services import Actor
-from app.clerk.outbox import member_roles_waiting, organization_fields_waiting
+from app.clerk.outbox import ORGANIZATION_FIELDS, member_roles_waiting, organization_fields_waiting
 from app.clerk.sync import (
     MAX_ID_BYTES,
     MalformedClerkData,
@@ -216,9 +216,11 @@ def _advance(row: Any, updated_at: int | None, *, force: bool = False) -> None:
         db.session.flush()
 
 
-def _kept(row: Any, changes: dict[str, Any], waiting: set[str]) -> list[str]:
-    """Drop the fields an admin changed that Clerk has not taken yet (as the users' rule)."""
-    kept = sorted(name for name in waiting & changes.keys() if not same_value(name, getattr(row, name), changes[name]))
+def _kept(row: Any, changes: dict[str, Any], editable: tuple[str, ...], waiting: Callable[[], set[str]]) -> list[str]:
+    """Drop the fields an admin changed that Clerk has not taken yet (as the users' rule). The
+    outbox is asked only when an event would change one of the `editable` fields: most do not."""
+    differing = {n for n in editable if n in changes and not same_value(n, getattr(row, n), changes[n])}
+    kept = sorted(differing & waiting()) if differing else []
     for name in kept:
         del changes[name]
     return kept
@@ -271,7 +273,7 @@ def upsert_organization(
     changes = dict(incoming.fields)
     if incoming.created_at is not None:
         changes["created_at"] = incoming.created_at
-    kept = _kept(organization, changes, organization_fields_waiting(organization.id))
+    kept = _kept(organization, changes, ORGANIZATION_FIELDS, lambda: organization_fields_waiting(organization.id))
     applied = update_organization_fields(organization, changes, actor=actor, action=action)
     _advance(organization, incoming.updated_at, force=ignore_order)
     return _updated(applied, organization, kept)
@@ -426,8 +428,12 @@ def apply_membership(
     stale = None if ignore_order else _stale(incoming, membership)
     if stale:
         return SyncResult(SyncOutcome.STALE, None, reason=stale, row=membership)
-    waiting = {"role"} if clerk_user_id in member_roles_waiting(organization.id) else set()
-    kept = _kept(membership, changes, waiting)
+    kept = _kept(
+        membership,
+        changes,
+        ("role",),
+        lambda: {"role"} if clerk_user_id in member_roles_waiting(organization.id) else set(),
+    )
     applied = update_membership_fields(membership, changes, actor=actor, action=action)
     _advance(membership, incoming.updated_at, force=ignore_order)
     return _updated(applied, membership, kept)
