@@ -614,7 +614,7 @@ def test_a_refused_rename_is_shown_where_the_admin_acted_and_its_buttons_return_
     clerk = page[page.index('id="clerk"') :]
     assert "That slug is taken. Please try another." in clerk
     assert f"/clerk/calls/{call.id}/retry" in clerk and f"/clerk/calls/{call.id}/take-clerk-value" in clerk
-    assert 'name="back" value="organization"' in clerk and "<th scope=\"col\">Member</th>" in clerk
+    assert 'name="back" value="organization"' in clerk and '<th scope="col">Member</th>' in clerk
     outbox = client.get("/clerk").get_data(as_text=True)
     assert f'<a href="/organizations/{acme.id}">Acme</a>' in outbox
 
