@@ -62,6 +62,7 @@ def register_blueprints(app: Flask) -> None:
     from app.health import bp as health_bp
     from app.organizations.views import bp as organizations_bp
     from app.overview.views import bp as overview_bp
+    from app.staff.views import bp as staff_bp
     from app.users.views import bp as users_bp
     from app.webhooks.views import bp as webhooks_bp
 
@@ -73,6 +74,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(audit_bp)
     app.register_blueprint(clerk_bp)
+    app.register_blueprint(staff_bp)
 
 
 def register_security(app: Flask) -> None:

@@ -81,6 +81,7 @@ def init_commands(app: Flask) -> None:
     from app.clerk.cli import clerk_cli
     from app.demo.cli import demo_command
     from app.overview.cli import stats_cli
+    from app.staff.cli import staff_cli
     from app.webhooks.cli import replay_command
 
     clerk_cli.add_command(replay_command)  # `flask clerk replay`: its code is the webhooks'
@@ -88,3 +89,4 @@ def init_commands(app: Flask) -> None:
     app.cli.add_command(demo_command)
     app.cli.add_command(clerk_cli)
     app.cli.add_command(stats_cli)
+    app.cli.add_command(staff_cli)

@@ -96,7 +96,14 @@ def init_error_handlers(app: Flask) -> None:
     @app.errorhandler(NotAllowed)
     def _not_allowed(error: NotAllowed):
         db.session.rollback()
-        return render_error(403, str(error))
+        missing = getattr(error, "permission", None)  # a MissingPermission names what was lacking
+        return answer(
+            "errors/error.html",
+            "errors/_error.html",
+            status=403,
+            missing_permission=missing,
+            **error_page(403, str(error)),
+        )
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):

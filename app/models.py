@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -303,6 +304,8 @@ class AuditEvent(db.Model):
     remote_addr: Mapped[str | None] = mapped_column(sa.Text)
     # The organization the change was about (its own fields, a membership or an invitation).
     organization_id: Mapped[str | None] = mapped_column(sa.Text, sa.ForeignKey("organizations.id"))
+    # The staff group a change of permissions was about; no foreign key, so a deleted group's history stays.
+    staff_group_id: Mapped[int | None] = mapped_column(sa.Integer)
 
     actor: Mapped[User | None] = relationship(foreign_keys=[actor_id])
     target: Mapped[User | None] = relationship(foreign_keys=[target_id])
@@ -311,6 +314,7 @@ class AuditEvent(db.Model):
     __table_args__ = (
         sa.Index("ix_audit_events_target_id_occurred_at", "target_id", "occurred_at"),
         sa.Index("ix_audit_events_organization_id_occurred_at", "organization_id", "occurred_at"),
+        sa.Index("ix_audit_events_staff_group_id_occurred_at", "staff_group_id", "occurred_at"),
     )
 
 
@@ -620,3 +624,59 @@ class OrganizationInvitation(db.Model):
         if pending and self.expires_at is not None and self.expires_at <= utcnow():
             return OrganizationInvitationStatus.EXPIRED.value
         return self.status
+
+
+class StaffGroup(db.Model):
+    """A named set of permissions (app/permissions.py's catalogue) granted to the admins in it.
+
+    Super admins hold every permission by their role and belong to no group. A built-in group is
+    made by the migrations (Administrators: what every admin could do before groups existed) and
+    may have its permissions changed but is never renamed or deleted."""
+
+    __tablename__ = "staff_groups"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+    description: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    permissions: Mapped[str] = mapped_column(sa.Text, default="[]", server_default="[]")  # JSON list of names
+    builtin: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=sa.func.now()
+    )
+    # Optimistic locking: two super admins editing one group's grid cannot silently overwrite each other.
+    version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+
+    members: Mapped[list[StaffGroupMember]] = relationship(
+        back_populates="group", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (sa.Index("uq_staff_groups_lower_name", sa.func.lower(name), unique=True),)
+
+    @property
+    def permission_names(self) -> list[str]:
+        """The names stored, sorted; unknown ones (a permission since removed from the code) included."""
+        try:
+            names = json.loads(self.permissions or "[]")
+        except ValueError:
+            return []
+        return sorted(n for n in names if isinstance(n, str)) if isinstance(names, list) else []
+
+    def __repr__(self) -> str:
+        return f"<StaffGroup {self.id} {self.name}>"
+
+
+class StaffGroupMember(db.Model):
+    __tablename__ = "staff_group_members"
+
+    group_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("staff_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(sa.Text, sa.ForeignKey("users.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
+
+    group: Mapped[StaffGroup] = relationship(back_populates="members")
+    user: Mapped[User] = relationship()
+
+    __table_args__ = (sa.Index("ix_staff_group_members_user_id", "user_id"),)

@@ -21,7 +21,8 @@ from app.audit.services import Actor
 from app.auth.services import issue_sign_in_link
 from app.config import normalise_database_url
 from app.extensions import db as _db
-from app.models import User, UserRole, UserStatus
+from app.models import StaffGroupMember, User, UserRole, UserStatus
+from app.records.staff import builtin_group
 
 TEST_SECRET = "test-secret-key"
 
@@ -95,6 +96,16 @@ def _empty_tables() -> None:
     with _db.engine.begin() as connection:
         for table in reversed(_db.metadata.sorted_tables):
             connection.execute(table.delete())
+    _restore_builtin_groups()
+
+
+def _restore_builtin_groups() -> None:
+    """The migrations' built-in staff group, as every database has it (emptied with the rest above)."""
+    from app.staff.services import ensure_builtin_group
+
+    ensure_builtin_group()
+    _db.session.commit()
+    _db.session.remove()
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +172,9 @@ def make_user(db):
         fields.setdefault("status", UserStatus.ACTIVE)
         user = User(**fields)
         db.session.add(user)
+        if user.role == UserRole.ADMIN:  # as the app does for anyone made an admin (app/records/staff.py)
+            db.session.flush()
+            db.session.add(StaffGroupMember(group_id=builtin_group().id, user_id=user.id))
         db.session.commit()
         return user
 

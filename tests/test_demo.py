@@ -194,7 +194,7 @@ def test_a_big_seed_rebuilds_the_indexes_it_dropped(db, monkeypatch):
 
 
 def test_every_command_group_is_registered_by_the_factory(app):
-    assert set(app.cli.commands) == {"users", "demo", "clerk", "stats", "db"}  # db: Flask-Migrate
+    assert set(app.cli.commands) == {"users", "demo", "clerk", "stats", "staff", "db"}  # db: Flask-Migrate
 
 
 def test_making_records_needs_no_database():
@@ -203,3 +203,32 @@ def test_making_records_needs_no_database():
 
     code = "import sys, app.demo.generate; sys.exit(any(m.startswith(('sqlalchemy', 'psycopg', 'app.extensions')) for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_demo_makes_example_staff_groups_and_places_every_admin_once(db, runner):
+    from app.models import StaffGroup, StaffGroupMember
+    from app.permissions import grants_of
+
+    result = runner.invoke(args=["demo", "--users", "120"])
+    assert result.exit_code == 0, result.output
+    groups = {g.name: g for g in db.session.scalars(sa.select(StaffGroup))}
+    assert set(groups) == {"Administrators", "Support", "Read-only", "Engineer"}
+    assert groups["Support"].permission_names == [
+        "users.invite",
+        "users.sessions",
+        "users.suspend",
+        "users.unlock",
+        "users.view",
+    ]
+    admins = db.session.scalars(sa.select(User).where(User.role == UserRole.ADMIN)).all()
+    placed = db.session.execute(sa.select(StaffGroupMember.user_id, StaffGroupMember.group_id)).all()
+    # Every admin is in exactly one group: a few in the examples, the rest in the built-in one.
+    assert sorted(user_id for user_id, _ in placed) == sorted(admin.id for admin in admins)
+    support = [user_id for user_id, group_id in placed if group_id == groups["Support"].id]
+    assert 1 <= len(support) <= 3  # up to three of the active demo admins
+    assert "users.export" not in grants_of(db.session.get(User, support[0]))
+
+    again = runner.invoke(args=["demo", "--users", "120"])
+    assert again.exit_code == 0, again.output
+    assert "Demo staff groups: 0 created; 0 admins placed" in again.output
+    assert db.session.execute(sa.select(sa.func.count()).select_from(StaffGroupMember)).scalar() == len(placed)

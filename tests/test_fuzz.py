@@ -71,6 +71,8 @@ from app.organizations.forms import (
 from app.organizations.queries import SORTS as ORGANIZATION_SORTS
 from app.overview.queries import RANGES
 from app.pagination import ListFilters
+from app.staff.forms import DeleteGroupForm, GroupEditForm, GroupForm, MemberForm, PermissionsForm, StaffActionForm
+from app.staff.forms import VersionedForm as StaffVersionedForm
 from app.users.forms import (
     BulkForm,
     DeleteForm,
@@ -157,6 +159,17 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("organizations.remove", "POST"): Route(forms=(ClerkActionForm,)),
     ("organizations.invite", "POST"): Route(forms=(OrganizationInviteForm,)),
     ("organizations.revoke", "POST"): Route(forms=(ClerkActionForm,)),
+    ("staff.index", "GET"): Route(),
+    ("staff.me", "GET"): Route(),
+    ("staff.person", "GET"): Route(),
+    ("staff.create", "POST"): Route(forms=(GroupForm,)),
+    ("staff.group", "GET"): Route(),
+    ("staff.update", "POST"): Route(forms=(GroupEditForm, StaffVersionedForm)),
+    ("staff.permissions", "POST"): Route(forms=(PermissionsForm,)),
+    ("staff.add", "POST"): Route(forms=(MemberForm,)),
+    ("staff.remove", "POST"): Route(forms=(StaffActionForm,)),
+    ("staff.delete", "GET"): Route(),
+    ("staff.delete", "POST"): Route(forms=(DeleteGroupForm,)),
     ("clerk.index", "GET"): Route(query=("state", "after", "before")),
     ("clerk.retry", "POST"): Route(forms=(ClerkActionForm,), form=("back",)),
     ("clerk.take_value", "POST"): Route(forms=(ClerkActionForm,)),
@@ -538,6 +551,7 @@ REAL_KINDS = {
     "organization_id": "organization",
     "membership_id": "membership",
     "invitation_id": "invitation",
+    "group_id": "group",
 }
 VALID_CSRF = Real("csrf")
 
@@ -794,6 +808,7 @@ class World:
             ]
         )
         self.seed_organizations(now)
+        groups = self.seed_staff_groups()
         token = issue_sign_in_link(
             people[0],
             secret_key=self.app.config["SECRET_KEY"],
@@ -817,7 +832,19 @@ class World:
             "organization": list(ORGANIZATION_IDS.values()),
             "membership": list(MEMBERSHIP_IDS.values()),
             "invitation": list(INVITATION_IDS.values()),
+            "group": groups,
         }
+
+    def seed_staff_groups(self) -> list[str]:
+        """The built-in group and one of the world's own, with the admin in it."""
+        from app.staff.services import add_member, create_group, ensure_builtin_group
+
+        builtin = ensure_builtin_group()
+        fuzzers = create_group(
+            "Fuzzers", description="A group to poke at", permissions=["users.view"], actor=Actor.cli()
+        )
+        add_member(fuzzers, self.db.session.get(User, USER_IDS["admin"]), actor=Actor.cli())
+        return [str(builtin.id), str(fuzzers.id)]
 
     def seed_organizations(self, now) -> None:
         """An organization with a member, one waiting for its user and a removed one, a pending and

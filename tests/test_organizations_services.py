@@ -46,7 +46,7 @@ from app.organizations.services import (
     rename_organization,
     revoke_organization_invitation,
 )
-from app.permissions import NotAllowed, can_manage_member, can_manage_organizations
+from app.permissions import NotAllowed, may
 from app.records import counts
 from app.records.organizations import update_organization_fields
 from app.records.users import placeholder_clerk_id
@@ -157,14 +157,14 @@ def exact(db, organization: Organization) -> None:
 
 
 def test_staff_and_the_command_line_manage_organizations_others_do_not(boss, admin, make_user, grace):
-    assert can_manage_organizations(staff(boss)) and can_manage_organizations(staff(admin))
-    assert can_manage_organizations(CLI) and can_manage_organizations(Actor.webhook())
-    assert not can_manage_organizations(staff(grace))  # role `user`
-    assert not can_manage_organizations(Actor.anonymous("127.0.0.1"))
+    assert may(staff(boss), "organizations.manage") and may(staff(admin), "organizations.manage")
+    assert may(CLI, "organizations.manage") and may(Actor.webhook(), "organizations.manage")
+    assert not may(staff(grace), "organizations.manage")  # role `user`
+    assert not may(Actor.anonymous("127.0.0.1"), "organizations.manage")
     other_admin = make_user(email="other@staff.example", role=UserRole.ADMIN)
-    assert can_manage_member(staff(admin), grace) and can_manage_member(staff(admin), None)
-    assert not can_manage_member(staff(admin), other_admin)  # admins act on users with the role `user` only
-    assert can_manage_member(staff(boss), other_admin)
+    assert may(staff(admin), "organizations.manage", grace) and may(staff(admin), "organizations.manage")
+    assert not may(staff(admin), "organizations.manage", other_admin)  # admins act on users with the role `user` only
+    assert may(staff(boss), "organizations.manage", other_admin)
 
 
 def test_someone_not_staff_changes_nothing(db, acme, grace, make_user):

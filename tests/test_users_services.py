@@ -169,7 +169,7 @@ def test_edit_user_refusals_raise_and_write_nothing(boss, admin, ada, make_user,
         db,
         NotAllowed,
         lambda: edit_user(ada, {"role": UserRole.ADMIN}, expected_version=None, actor=as_admin),
-        match="Only super admins change roles",
+        match="roles.manage",
     )
     # The command line may do anything but leave the dashboard without an active super admin.
     refused(
@@ -237,8 +237,10 @@ def test_invite_user_creates_an_invited_row_and_its_audit_event(boss, db):
     db.session.expire_all()
     assert (user.email, user.status, user.role) == ("grace@navy.mil", UserStatus.INVITED, UserRole.ADMIN)
     assert user.clerk_id.startswith("local_")
-    [event] = events(db)
+    [event, joined] = events(db)
     assert (event.action, event.actor_id, event.target_id) == ("user.invite", boss.id, user.id)
+    # An invited admin joins the built-in group, as anyone made an admin does (app/records/staff.py).
+    assert (joined.action, joined.target_id, joined.target_label) == ("staff_group.member_add", user.id, user.email)
     assert json.loads(event.changes) == {
         "email": [None, "grace@navy.mil"],
         "first_name": [None, "Grace"],
@@ -261,7 +263,7 @@ def test_invite_user_refusals_raise_and_write_nothing(admin, ada, db):
         db,
         NotAllowed,
         lambda: invite_user("new@example.com", role=UserRole.ADMIN, actor=Actor.staff(admin)),
-        match="Only super admins give",
+        match="roles.manage",
     )
 
 

@@ -50,6 +50,12 @@ ACTION_LABELS = {
     "organization_invitation.revoke": "Organization invitation revoked",
     "organization_invitation.claimed": "Organization invitation confirmed by Clerk",
     "organization_invitation.organization_deleted": "Invitation revoked (organization deleted)",
+    "staff_group.create": "Staff group created",
+    "staff_group.update": "Staff group renamed or described",
+    "staff_group.permissions": "Staff group's permissions changed",
+    "staff_group.delete": "Staff group deleted",
+    "staff_group.member_add": "Added to a staff group",
+    "staff_group.member_remove": "Removed from a staff group",
 }
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.extensions import db
-from app.models import AuditEvent, Organization, User
+from app.models import AuditEvent, Organization, StaffGroup, User
 
 
 class Source(enum.StrEnum):
@@ -25,6 +25,8 @@ class Actor:
     label: str
     user: User | None = None
     remote_addr: str | None = None
+    # What is worked out once per actor (their permissions: app/permissions.py); not part of who they are.
+    memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     @classmethod
     def staff(cls, user: User, remote_addr: str | None = None) -> Actor:
@@ -70,21 +72,30 @@ def record(
     target: User | None = None,
     changes: dict[str, Any] | None = None,
     organization: Organization | None = None,
+    staff_group: StaffGroup | None = None,
 ) -> AuditEvent:
     """Add an audit event to the current transaction; the caller commits it with the change.
 
     A change to an organization, one of its memberships or invitations names the organization
-    (its page shows its history); a membership's change names the member as its target too."""
+    (its page shows its history); a membership's change names the member as its target too. A change
+    to a staff group names the group (and the member, for a member added or removed)."""
+    if target is not None:
+        target_label = target.email
+    elif organization is not None:
+        target_label = organization.label
+    else:
+        target_label = f"group {staff_group.name}" if staff_group is not None else None
     event = AuditEvent(
         source=actor.source.value,
         actor_id=actor.user.id if actor.user is not None else None,
         actor_label=actor.label,
         action=action,
         target_id=target.id if target is not None else None,
-        target_label=target.email if target is not None else (organization.label if organization else None),
+        target_label=target_label,
         changes=json.dumps(changes, sort_keys=True) if changes else None,
         remote_addr=actor.remote_addr,
         organization_id=organization.id if organization is not None else None,
+        staff_group_id=staff_group.id if staff_group is not None else None,
     )
     db.session.add(event)
     return event

@@ -6,11 +6,13 @@ while the generation in the database is the same (README.md, "Signing in", says 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import flask_login
+import sqlalchemy as sa
 from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
 from htmx_flask import make_response
 
@@ -19,6 +21,7 @@ from app.auth.clerk_session import ClerkTokenRefused, has_clerk_token, verify_cl
 from app.extensions import db, login_manager
 from app.models import User
 from app.pages import is_htmx_request, vary_on_htmx, wants_fragment
+from app.permissions import ensure, may
 
 SESSION_SEEN_KEY = "seen"
 SESSION_STARTED_KEY = "started"
@@ -31,8 +34,13 @@ def public(view: Callable) -> Callable:
 
 
 def current_actor() -> Actor:
-    """The signed-in staff member, as the actor of what this request does (with their address)."""
-    return Actor.staff(g.user, request.remote_addr)
+    """The signed-in staff member, as the actor of what this request does (with their address).
+
+    One per request, so their permissions are read once (app/permissions.py)."""
+    actor = g.get("actor")
+    if actor is None or actor.user is not g.user:
+        actor = g.actor = Actor.staff(g.user, request.remote_addr)
+    return actor
 
 
 def sign_in(user: User) -> None:
@@ -107,6 +115,7 @@ def _clerk_user(request) -> User | None:
 
 def _load_current_user() -> None:
     g.user = None
+    g.actor = None
     g.clerk_refusal = None
     # Flask-Login keeps the user it loaded in g, which outlives a request under an app context
     # pushed around several (the tests, the CLI): each request loads its own.
@@ -179,7 +188,66 @@ def init_guard(app: Flask) -> None:
     login_manager.init_app(app, add_context_processor=False)
     app.before_request(_load_current_user)
     app.before_request(_require_staff)
+    app.before_request(_require_area_permission)
 
     @app.context_processor
     def _current_user():
         return {"current_user": g.get("user")}
+
+    app.add_template_global(_may, "may")  # a global, so imported macros see it too
+
+
+def _may(permission: str, target: User | None = None) -> bool:
+    """For the templates: whether the signed-in person may do this (pages offer only what they may).
+
+    An error page drawn because the database is unreachable offers nothing rather than ask it again."""
+    if g.get("user") is None:
+        return False
+    try:
+        return may(current_actor(), permission, target)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
+        return False
+
+
+def requires(permission: str) -> Callable:
+    """A view that needs `permission` beyond its blueprint's (answered with a 403 naming it)."""
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def checked(*args, **kwargs):
+            ensure(current_actor(), permission)
+            return view(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+# What each area of the dashboard needs to be seen at all; each change needs its own permission
+# besides, checked by the service that makes it (app/permissions.py). Views marked `own_check`
+# (and public ones) are left to themselves: /staff/me shows anyone what they may do.
+AREA_PERMISSIONS = {
+    "overview": "users.view",
+    "users": "users.view",
+    "organizations": "users.view",
+    "webhooks": "users.view",
+    "clerk": "users.view",
+    "audit": "audit.view",
+    "staff": "permissions.manage",
+}
+
+
+def _require_area_permission():
+    permission = AREA_PERMISSIONS.get(request.blueprint or "")
+    if permission is None or g.get("user") is None:
+        return
+    view = current_app.view_functions.get(request.endpoint)
+    if getattr(view, "is_public", False) or getattr(view, "own_check", False):
+        return
+    ensure(current_actor(), permission)
+
+
+def own_check(view: Callable) -> Callable:
+    """Mark a view whose permission is checked by itself (or by the service it calls), not by its blueprint's."""
+    view.own_check = True  # type: ignore[attr-defined]
+    return view

@@ -23,7 +23,7 @@ from app.extensions import db
 from app.models import ClerkCall, ClerkCallState
 from app.pages import answer
 from app.pagination import MAX_INT
-from app.permissions import can_act_on
+from app.permissions import ensure
 
 bp = Blueprint("clerk", __name__)
 PAGE_SIZE = 50
@@ -45,7 +45,6 @@ def index():
     filters = OutboxFilters.from_args(request.args)
     page = list_calls(state=filters.state, after=request.args.get("after"), per_page=PAGE_SIZE)
     actor = current_actor()
-    manageable_ids = {call.user.id for call in page.rows if call.user is not None and can_act_on(actor, call.user)}
     return answer(
         "clerk/index.html",
         "clerk/_results.html",
@@ -54,8 +53,7 @@ def index():
         states=[s.value for s in ClerkCallState],
         health=outbox_health(),
         action_form=ClerkActionForm(formdata=None),
-        manageable_ids=manageable_ids,
-        **call_offers(page.rows, manageable_ids),
+        **call_offers(page.rows, actor),
     )
 
 
@@ -119,6 +117,7 @@ def take_value(call_id: int):
 @bp.post("/clerk/push")
 def push():
     """Send the due calls now (what `flask clerk push` does), within the request's short budget."""
+    ensure(current_actor(), "clerk.retry")
     ensure_form_accepted(ClerkActionForm())
     if not clerk_connected():
         abort(409, description="Clerk is not connected: set CLERK_SECRET_KEY.")

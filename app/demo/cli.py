@@ -32,6 +32,10 @@ def demo_command(n_users: int) -> None:
     finally:
         bars.close()
     db.session.commit()
+    from app.demo.staff import seed_staff_groups
+
+    staff = seed_staff_groups(actor=Actor.cli())
+    db.session.commit()
     click.echo(
         f"Demo users: {counts['users_created']} created, {counts['users_existing']} already there; "
         f"{counts['user_data_created']} key-value rows created."
@@ -39,6 +43,9 @@ def demo_command(n_users: int) -> None:
     click.echo(
         f"Demo organizations: {counts['organizations_created']} created, with "
         f"{counts['memberships_created']} memberships and {counts['invitations_created']} invitations."
+    )
+    click.echo(
+        f"Demo staff groups: {staff['groups_created']} created; {staff['admins_placed']} admins placed in groups."
     )
 
 

@@ -38,7 +38,7 @@ from app.models import (
     User,
     utcnow,
 )
-from app.permissions import ensure_can_manage_member, ensure_can_manage_organizations
+from app.permissions import ensure, ensure_member_change
 from app.records.organizations import (
     insert_invitation_if_absent,
     insert_membership_if_absent,
@@ -149,7 +149,7 @@ def rename_organization(
     A slug another live organization holds here is refused; Clerk's answer (a 422 for a slug taken
     there) remains the final word and arrives with the call's delivery. {field: [before, after]}.
     """
-    ensure_can_manage_organizations(actor)
+    ensure(actor, "organizations.manage")
     _ensure_live(organization)
     current = {"name": organization.name, "slug": organization.slug}
     if version is not None and version != organization.version:
@@ -213,7 +213,7 @@ def live_membership_of(organization: Organization, user: User) -> Membership | N
 
 def add_member(organization: Organization, user: User, role: str, *, actor: Actor) -> Membership:
     """Make a user a member with a role; Clerk gets organization_memberships.create."""
-    ensure_can_manage_member(actor, user)
+    ensure_member_change(actor, user)
     _ensure_live(organization)
     if user.deleted_at is not None:
         raise OrganizationError("user", f"{user.label} was deleted: they cannot join an organization.")
@@ -250,7 +250,7 @@ def add_member(organization: Organization, user: User, role: str, *, actor: Acto
 
 def change_member_role(membership: Membership, role: str, *, actor: Actor, version: int | None = None) -> dict:
     """Give a member another role (keyed in Clerk by organization and user); {field: [before, after]}."""
-    ensure_can_manage_member(actor, membership.user)
+    ensure_member_change(actor, membership.user)
     _ensure_live_membership(membership)
     _ensure_role(role, roles_for(membership.role))
     if version is not None and version != membership.version:
@@ -273,7 +273,7 @@ def change_member_role(membership: Membership, role: str, *, actor: Actor, versi
 
 def remove_member(membership: Membership, *, actor: Actor) -> None:
     """End the membership here (a tombstone; members_count moves) and in Clerk."""
-    ensure_can_manage_member(actor, membership.user)
+    ensure_member_change(actor, membership.user)
     _ensure_live_membership(membership)
     try:
         with db.session.begin_nested():
@@ -336,7 +336,7 @@ def invite_to_organization(
 ) -> OrganizationInvitation:
     """Invite an address to join with a role; Clerk gets organization_invitations.create and its
     answer gives the row Clerk's id."""
-    ensure_can_manage_organizations(actor)
+    ensure(actor, "organizations.manage")
     _ensure_live(organization)
     email = valid_email(email)
     _ensure_role(role, organization_roles())
@@ -356,7 +356,7 @@ def invite_to_organization(
 
 def revoke_organization_invitation(invitation: OrganizationInvitation, *, actor: Actor) -> None:
     """Withdraw a pending invitation here and in Clerk."""
-    ensure_can_manage_organizations(actor)
+    ensure(actor, "organizations.manage")
     _ensure_live(invitation.organization)
     status = invitation.effective_status
     if status != PENDING:

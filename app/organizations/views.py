@@ -54,7 +54,7 @@ from app.organizations.services import (
     role_label,
 )
 from app.pages import answer, fragment_or_redirect, vary_on_htmx, wants_fragment
-from app.permissions import can_manage_member, can_manage_organizations
+from app.permissions import can_act_on, ensure, ensure_member_change, may
 
 bp = Blueprint("organizations", __name__)
 
@@ -147,11 +147,13 @@ def index():
 def offers(organization: Organization, *memberships: Membership) -> dict:
     """What the signed-in person may do here: manage the organization, and which members."""
     actor = current_actor()
-    may_manage = organization.deleted_at is None and can_manage_organizations(actor)
+    may_manage = organization.deleted_at is None and may(actor, "organizations.manage")
     return {
         "may_manage": may_manage,
         "manageable_member_ids": {
-            m.id for m in memberships if may_manage and m.deleted_at is None and can_manage_member(actor, m.user)
+            m.id
+            for m in memberships
+            if may_manage and m.deleted_at is None and (m.user is None or can_act_on(actor, m.user))
         },
         "role_choices": role_choices,
         "role_label": role_label,
@@ -384,6 +386,7 @@ def remove(organization_id: str, membership_id: str):
     if membership.deleted_at is not None:
         abort(409, description=f"{membership.label} is no longer a member of {organization.label}.")
     if request.method == "GET":
+        ensure_member_change(current_actor(), membership.user)  # asked only of those who may remove
         context = {"organization": organization, "member": membership, "form": ClerkActionForm(formdata=None)}
         return answer("organizations/remove_member.html", "organizations/_member_confirm.html", **context)
     ensure_form_accepted(ClerkActionForm())
@@ -403,6 +406,7 @@ def remove(organization_id: str, membership_id: str):
 @bp.get("/organizations/<organization_id>/user-choices")
 def user_search(organization_id: str):
     """The users matching what is typed in "add member": options for its list (htmx), or a page."""
+    ensure(current_actor(), "organizations.manage")
     organization = get_organization_or_404(organization_id)
     text = request.args.get("user", "")
     return answer(

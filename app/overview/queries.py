@@ -301,7 +301,8 @@ def recent_changes() -> KeysetPage:
     return KeysetPage(rows=page.rows, per_page=RECENT_EVENTS)
 
 
-def overview(days: int) -> dict:
+def overview(days: int, *, with_recent_changes: bool = True) -> dict:
+    """Everything the page shows; the recent changes only for those who may see the audit trail."""
     figures, activity = user_figures_and_activity(days)
     connected = clerk_connected()
     return {
@@ -310,5 +311,5 @@ def overview(days: int) -> dict:
         "webhooks": webhook_health(),
         "clerk_connected": connected,
         "outbox": outbox_health() if connected else None,
-        "page": recent_changes(),
+        "page": recent_changes() if with_recent_changes else None,
     }

@@ -18,6 +18,7 @@ from app.extensions import db
 from app.models import ClerkIdKind, User, UserRole, UserStatus
 from app.records import counts
 from app.records.organizations import MEMBER_FIELDS, refresh_member_details
+from app.records.staff import follow_role
 
 
 def normalise_email(email: str) -> str:
@@ -90,6 +91,8 @@ def new_user(
     counts.note_insert(user)
     fields = ("email", "first_name", "last_name", "role", "status")
     record(action, actor=actor, target=user, changes=diff(dict.fromkeys(fields), snapshot(user, fields)))
+    if user.is_staff:
+        follow_role(user, actor=actor)
     return user
 
 
@@ -118,4 +121,6 @@ def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str =
     if MEMBER_FIELDS.keys() & changed.keys():
         refresh_member_details(user, changed)
     record(action, actor=actor, target=user, changes=changed)
+    if "role" in changed:
+        follow_role(user, actor=actor)
     return changed

@@ -37,14 +37,14 @@ from app.extensions import db
 from app.models import User, UserData, UserRole, UserStatus, utcnow
 from app.permissions import (
     NotAllowed,
-    can_act_on,
+    ensure,
     ensure_a_super_admin_remains,
     ensure_can_change_role,
     ensure_can_delete,
     ensure_can_give_role,
-    ensure_can_manage,
     ensure_not_self,
     is_self,
+    may,
 )
 from app.records.organizations import end_memberships_of_user, lock_clerk_user_id
 from app.records.users import find_live_user_by_email, new_user, normalise_email, snapshot, update_user_fields
@@ -121,7 +121,7 @@ def next_statuses(user: User) -> tuple[UserStatus, ...]:
 
 def statuses_offered(user: User, *, actor: Actor) -> tuple[UserStatus, ...]:
     """What a page offers `actor` to set `user` to: nothing unless they may act on them, never themselves away from active."""
-    if not can_act_on(actor, user):
+    if user.deleted_at is not None or not may(actor, "users.suspend", user):
         return ()
     return tuple(s for s in next_statuses(user) if s == UserStatus.ACTIVE or not is_self(actor, user))
 
@@ -134,7 +134,7 @@ def ensure_editable(user: User) -> None:
 def ensure_status_change(user: User, status: UserStatus, *, actor: Actor) -> None:
     """Every rule a status change must pass, whatever the path (edit, row, page, bulk); writes nothing."""
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "users.suspend", user)
     if status == user.status:
         return
     if user.status == UserStatus.INVITED:
@@ -163,6 +163,7 @@ def invite_user(
     actor: Actor,
 ) -> User:
     """A user who has been asked to join: status `invited` until Clerk's user.created claims the row."""
+    ensure(actor, "users.invite")
     ensure_can_give_role(actor, role)
     email = normalise_email(email)
     _ensure_email_free(email)
@@ -186,7 +187,7 @@ def edit_user(user: User, changes: dict, *, expected_version: int | None, actor:
     when it breaks a dashboard rule, and a save after a conflict cannot undo another person's edit.
     """
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "users.edit", user)
     if expected_version is not None and expected_version != user.version:
         raise EditConflict("Someone else saved this user after you opened the form.")
     role, status = changes.get("role", user.role), changes.get("status", user.status)
@@ -270,7 +271,7 @@ def set_metadata(user: User, kind: str, value: dict, *, actor: Actor, expected: 
     if kind not in METADATA_KINDS:
         raise UserError(f"There is no metadata called {kind!r}.")
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "users.edit", user)
     if not isinstance(value, dict):
         raise MetadataError('Metadata must be a JSON object, like {"plan": "pro"}.')
     if expected is not None and expected != (getattr(user, kind) or ""):
@@ -292,7 +293,7 @@ def ensure_in_clerk(user: User, what: str) -> None:
 def unlock_user(user: User, *, actor: Actor) -> dict:
     """Lift Clerk's lockout after too many failed sign-in attempts."""
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "users.unlock", user)
     if not user.locked:
         raise UserError(f"{user.label} is not locked.")
     ensure_in_clerk(user, "unlocking")
@@ -305,7 +306,7 @@ def sign_out_everywhere(user: User, *, actor: Actor) -> None:
     """Revoke every active Clerk session of the user (through the outbox: Clerk may be down now);
     a staff member's dashboard sessions end too."""
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "users.sessions", user)
     ensure_in_clerk(user, "signing out")
     record("user.sessions_revoke", actor=actor, target=user, changes={})
     if user.is_staff:
@@ -372,7 +373,7 @@ def can_invite_again(user: User) -> bool:
 def revoke_invitation(user: User, *, actor: Actor) -> dict:
     """Withdraw an invitation: the row becomes inactive and Clerk's invitation is revoked."""
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "users.invite", user)
     if not has_open_invitation(user):
         raise UserError("Only a user who is still invited has an invitation to revoke.")
     changed = update_user_fields(user, {"status": UserStatus.INACTIVE}, actor=actor, action="user.invitation_revoke")
@@ -383,7 +384,7 @@ def revoke_invitation(user: User, *, actor: Actor) -> dict:
 def resend_invitation(user: User, *, actor: Actor) -> None:
     """Send the invitation again: Clerk has no resend, so the old one is revoked and a new one made."""
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "users.invite", user)
     if not (has_open_invitation(user) or can_invite_again(user)):
         raise UserError("Only an invited user, or one whose invitation was revoked, can be invited again.")
     if not clerk_connected():
@@ -425,6 +426,7 @@ def bulk_set_status(user_ids: list[str], status: UserStatus, *, actor: Actor) ->
 def _bulk(user_ids: list[str], status: UserStatus, *, actor: Actor, write: bool) -> BulkResult:
     if status not in STATUS_ACTIONS:
         raise UserError(f"A user cannot be set to {status.value!r} here.")
+    ensure(actor, "users.suspend")  # the whole request is refused, before any user is read
     ids, users = _bulk_targets(user_ids, lock=write)
     result = BulkResult()
     for missing in sorted(set(ids) - {user.id for user in users}):
@@ -449,7 +451,7 @@ def _ensure_data_current(item: UserData, expected_version: int | None) -> None:
 
 def add_user_data(user: User, key: str, value: str, *, actor: Actor) -> UserData:
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "user_data.edit", user)
     _ensure_key_free(user, key)
     item = UserData(user_id=user.id, key=key, value=value)
     try:
@@ -467,7 +469,7 @@ def update_user_data(
 ) -> dict:
     """Save a pair, unless someone changed it since the form was opened (the same check users have)."""
     ensure_editable(item.user)
-    ensure_can_manage(actor, item.user)
+    ensure(actor, "user_data.edit", item.user)
     _ensure_data_current(item, expected_version)
     if key != item.key:
         _ensure_key_free(item.user, key)
@@ -493,7 +495,7 @@ def update_user_data(
 def delete_user_data(item: UserData, *, actor: Actor, expected_version: int | None = None) -> None:
     user = item.user
     ensure_editable(user)
-    ensure_can_manage(actor, user)
+    ensure(actor, "user_data.edit", user)
     _ensure_data_current(item, expected_version)
     record("user_data.delete", actor=actor, target=user, changes={f"data.{item.key}": [item.value, None]})
     db.session.delete(item)

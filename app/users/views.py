@@ -17,7 +17,7 @@ from flask import (
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import SelectChoice
 
-from app.auth.guard import current_actor
+from app.auth.guard import current_actor, requires
 from app.clerk.client import clerk_connected
 from app.clerk.forms import ClerkActionForm
 from app.clerk.live import active_sessions
@@ -30,7 +30,7 @@ from app.models import STATUS_VERBS, User, UserData, UserRole, UserStatus
 from app.organizations.queries import organizations_of_user
 from app.organizations.services import role_label
 from app.pages import answer, fragment_or_redirect, pretty_json, wants_fragment
-from app.permissions import can_act_on, can_change_roles, can_delete, ensure_can_delete, ensure_can_manage
+from app.permissions import can_act_on, can_delete, ensure, ensure_can_delete, may, roles_offered
 from app.users import export
 from app.users.forms import (
     BulkForm,
@@ -114,8 +114,16 @@ def deliver_to_clerk(*, announce: bool = True) -> PushReport:
 def offers_for(*users: User) -> dict:
     """What the signed-in person may do to each user shown: whom they manage, which statuses they may set."""
     actor = current_actor()
+    manageable = {user.id for user in users if can_act_on(actor, user)}
+
+    def allowed(permission: str) -> set[str]:
+        return manageable if may(actor, permission) else set()
+
     return {
-        "manageable_ids": {user.id for user in users if can_act_on(actor, user)},
+        "manageable_ids": manageable,
+        "editable_ids": allowed("users.edit"),  # the Edit button and the metadata editors
+        "data_editable_ids": allowed("user_data.edit"),
+        "selectable_ids": allowed("users.suspend"),  # the bulk actions' checkboxes
         "status_targets": {user.id: [s.value for s in statuses_offered(user, actor=actor)] for user in users},
     }
 
@@ -160,6 +168,7 @@ def count():
 
 
 @bp.get("/users/export.csv")
+@requires("users.export")
 def export_csv():
     filters = UserFilters.from_args(request.args)
     response = Response(stream_with_context(export.rows(filters)), mimetype="text/csv")
@@ -168,6 +177,7 @@ def export_csv():
 
 
 @bp.post("/users/bulk")
+@requires("users.suspend")
 def bulk():
     """Two steps: the selection and action answer a confirmation with the count; `confirm` applies it."""
     form = BulkForm()
@@ -209,12 +219,16 @@ def bulk():
 
 def invite_form() -> InviteForm:
     form = InviteForm()
-    if not can_change_roles(current_actor()):
-        del form.role  # admins invite users with the role `user`
+    offered = roles_offered(current_actor())
+    if len(offered) == 1:
+        del form.role  # without roles.manage, everyone invited has the role `user`
+    else:
+        form.role.choices = [SelectChoice(role.value, role.label) for role in offered]
     return form
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
+@requires("users.invite")
 def new():
     # The form posts here, so a refused submit (422) leaves /users/new in the address bar.
     if request.method == "POST":
@@ -223,6 +237,7 @@ def new():
 
 
 @bp.post("/users")
+@requires("users.invite")
 def create():
     form = invite_form()
     if form.validate():
@@ -259,20 +274,21 @@ def detail_extras(user: User) -> dict:
     """What the user's page shows besides the sections a fragment refreshes."""
     actor = current_actor()
     may_act = can_act_on(actor, user)
+    may_reach_clerk = clerk_connected() and is_clerk_user(user)
     open_calls = open_calls_for(user)
     return {
         "history": history_for(user),
         "organizations": organizations_of_user(user),
         "role_label": role_label,
         "open_calls": open_calls,
-        **call_offers(open_calls, {user.id} if may_act else set()),
+        **call_offers(open_calls, actor),
         "waiting": waiting_for(open_calls),
-        "open_invitation": may_act and has_open_invitation(user),
-        "invite_again": may_act and can_invite_again(user),
+        "open_invitation": may_act and may(actor, "users.invite") and has_open_invitation(user),
+        "invite_again": may_act and may(actor, "users.invite") and can_invite_again(user),
         "metadata_blocks": [metadata_block(user, kind) for kind in METADATA_LABELS],
         # Both live in Clerk: without it, the Clerk section says it is not connected, once.
-        "show_sessions": may_act and clerk_connected() and is_clerk_user(user),
-        "may_unlock": may_act and user.locked and clerk_connected() and is_clerk_user(user),
+        "show_sessions": may_act and may(actor, "users.sessions") and may_reach_clerk,
+        "may_unlock": may_act and may(actor, "users.unlock") and user.locked and may_reach_clerk,
         "may_delete": can_delete(actor, user),
     }
 
@@ -284,9 +300,13 @@ def status_choices(user: User) -> list[SelectChoice]:
 
 def edit_form(user: User) -> UserEditForm:
     form = UserEditForm()
-    if not can_change_roles(current_actor()):
-        del form.role  # only super admins see (and may send) the role
-    form.status.choices = status_choices(user)
+    actor = current_actor()
+    offered = roles_offered(actor)
+    if len(offered) == 1 or not may(actor, "roles.manage", user):
+        del form.role  # only those with roles.manage see (and may send) the role
+    else:
+        form.role.choices = [SelectChoice(role.value, role.label) for role in offered]
+    form.status.choices = status_choices(user) if may(actor, "users.suspend", user) else status_choices(user)[:1]
     return form
 
 
@@ -297,7 +317,7 @@ def render_edit(user: User, form: UserEditForm, status: int = 200, **context):
 @bp.route("/users/<user_id>/edit", methods=["GET", "POST"])
 def edit(user_id: str):
     user = get_user_or_404(user_id)
-    ensure_can_manage(current_actor(), user)
+    ensure(current_actor(), "users.edit", user)
     refuse_if_deleted(user)
     form = edit_form(user)
     secret = current_app.config["SECRET_KEY"]
@@ -506,6 +526,7 @@ def add_data(user_id: str):
 def edit_data(user_id: str, data_id: str):
     user = get_user_or_404(user_id)
     item = get_item_or_404(user, data_id)
+    ensure(current_actor(), "user_data.edit", user)
     refuse_if_deleted(user)
     return answer(
         "users/data_edit.html", "users/_data_row_form.html", user=user, item=item, form=UserDataForm(obj=item)
@@ -611,7 +632,7 @@ def metadata_answer(user: User, block: dict, status: int):
 @bp.post("/users/<user_id>/metadata/<any(public, private, unsafe):kind>")
 def edit_metadata(user_id: str, kind: str):
     user = get_user_or_404(user_id)
-    ensure_can_manage(current_actor(), user)
+    ensure(current_actor(), "users.edit", user)
     refuse_if_deleted(user)
     form = MetadataForm()
     if not form.validate():
@@ -655,7 +676,7 @@ def edit_metadata(user_id: str, kind: str):
 def sessions(user_id: str):
     """The user's active Clerk sessions, asked live with a short timeout (the page loads it after itself)."""
     user = get_user_or_404(user_id)
-    ensure_can_manage(current_actor(), user)
+    ensure(current_actor(), "users.sessions", user)
     refuse_if_deleted(user)
     found = active_sessions(user)
     # Sign out everywhere goes through the outbox: offered while Clerk is down too, not when it has none.

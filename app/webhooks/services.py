@@ -37,8 +37,8 @@ from app.clerk.sync import (
     upsert_clerk_user,
 )
 from app.extensions import db
-from app.models import WebhookEvent, WebhookOutcome, utcnow
-from app.permissions import ensure_can_replay
+from app.models import User, WebhookEvent, WebhookOutcome, utcnow
+from app.permissions import ensure
 
 MAX_BODY_BYTES = 1024 * 1024  # Clerk's user objects are a few KiB; anything near this is not Clerk
 MAX_SVIX_ID_BYTES = MAX_ID_BYTES  # Svix's are about 30; the id is the primary key
@@ -269,13 +269,18 @@ def replay_event(svix_id: str, *, actor: Actor) -> Delivery:
     """Re-apply a stored failed or stale event (no commit).
 
     A failed event runs through the usual rules again. A stale one is applied despite the ordering
-    guard: a person asked for exactly that. A deleted user stays deleted either way. Only super
-    admins and the command line may (raises NotAllowed).
+    guard: a person asked for exactly that. A deleted user stays deleted either way. Only those with
+    webhooks.replay (and, for an event about a user here, who may act on that user) and the command
+    line may (raises NotAllowed).
     """
-    ensure_can_replay(actor)
+    ensure(actor, "webhooks.replay")
     row = _locked_event(svix_id)
     if row is None:
         raise LookupError(f"no webhook event with id {svix_id!r}")
+    if row.clerk_user_id:
+        user = db.session.scalar(sa.select(User).where(User.clerk_id == row.clerk_user_id))
+        if user is not None:
+            ensure(actor, "webhooks.replay", user)  # admins act on users with the role 'user' only
     if row.outcome not in REPLAYABLE:
         raise ReplayRefused(f"only failed or stale events can be re-applied; {svix_id} was {row.outcome}")
     try:

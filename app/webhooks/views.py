@@ -26,7 +26,7 @@ from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachabl
 from app.extensions import csrf, db
 from app.models import WebhookEvent, WebhookOutcome, utcnow
 from app.pages import answer
-from app.permissions import can_replay, ensure_can_replay
+from app.permissions import ensure, may
 from app.webhooks.forms import WITHIN_LABELS, WebhookFilters
 from app.webhooks.queries import find_clerk_users, list_webhook_events
 from app.webhooks.services import (
@@ -170,14 +170,14 @@ def detail(svix_id: str):
 
 def _may_replay() -> bool:
     # The pages offer Retry and "Apply anyway" only to those replay_event lets through.
-    return can_replay(current_actor())
+    return may(current_actor(), "webhooks.replay")
 
 
 @bp.post("/webhooks/<svix_id>/replay")
 def replay(svix_id: str):
-    """Re-apply one event; NotAllowed (a 403, rolled back) unless a super admin asks."""
+    """Re-apply one event; NotAllowed (a 403, rolled back) without webhooks.replay."""
     actor = current_actor()
-    ensure_can_replay(actor)  # before the look-up, so a 404 does not tell others which ids exist
+    ensure(actor, "webhooks.replay")  # before the look-up, so a 404 does not tell others which ids exist
     db.get_or_404(WebhookEvent, svix_id)
     try:
         delivery = replay_event(svix_id, actor=actor)

@@ -60,7 +60,7 @@ from app.clerk.outbox.enqueue import TOUCHED_ORGANIZATIONS, RetryRefused, in_cle
 from app.clerk.sync import MalformedClerkData, clerk_user_from_dict, upsert_clerk_user
 from app.extensions import db
 from app.models import ClerkCall, ClerkCallState, Membership, OrganizationInvitation, User, utcnow
-from app.permissions import ensure_can_manage, ensure_can_manage_organizations
+from app.permissions import ensure
 from app.records.organizations import update_invitation_fields, update_membership_fields, update_organization_fields
 from app.records.users import update_user_fields
 
@@ -658,14 +658,14 @@ class ClerkUnavailable(RuntimeError):
 def take_clerks_value(call: ClerkCall, *, actor: Actor, timeout_ms: int = REQUEST_BUDGET_MS) -> dict:
     """Give up a failed call: the fields it carried take the values Clerk holds now (read live).
 
-    Only someone who may manage the call's user may do it; no commit (the view commits).
+    Only someone with clerk.retry who may act on the call's user may do it; no commit (the view commits).
     """
     if call.organization_id is not None:
         return _take_organization_value(call, actor=actor, timeout_ms=timeout_ms)
     user = call.user
     if user is None:
         raise RetryRefused(f"Call #{call.id} is about no user: there is no value to take.")
-    ensure_can_manage(actor, user)
+    ensure(actor, "clerk.retry", user)
     if call.state != ClerkCallState.FAILED.value:
         raise RetryRefused(f"Call #{call.id} is {call.state}; only a failed call's value can be given up.")
     if not clerk_connected():
@@ -688,9 +688,7 @@ def take_clerks_value(call: ClerkCall, *, actor: Actor, timeout_ms: int = REQUES
 def _take_organization_value(call: ClerkCall, *, actor: Actor, timeout_ms: int) -> dict:
     """A refused rename takes the organization's name and slug as Clerk holds them; a refused role
     change, the member's role in Clerk (or, when Clerk has no such member, the membership ends here)."""
-    ensure_can_manage_organizations(actor)
-    if call.user is not None:
-        ensure_can_manage(actor, call.user)
+    ensure(actor, "clerk.retry", call.user)
     if call.state != ClerkCallState.FAILED.value:
         raise RetryRefused(f"Call #{call.id} is {call.state}; only a failed call's value can be given up.")
     payload = json.loads(call.payload)

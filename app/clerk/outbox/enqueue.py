@@ -61,7 +61,7 @@ from app.models import (
     UserStatus,
     utcnow,
 )
-from app.permissions import ensure_can_manage, ensure_can_manage_organizations
+from app.permissions import ensure
 
 # Calls of one kind: the newest says what Clerk should hold, so it supersedes older ones.
 KINDS: Final = {BAN: "ban", UNBAN: "ban", METADATA: "metadata", CREATE_INVITATION: "invitation", UNLOCK: "unlock"}
@@ -321,13 +321,10 @@ def enqueue_revocation(user: User) -> ClerkCall | None:
 def retry_call(call: ClerkCall, *, actor: Actor) -> None:
     """A person asks for a failed call to be sent again (it is the newest of its kind: see supersede).
 
-    Only someone who may manage the call's user may retry it (NotAllowed otherwise); an
-    organization's call, someone who manages organizations (and its member, for a member's call).
+    Only someone with clerk.retry who may act on the call's user (or member) may retry it
+    (NotAllowed otherwise).
     """
-    if call.organization_id is not None:
-        ensure_can_manage_organizations(actor)
-    if call.user is not None:
-        ensure_can_manage(actor, call.user)
+    ensure(actor, "clerk.retry", call.user)
     if call.state != ClerkCallState.FAILED.value:
         raise RetryRefused(f"Call #{call.id} is {call.state}; only a failed call can be retried.")
     if not retryable(call):

@@ -42,7 +42,7 @@ from app.clerk.outbox import (
 from app.extensions import db
 from app.models import ClerkCall, ClerkCallState, Organization, User, UTCDateTime
 from app.pagination import Keyset, KeysetPage, select_page
-from app.permissions import can_manage, can_manage_organizations
+from app.permissions import can_act_on, may
 
 LABELS: Final = {
     BAN: "Ban in Clerk",
@@ -92,14 +92,15 @@ def waiting_for(open_calls: Iterable[ClerkCall]) -> dict[str, str]:
     return waiting
 
 
-def call_offers(calls: Iterable[ClerkCall], manageable_ids: set[str]) -> dict[str, set[int]]:
+def call_offers(calls: Iterable[ClerkCall], actor: Actor) -> dict[str, set[int]]:
     """Which failed calls the person may retry, and which may take Clerk's value instead (a call
-    that carried fields): for the call rows of the user's page and the outbox page."""
+    that carried fields): for the call rows of a user's page, an organization's and the outbox page.
+    None without clerk.retry; a call about a user (or member) only when they may act on that user."""
     retry_ids, take_value_ids = set(), set()
+    if not may(actor, "clerk.retry"):
+        return {"retry_ids": retry_ids, "take_value_ids": take_value_ids}
     for call in calls:
-        if call.state != ClerkCallState.FAILED.value or (
-            call.user_id is not None and call.user_id not in manageable_ids
-        ):
+        if call.state != ClerkCallState.FAILED.value or (call.user is not None and not can_act_on(actor, call.user)):
             continue
         if retryable(call):
             retry_ids.add(call.id)
@@ -110,17 +111,6 @@ def call_offers(calls: Iterable[ClerkCall], manageable_ids: set[str]) -> dict[st
     return {"retry_ids": retry_ids, "take_value_ids": take_value_ids}
 
 
-def organization_call_offers(calls: Iterable[ClerkCall], actor: Actor) -> dict[str, set[int]]:
-    """`call_offers` for an organization's calls: none unless the person manages organizations; a
-    member's call only when they may also manage that member (admins: users with the role user)."""
-    calls = list(calls)
-    if not can_manage_organizations(actor):
-        return {"retry_ids": set(), "take_value_ids": set()}
-    members = {call.user_id: call.user for call in calls if call.user is not None}
-    manageable = {user_id for user_id, user in members.items() if can_manage(actor, user)}
-    return call_offers(calls, manageable)
-
-
 def organization_calls(organization: Organization, actor: Actor) -> dict[str, Any]:
     """What the organization's page shows of its calls not yet in Clerk: the calls (oldest first),
     the fields a call holds ({"name": "pending" | "failed"}), and what the person may do with them."""
@@ -128,7 +118,7 @@ def organization_calls(organization: Organization, actor: Actor) -> dict[str, An
     return {
         "open_calls": calls,
         "waiting": waiting_for(call for call in calls if call.operation == UPDATE_ORGANIZATION),
-        **organization_call_offers(calls, actor),
+        **call_offers(calls, actor),
     }
 
 

@@ -1,0 +1,203 @@
+"""What the staff pages read: the staff with their groups, the groups with their counts, a group's
+members and history, and what one person may do (every permission, granted or not, and by which group).
+
+The list of staff is one query (people and their groups joined), the list of groups one more (each
+group with its member count): the /staff page costs the same for 5 staff as for 500."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from app.audit.queries import HistoryEntry, history
+from app.extensions import db
+from app.models import AuditEvent, StaffGroup, StaffGroupMember, User, UserRole
+from app.permissions import CATALOGUE, PERMISSIONS, Permission, grants_of
+
+HISTORY_LIMIT = 30
+STAFF_ROLES = (UserRole.SUPER_ADMIN, UserRole.ADMIN)
+
+# How the grid and the person's page title each area of the catalogue (the part before the dot).
+AREA_LABELS = {
+    "users": "Users",
+    "user_data": "Users' key-value data",
+    "roles": "Roles",
+    "organizations": "Organizations",
+    "webhooks": "Webhooks",
+    "clerk": "Calls to Clerk",
+    "audit": "Audit trail",
+    "permissions": "Permissions",
+}
+
+
+def area_label(area: str) -> str:
+    return AREA_LABELS.get(area, area.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True)
+class Area:
+    name: str
+    label: str
+    permissions: tuple[Permission, ...]
+
+
+def permission_areas() -> list[Area]:
+    """The catalogue by area, in its own order: one fieldset of the grid each."""
+    areas: dict[str, list[Permission]] = {}
+    for permission in CATALOGUE:
+        areas.setdefault(permission.area, []).append(permission)
+    return [Area(name, area_label(name), tuple(permissions)) for name, permissions in areas.items()]
+
+
+# --- the staff ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    id: int
+    name: str
+
+
+@dataclass
+class StaffRow:
+    """One member of staff with the groups they are in (a super admin's are unused: the role grants all)."""
+
+    user: User
+    groups: list[GroupRef] = field(default_factory=list)
+
+    @property
+    def is_super_admin(self) -> bool:
+        return self.user.role == UserRole.SUPER_ADMIN
+
+
+def list_staff() -> list[StaffRow]:
+    """Admins and super admins not deleted, super admins first, then by email; with their groups, one query."""
+    role_order = sa.case((User.role == UserRole.SUPER_ADMIN, 0), else_=1)
+    rows = db.session.execute(
+        sa.select(User, StaffGroup.id, StaffGroup.name)
+        .outerjoin(StaffGroupMember, StaffGroupMember.user_id == User.id)
+        .outerjoin(StaffGroup, StaffGroup.id == StaffGroupMember.group_id)
+        .where(User.role.in_(STAFF_ROLES), User.deleted_at.is_(None))
+        .order_by(role_order, sa.func.lower(User.email), User.id, sa.func.lower(StaffGroup.name))
+    ).all()
+    staff: dict[str, StaffRow] = {}
+    for user, group_id, group_name in rows:
+        row = staff.setdefault(user.id, StaffRow(user))
+        if group_id is not None:
+            row.groups.append(GroupRef(group_id, group_name))
+    return list(staff.values())
+
+
+def find_staff_person(user_id: str) -> User | None:
+    """A member of staff (admin or super admin, not deleted) by id, or None."""
+    user = db.session.get(User, user_id)
+    if user is None or user.role not in STAFF_ROLES or user.deleted_at is not None:
+        return None
+    return user
+
+
+# --- the groups ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    group: StaffGroup
+    members: int
+
+    @property
+    def permissions(self) -> int:
+        """How many permissions of the catalogue it grants (a name since removed from the code does not count)."""
+        return len(known_permissions(self.group))
+
+
+def list_groups() -> list[GroupSummary]:
+    """Every group, the built-in one first, then by name, each with its number of members: one query."""
+    members = (
+        sa.select(sa.func.count())
+        .select_from(StaffGroupMember)
+        .where(StaffGroupMember.group_id == StaffGroup.id)
+        .correlate(StaffGroup)
+        .scalar_subquery()
+    )
+    rows = db.session.execute(
+        sa.select(StaffGroup, members).order_by(
+            StaffGroup.builtin.desc(), sa.func.lower(StaffGroup.name), StaffGroup.id
+        )
+    ).all()
+    return [GroupSummary(group, count) for group, count in rows]
+
+
+def find_group(group_id: int) -> StaffGroup | None:
+    return db.session.get(StaffGroup, group_id)
+
+
+def known_permissions(group: StaffGroup) -> list[str]:
+    return [name for name in group.permission_names if name in PERMISSIONS]
+
+
+def unknown_permissions(group: StaffGroup) -> list[str]:
+    """Names the group holds that the catalogue no longer has (they grant nothing)."""
+    return [name for name in group.permission_names if name not in PERMISSIONS]
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    user: User
+    joined_at: datetime
+
+
+def group_members(group: StaffGroup) -> list[GroupMember]:
+    """The group's members by email, with when each joined: one query."""
+    rows = db.session.execute(
+        sa.select(User, StaffGroupMember.created_at)
+        .join(StaffGroupMember, StaffGroupMember.user_id == User.id)
+        .where(StaffGroupMember.group_id == group.id)
+        .order_by(sa.func.lower(User.email), User.id)
+    ).all()
+    return [GroupMember(user, joined_at) for user, joined_at in rows]
+
+
+def group_history(group: StaffGroup, limit: int = HISTORY_LIMIT) -> list[HistoryEntry]:
+    """The newest audit events about the group: made, renamed, its permissions, who joined or left."""
+    return history(AuditEvent.staff_group_id == group.id, limit)
+
+
+# --- what one person may do ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    permission: Permission
+    granted_by: tuple[str, ...]  # the groups granting it (for a super admin: the role); empty when not held
+
+    @property
+    def granted(self) -> bool:
+        return bool(self.granted_by)
+
+
+@dataclass(frozen=True)
+class AreaGrants:
+    name: str
+    label: str
+    grants: tuple[Grant, ...]
+
+
+def person_grants(user: User) -> list[AreaGrants]:
+    """Every permission of the catalogue by area, each with the groups that grant it to `user` (none: not held)."""
+    grants = grants_of(user)
+    return [
+        AreaGrants(area.name, area.label, tuple(Grant(p, tuple(grants.get(p.name, ()))) for p in area.permissions))
+        for area in permission_areas()
+    ]
+
+
+def groups_of_person(user: User) -> list[GroupRef]:
+    rows = db.session.execute(
+        sa.select(StaffGroup.id, StaffGroup.name)
+        .join(StaffGroupMember, StaffGroupMember.group_id == StaffGroup.id)
+        .where(StaffGroupMember.user_id == user.id)
+        .order_by(sa.func.lower(StaffGroup.name))
+    ).all()
+    return [GroupRef(group_id, name) for group_id, name in rows]
