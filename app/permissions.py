@@ -86,7 +86,7 @@ class MissingPermission(NotAllowed):
     def __init__(self, permission: str) -> None:
         self.permission = permission
         super().__init__(
-            f"You need the permission {permission} ({PERMISSIONS[permission].description.rstrip('.')}). "
+            f"This needs the permission {permission}: {PERMISSIONS[permission].description} "
             "A super admin can add you to a staff group that grants it."
         )
 

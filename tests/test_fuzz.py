@@ -72,7 +72,6 @@ from app.organizations.queries import SORTS as ORGANIZATION_SORTS
 from app.overview.queries import RANGES
 from app.pagination import ListFilters
 from app.staff.forms import DeleteGroupForm, GroupEditForm, GroupForm, MemberForm, PermissionsForm, StaffActionForm
-from app.staff.forms import VersionedForm as StaffVersionedForm
 from app.users.forms import (
     BulkForm,
     DeleteForm,
@@ -164,7 +163,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("staff.person", "GET"): Route(),
     ("staff.create", "POST"): Route(forms=(GroupForm,)),
     ("staff.group", "GET"): Route(),
-    ("staff.update", "POST"): Route(forms=(GroupEditForm, StaffVersionedForm)),
+    ("staff.update", "POST"): Route(forms=(GroupEditForm, VersionedForm)),
     ("staff.permissions", "POST"): Route(forms=(PermissionsForm,)),
     ("staff.add", "POST"): Route(forms=(MemberForm,)),
     ("staff.remove", "POST"): Route(forms=(StaffActionForm,)),

@@ -212,3 +212,23 @@ def test_create_admin_cannot_demote_the_last_super_admin(runner, make_user, db):
     assert result.exit_code != 0 and "at least one active super admin" in result.output
     db.session.expire_all()
     assert last.role == UserRole.SUPER_ADMIN
+
+
+def test_a_staff_members_page_links_what_they_may_do_for_super_admins_and_themselves(auth, client, make_user):
+    other = make_user(email="other-admin@staff.example", role=UserRole.ADMIN)
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    own = client.get(f"/users/{admin.id}").get_data(as_text=True)
+    assert f'href="/staff/people/{admin.id}"' in own and "What you may do" in own
+    assert client.get(f"/staff/people/{admin.id}").status_code == 200
+    theirs = client.get(f"/users/{other.id}").get_data(as_text=True)
+    assert "/staff/people/" not in theirs  # only permissions.manage sees what another may do
+    assert client.get(f"/staff/people/{other.id}").status_code == 403
+
+
+def test_a_super_admin_sees_the_link_on_every_staff_members_page(auth, client, make_user):
+    other = make_user(email="other-admin@staff.example", role=UserRole.ADMIN)
+    plain = make_user(email="plain@example.com")
+    auth.sign_in(role=UserRole.SUPER_ADMIN)
+    page = client.get(f"/users/{other.id}").get_data(as_text=True)
+    assert f'href="/staff/people/{other.id}"' in page and "What they may do" in page
+    assert "/staff/people/" not in client.get(f"/users/{plain.id}").get_data(as_text=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, SelectChoice, SelectField, StringField
+from wtforms import SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Email, Length, StopValidation, ValidationError
 
 from app.database import line_problem
 from app.extensions import db
+from app.forms import VersionedForm
 from app.models import User
 from app.organizations.services import (
     EMAIL_MAX,
@@ -76,16 +77,6 @@ class RoleField(SelectField):
 def role_field() -> SelectField:
     # The choices are the app's (set when the form is made, in a request or app context).
     return RoleField("Role", choices=[], validate_choice=True)
-
-
-class VersionedForm(FlaskForm):
-    version = HiddenField()
-
-    def expected_version(self) -> int | None:
-        try:
-            return int(self.version.data)
-        except (TypeError, ValueError, OverflowError):
-            return None
 
 
 class OrganizationEditForm(VersionedForm):

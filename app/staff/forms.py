@@ -6,10 +6,11 @@ and `flask staff` refuse the same things with the same words."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, SelectChoice, SelectMultipleField, StringField, TextAreaField
+from wtforms import SelectChoice, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from app.database import line_problem
+from app.forms import VersionedForm
 from app.models import StaffGroup
 from app.permissions import CATALOGUE, PERMISSIONS
 from app.staff.services import MAX_DESCRIPTION, MAX_NAME, StaffError, clean_description, clean_name
@@ -35,18 +36,6 @@ class GroupDescription:
             clean_description(field.data or "")
         except StaffError as error:
             raise ValidationError(str(error)) from None
-
-
-class VersionedForm(FlaskForm):
-    """Carries the version of the group it was made from: a save on an older one is a conflict."""
-
-    version = HiddenField()
-
-    def expected_version(self) -> int | None:
-        try:
-            return int(self.version.data)
-        except (TypeError, ValueError, OverflowError):
-            return None
 
 
 class GroupForm(FlaskForm):

@@ -8,7 +8,7 @@ import os
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from app.models import Organization, User, UserRole, UserStatus
+from app.models import Organization, StaffGroup, User, UserRole, UserStatus
 from tests.e2e.axe import VIEWPORTS
 from tests.e2e.test_overview import SCREENSHOTS, sign_in
 
@@ -33,6 +33,7 @@ def test_screenshots_of_the_users_pages(browser, live_server, auth, runner, db, 
     largest = db.session.scalars(
         sa.select(Organization).where(Organization.deleted_at.is_(None)).order_by(Organization.members_count.desc())
     ).first()
+    support = db.session.scalars(sa.select(StaffGroup).where(StaffGroup.name == "Support")).one()
     context = browser.new_context(base_url=live_server, viewport=VIEWPORTS["desktop"], reduced_motion="reduce")
     page = context.new_page()
     try:
@@ -43,6 +44,7 @@ def test_screenshots_of_the_users_pages(browser, live_server, auth, runner, db, 
             ("users-dark-phone.png", "dark", "phone", "/users?status=active&status=suspended", False),
             ("organizations.png", "light", "desktop", "/organizations?sort=-members", False),
             ("organization.png", "light", "desktop", f"/organizations/{largest.id}", True),
+            ("staff-group.png", "light", "desktop", f"/staff/groups/{support.id}", False),
         ]
         for name, scheme, size, url, full in shots:
             page.emulate_media(color_scheme=scheme)
