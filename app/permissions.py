@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from app.audit.services import Actor, Source
 from app.extensions import db
 from app.models import StaffGroup, StaffGroupMember, User, UserRole, UserStatus
+from app.records.staff import builtin_group
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,15 @@ def ensure_can_give_role(actor: Actor, role: UserRole) -> None:
     ensure(actor, "roles.manage")
     if role not in roles_offered(actor):
         raise NotAllowed("Only super admins make super admins.")
+    if role == UserRole.ADMIN and actor.user is not None and actor.user.role != UserRole.SUPER_ADMIN:
+        # A new admin joins the built-in group (app/records/staff.py): nobody hands on more than they hold.
+        group = builtin_group()
+        beyond = sorted(set(_names(group.permissions) if group else ()) - permissions_of(actor))
+        if beyond:
+            raise NotAllowed(
+                f"You cannot make someone an admin: they would join {group.name}, which grants "
+                f"{', '.join(beyond)}, which you do not hold yourself."
+            )
 
 
 def ensure_can_change_role(actor: Actor, target: User, role: UserRole) -> None:

@@ -4,8 +4,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.audit.services import Actor
-from app.models import User, UserData, UserRole, UserStatus
-from app.permissions import NotAllowed
+from app.models import StaffGroupMember, User, UserData, UserRole, UserStatus
+from app.permissions import ADMINISTRATORS_PERMISSIONS, NotAllowed
 from app.users.services import bulk_set_status, edit_user, set_status
 from tests.conftest import csrf_token_from
 
@@ -232,3 +232,36 @@ def test_a_super_admin_sees_the_link_on_every_staff_members_page(auth, client, m
     page = client.get(f"/users/{other.id}").get_data(as_text=True)
     assert f'href="/staff/people/{other.id}"' in page and "What they may do" in page
     assert "/staff/people/" not in client.get(f"/users/{plain.id}").get_data(as_text=True)
+
+
+def test_an_admin_with_roles_manage_cannot_make_an_admin_who_would_hold_more_than_they_do(db, make_user):
+    """A new admin joins Administrators: promoting is refused to someone who lacks what it grants."""
+    from app.staff.services import add_member, create_group
+    from app.users.services import edit_user
+
+    cli = Actor.cli()
+    promoters = create_group("Promoters", permissions=["users.view", "users.edit", "roles.manage"], actor=cli)
+    everything = create_group(
+        "Everything", permissions=sorted(ADMINISTRATORS_PERMISSIONS | {"roles.manage"}), actor=cli
+    )
+    weak, strong = (make_user(email=f"{n}@staff.example", role=UserRole.ADMIN) for n in ("weak", "strong"))
+    db.session.execute(sa.delete(StaffGroupMember))
+    add_member(promoters, weak, actor=cli)
+    add_member(everything, strong, actor=cli)
+    target = make_user(email="target@example.com")
+    db.session.commit()
+    before = state(db)
+    with pytest.raises(NotAllowed, match=r"users\.export"):
+        edit_user(target, {"role": UserRole.ADMIN}, expected_version=None, actor=Actor.staff(weak))
+    db.session.rollback()
+    assert state(db) == before
+    edit_user(target, {"role": UserRole.ADMIN}, expected_version=None, actor=Actor.staff(strong))
+    db.session.commit()
+    assert db.session.get(User, target.id).role == UserRole.ADMIN
+    with pytest.raises(NotAllowed, match="super admins"):
+        edit_user(
+            make_user(email="t2@example.com"),
+            {"role": UserRole.SUPER_ADMIN},
+            expected_version=None,
+            actor=Actor.staff(strong),
+        )

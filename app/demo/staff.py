@@ -50,11 +50,11 @@ def seed_staff_groups(*, actor: Actor) -> dict[str, int]:
     # Everyone else made an admin by the bulk load: the built-in group, as the migration and the app do.
     administrators = builtin_group()
     result = db.session.execute(
-        sa.insert(StaffGroupMember).from_select(
+        sa.insert(StaffGroupMember.__table__).from_select(
             ["group_id", "user_id"],
             sa.select(sa.literal(administrators.id), User.id).where(
                 User.role == UserRole.ADMIN, ~sa.exists().where(StaffGroupMember.user_id == User.id)
             ),
         )
     )
-    return {"groups_created": made, "admins_placed": placed + (result.rowcount or 0)}
+    return {"groups_created": made, "admins_placed": placed + max(result.rowcount, 0)}
