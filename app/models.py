@@ -310,6 +310,10 @@ class AuditEvent(db.Model):
     actor: Mapped[User | None] = relationship(foreign_keys=[actor_id])
     target: Mapped[User | None] = relationship(foreign_keys=[target_id])
     organization: Mapped[Organization | None] = relationship(foreign_keys=[organization_id])
+    # The group while it exists (None once deleted: its events keep its name in target_label).
+    staff_group: Mapped[StaffGroup | None] = relationship(
+        primaryjoin="foreign(AuditEvent.staff_group_id) == StaffGroup.id", viewonly=True
+    )
 
     __table_args__ = (
         sa.Index("ix_audit_events_target_id_occurred_at", "target_id", "occurred_at"),

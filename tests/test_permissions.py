@@ -265,3 +265,18 @@ def test_an_admin_with_roles_manage_cannot_make_an_admin_who_would_hold_more_tha
             expected_version=None,
             actor=Actor.staff(strong),
         )
+
+
+def test_the_audit_trail_names_the_staff_group_a_change_was_about(auth, client, db):
+    from app.staff.services import create_group, delete_group, set_permissions
+
+    group = create_group("Night shift", permissions=["users.view"], actor=Actor.cli())
+    set_permissions(group, ["users.view", "users.unlock"], actor=Actor.cli())
+    gone = create_group("Short-lived", actor=Actor.cli())
+    delete_group(gone, actor=Actor.cli())
+    db.session.commit()
+    auth.sign_in(role=UserRole.SUPER_ADMIN)
+    page = client.get("/audit").get_data(as_text=True)
+    assert f'href="/staff/groups/{group.id}" class="staff-group-link">group Night shift</a>' in page
+    assert "group Short-lived" in page and f'href="/staff/groups/{gone.id}"' not in page  # deleted: no link
+    assert "users.view → users.unlock users.view" in page  # the permissions before and after

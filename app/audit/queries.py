@@ -9,7 +9,7 @@ from sqlalchemy.orm import selectinload
 
 from app.audit.labels import action_label, parse_changes
 from app.extensions import db
-from app.models import AuditEvent, Organization
+from app.models import AuditEvent, Organization, StaffGroup
 from app.pagination import Keyset, KeysetPage, ListFilters, select_page, text_arg
 
 
@@ -51,11 +51,12 @@ def filtered(filters: AuditFilters) -> sa.Select:
 
 
 def list_events(filters: AuditFilters, *, after: str | None = None, per_page: int = 50) -> KeysetPage:
-    # The organizations the page links to come with the events (one query), not one each.
+    # The organizations (one query) and staff groups (joined) the page links to come with the events, not one each.
     query = filtered(filters).options(
         sa.orm.selectinload(AuditEvent.organization).load_only(
             Organization.name, Organization.slug, Organization.clerk_id
-        )
+        ),
+        sa.orm.joinedload(AuditEvent.staff_group).load_only(StaffGroup.id),  # in the same query
     )
     return select_page(query, NEWEST_FIRST, after=after, per_page=per_page)
 
