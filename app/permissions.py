@@ -37,7 +37,7 @@ CATALOGUE: tuple[Permission, ...] = (
     Permission("users.invite", "Invite users, and resend or revoke their invitations."),
     Permission("users.suspend", "Suspend, reactivate or deactivate users, one at a time or in bulk."),
     Permission("users.unlock", "Lift Clerk's lockout after too many failed sign-in attempts."),
-    Permission("users.sessions", "Sign users out everywhere (revoke their sessions in Clerk)."),
+    Permission("users.sessions", "See users' active sessions in Clerk and sign them out everywhere."),
     Permission("users.delete", "Delete users, here and in Clerk."),
     Permission("users.export", "Export the users list as CSV: personal data leaves the dashboard."),
     Permission("user_data.edit", "Add, change and delete users' key-value data."),
