@@ -39,11 +39,18 @@ lint: install
 
 # Lint first; then SQLite always, PostgreSQL too when TEST_DATABASE_URL is set (.ci/run sets it).
 # The browser tests (tests/e2e) run once: in the PostgreSQL pass when there is one, else with
-# SQLite. Every other test runs on both databases.
+# SQLite. Every other test runs on both databases. With both, the two passes run side by side
+# (one per core; each has its own database) and the SQLite pass's report follows the other's.
 SQLITE_MARKERS ?= not postgresql
+SQLITE_LOG ?= $(VENV)/test-sqlite.log
 test: lint
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \
-		$(MAKE) test-sqlite SQLITE_MARKERS="not postgresql and not e2e" && $(MAKE) test-postgresql; \
+		$(MAKE) --no-print-directory test-sqlite SQLITE_MARKERS="not postgresql and not e2e" > $(SQLITE_LOG) 2>&1 & sqlite=$$!; \
+		$(MAKE) --no-print-directory test-postgresql; postgresql=$$?; \
+		wait $$sqlite; sqlite_status=$$?; \
+		echo "--- the SQLite pass ---"; cat $(SQLITE_LOG); \
+		echo "SQLite pass: exit $$sqlite_status; PostgreSQL pass: exit $$postgresql"; \
+		[ $$sqlite_status -eq 0 ] && [ $$postgresql -eq 0 ]; \
 	else $(MAKE) test-sqlite && echo "TEST_DATABASE_URL is not set: the PostgreSQL pass was not run"; fi
 
 test-sqlite: install
