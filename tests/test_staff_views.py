@@ -658,3 +658,22 @@ def test_an_admin_with_permissions_manage_cannot_grant_beyond_what_they_hold(cli
     assert snapshot(db) == before
     data = {"csrf_token": token, "version": other.version, "permissions": ["users.view"]}
     assert client.post(f"/staff/groups/{other.id}/permissions", data=data).status_code == 302
+
+
+def test_long_lists_of_staff_and_members_show_the_first_ones_and_count_the_rest(
+    client, auth, db, make_user, monkeypatch
+):
+    """A demo of a million users has some 30,000 staff: the pages list a few hundred and count the rest."""
+    from app.records.staff import builtin_group
+    from app.staff import queries
+
+    monkeypatch.setattr(queries, "LIST_LIMIT", 3)
+    for n in range(5):
+        make_user(email=f"admin{n}@staff.example", role=UserRole.ADMIN)  # each joins Administrators
+    auth.sign_in(role=UserRole.SUPER_ADMIN)
+    page = client.get("/staff").get_data(as_text=True)
+    assert 'People <small class="muted">(6)</small>' in page and "The first 3 are shown" in page
+    group = builtin_group()
+    page = client.get(f"/staff/groups/{group.id}").get_data(as_text=True)
+    assert "5 members" in page and "The first 3 by email are shown" in page
+    assert "admin2@staff.example" in page and "admin3@staff.example" not in page

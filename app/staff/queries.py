@@ -17,6 +17,9 @@ from app.models import AuditEvent, StaffGroup, StaffGroupMember, User, UserRole
 from app.permissions import CATALOGUE, PERMISSIONS, Permission, grants_of
 
 HISTORY_LIMIT = 30
+# Pages list this many people at most (a demo of a million users has some 30,000 staff); the rest
+# are counted, and `flask staff groups` lists everyone.
+LIST_LIMIT = 200
 STAFF_ROLES = (UserRole.SUPER_ADMIN, UserRole.ADMIN)
 
 # How the grid and the person's page title each area of the catalogue (the part before the dot).
@@ -72,22 +75,28 @@ class StaffRow:
         return self.user.role == UserRole.SUPER_ADMIN
 
 
-def list_staff() -> list[StaffRow]:
-    """Admins and super admins not deleted, super admins first, then by email; with their groups, one query."""
+def list_staff(limit: int | None = None) -> tuple[list[StaffRow], int]:
+    """The first `limit` admins and super admins not deleted (super admins first, then by email) with
+    their groups, in one query; and how many there are in all."""
+    limit = limit or LIST_LIMIT
+    is_staff = sa.and_(User.role.in_(STAFF_ROLES), User.deleted_at.is_(None))
     role_order = sa.case((User.role == UserRole.SUPER_ADMIN, 0), else_=1)
+    order = (role_order, sa.func.lower(User.email), User.id)
+    people = sa.select(User.id).where(is_staff).order_by(*order).limit(limit).subquery()
     rows = db.session.execute(
         sa.select(User, StaffGroup.id, StaffGroup.name)
+        .join(people, people.c.id == User.id)
         .outerjoin(StaffGroupMember, StaffGroupMember.user_id == User.id)
         .outerjoin(StaffGroup, StaffGroup.id == StaffGroupMember.group_id)
-        .where(User.role.in_(STAFF_ROLES), User.deleted_at.is_(None))
-        .order_by(role_order, sa.func.lower(User.email), User.id, sa.func.lower(StaffGroup.name))
+        .order_by(*order, sa.func.lower(StaffGroup.name))
     ).all()
     staff: dict[str, StaffRow] = {}
     for user, group_id, group_name in rows:
         row = staff.setdefault(user.id, StaffRow(user))
         if group_id is not None:
             row.groups.append(GroupRef(group_id, group_name))
-    return list(staff.values())
+    total = len(staff) if len(staff) < limit else db.session.scalar(sa.select(sa.func.count()).where(is_staff))
+    return list(staff.values()), total
 
 
 def find_staff_person(user_id: str) -> User | None:
@@ -148,15 +157,21 @@ class GroupMember:
     joined_at: datetime
 
 
-def group_members(group: StaffGroup) -> list[GroupMember]:
-    """The group's members by email, with when each joined: one query."""
+def group_members(group: StaffGroup, limit: int | None = None) -> tuple[list[GroupMember], int]:
+    """The group's first `limit` members by email, with when each joined; and how many it has in all."""
+    limit = limit or LIST_LIMIT
     rows = db.session.execute(
         sa.select(User, StaffGroupMember.created_at)
         .join(StaffGroupMember, StaffGroupMember.user_id == User.id)
         .where(StaffGroupMember.group_id == group.id)
         .order_by(sa.func.lower(User.email), User.id)
+        .limit(limit)
     ).all()
-    return [GroupMember(user, joined_at) for user, joined_at in rows]
+    members = [GroupMember(user, joined_at) for user, joined_at in rows]
+    if len(members) < limit:
+        return members, len(members)
+    total = db.session.scalar(sa.select(sa.func.count()).where(StaffGroupMember.group_id == group.id))
+    return members, total
 
 
 def group_history(group: StaffGroup, limit: int = HISTORY_LIMIT) -> list[HistoryEntry]:

@@ -82,7 +82,14 @@ def field_error(form, error: StaffError, fields: tuple[str, ...], default: str) 
 
 
 def index_context(form: GroupForm | None = None, **extra) -> dict:
-    return {"staff": list_staff(), "groups": list_groups(), "form": form or GroupForm(formdata=None), **extra}
+    staff, staff_total = list_staff()
+    return {
+        "staff": staff,
+        "staff_total": staff_total,
+        "groups": list_groups(),
+        "form": form or GroupForm(formdata=None),
+        **extra,
+    }
 
 
 @bp.get("/staff")
@@ -136,7 +143,7 @@ def group_context(
         "areas": permission_areas(),
         "known": known_permissions(group),
         "unknown": unknown_permissions(group),
-        "members": group_members(group),
+        **dict(zip(("members", "members_total"), group_members(group), strict=True)),
         "member_form": member_form or MemberForm(formdata=None),
         "history": group_history(group),
         **extra,
@@ -293,7 +300,7 @@ def delete(group_id: int):
             "staff/_delete_confirm.html",
             group=group,
             form=form,
-            members=group_members(group),
+            **dict(zip(("members", "members_total"), group_members(group, limit=10), strict=True)),
             unknown=unknown_permissions(group),
         )
     ensure_form_accepted(form)
