@@ -633,7 +633,7 @@ class OrganizationInvitation(db.Model):
 class StaffGroup(db.Model):
     """A named set of permissions (app/permissions.py's catalogue) granted to the admins in it.
 
-    Super admins hold every permission by their role and belong to no group. A built-in group is
+    Super admins hold every permission by their role: none is added to a group. A built-in group is
     made by the migrations (Administrators: what every admin could do before groups existed) and
     may have its permissions changed but is never renamed or deleted."""
 
