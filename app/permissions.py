@@ -207,7 +207,7 @@ def ensure_can_give_role(actor: Actor, role: UserRole) -> None:
     if role == UserRole.ADMIN and actor.user is not None and actor.user.role != UserRole.SUPER_ADMIN:
         # A new admin joins the built-in group (app/records/staff.py): nobody hands on more than they hold.
         group = builtin_group()
-        beyond = sorted(set(_names(group.permissions) if group else ()) - permissions_of(actor))
+        beyond = sorted(set(group.permission_names if group else ()) & ALL - permissions_of(actor))
         if beyond:
             raise NotAllowed(
                 f"You cannot make someone an admin: they would join {group.name}, which grants "

@@ -13,14 +13,14 @@ import sqlalchemy as sa
 
 from app.audit.queries import HistoryEntry, history
 from app.extensions import db
-from app.models import AuditEvent, StaffGroup, StaffGroupMember, User, UserRole
+from app.models import STAFF_ROLES, AuditEvent, StaffGroup, StaffGroupMember, User, UserRole
 from app.permissions import CATALOGUE, PERMISSIONS, Permission, grants_of
+from app.staff.services import known_permissions
 
 HISTORY_LIMIT = 30
 # Pages list this many people at most (a demo of a million users has some 30,000 staff); the rest
 # are counted, and `flask staff groups` lists everyone.
 LIST_LIMIT = 200
-STAFF_ROLES = (UserRole.SUPER_ADMIN, UserRole.ADMIN)
 
 # How the grid and the person's page title each area of the catalogue (the part before the dot).
 AREA_LABELS = {
@@ -102,9 +102,7 @@ def list_staff(limit: int | None = None) -> tuple[list[StaffRow], int]:
 def find_staff_person(user_id: str) -> User | None:
     """A member of staff (admin or super admin, not deleted) by id, or None."""
     user = db.session.get(User, user_id)
-    if user is None or user.role not in STAFF_ROLES or user.deleted_at is not None:
-        return None
-    return user
+    return user if user is not None and user.is_staff and user.deleted_at is None else None
 
 
 # --- the groups ---------------------------------------------------------------------------------
@@ -140,10 +138,6 @@ def list_groups() -> list[GroupSummary]:
 
 def find_group(group_id: int) -> StaffGroup | None:
     return db.session.get(StaffGroup, group_id)
-
-
-def known_permissions(group: StaffGroup) -> list[str]:
-    return [name for name in group.permission_names if name in PERMISSIONS]
 
 
 def unknown_permissions(group: StaffGroup) -> list[str]:
@@ -206,13 +200,3 @@ def person_grants(user: User) -> list[AreaGrants]:
         AreaGrants(area.name, area.label, tuple(Grant(p, tuple(grants.get(p.name, ()))) for p in area.permissions))
         for area in permission_areas()
     ]
-
-
-def groups_of_person(user: User) -> list[GroupRef]:
-    rows = db.session.execute(
-        sa.select(StaffGroup.id, StaffGroup.name)
-        .join(StaffGroupMember, StaffGroupMember.group_id == StaffGroup.id)
-        .where(StaffGroupMember.user_id == user.id)
-        .order_by(sa.func.lower(StaffGroup.name))
-    ).all()
-    return [GroupRef(group_id, name) for group_id, name in rows]

@@ -110,7 +110,7 @@ def _save(group: StaffGroup, change: Callable[[], None]) -> None:
         raise StaffError("There is already a group with this name.", "name") from exc
 
 
-def _known(group: StaffGroup) -> list[str]:
+def known_permissions(group: StaffGroup) -> list[str]:
     """The group's permissions still in the catalogue (one since removed from the code grants nothing)."""
     return [n for n in group.permission_names if n in PERMISSIONS]
 
@@ -183,7 +183,7 @@ def set_permissions(group: StaffGroup, names, *, actor: Actor, expected_version:
 
 
 def grant(group: StaffGroup, names, *, actor: Actor) -> dict:
-    return set_permissions(group, [*_known(group), *clean_permissions(names)], actor=actor)
+    return set_permissions(group, [*known_permissions(group), *clean_permissions(names)], actor=actor)
 
 
 def revoke(group: StaffGroup, names, *, actor: Actor) -> dict:
@@ -191,7 +191,7 @@ def revoke(group: StaffGroup, names, *, actor: Actor) -> dict:
     names = list(names)
     clean_permissions(n for n in names if n not in group.permission_names)  # refuses unknown names
     gone = set(names)
-    return set_permissions(group, [n for n in _known(group) if n not in gone], actor=actor)
+    return set_permissions(group, [n for n in known_permissions(group) if n not in gone], actor=actor)
 
 
 def delete_group(group: StaffGroup, *, actor: Actor, expected_version: int | None = None) -> None:

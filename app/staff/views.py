@@ -19,6 +19,7 @@ from app.models import StaffGroup, User
 from app.pages import answer, fragment_or_redirect, is_htmx_request, vary_on_htmx, wants_fragment
 from app.pagination import MAX_INT
 from app.permissions import ensure, is_self, may
+from app.records.staff import groups_of
 from app.staff.forms import (
     DeleteGroupForm,
     GroupEditForm,
@@ -32,7 +33,6 @@ from app.staff.queries import (
     find_staff_person,
     group_history,
     group_members,
-    groups_of_person,
     known_permissions,
     list_groups,
     list_staff,
@@ -136,6 +136,7 @@ def group_context(
     if permissions_form is None:
         permissions_form = PermissionsForm(formdata=None)
         permissions_form.fill_from(group)
+    members, members_total = group_members(group)
     return {
         "group": group,
         "details_form": details_form,
@@ -143,7 +144,8 @@ def group_context(
         "areas": permission_areas(),
         "known": known_permissions(group),
         "unknown": unknown_permissions(group),
-        **dict(zip(("members", "members_total"), group_members(group), strict=True)),
+        "members": members,
+        "members_total": members_total,
         "member_form": member_form or MemberForm(formdata=None),
         "history": group_history(group),
         **extra,
@@ -295,12 +297,14 @@ def delete(group_id: int):
     if request.method == "GET":
         form = DeleteGroupForm(formdata=None)
         form.version.data = group.version
+        members, members_total = group_members(group, limit=10)
         return answer(
             "staff/delete.html",
             "staff/_delete_confirm.html",
             group=group,
             form=form,
-            **dict(zip(("members", "members_total"), group_members(group, limit=10), strict=True)),
+            members=members,
+            members_total=members_total,
             unknown=unknown_permissions(group),
         )
     ensure_form_accepted(form)
@@ -333,7 +337,7 @@ def person_answer(person: User) -> Response:
         "staff/_grants.html",
         person=person,
         areas=person_grants(person),
-        groups=groups_of_person(person),
+        groups=groups_of(person),
         is_me=is_self(actor, person),
         may_manage=may(actor, "permissions.manage"),
     )
