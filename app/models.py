@@ -147,6 +147,13 @@ class User(db.Model):
             postgresql_where=sa.text("locked"),
             sqlite_where=sa.text("locked"),
         ),
+        # A search that is someone's external id (most users have none).
+        sa.Index(
+            "ix_users_external_id",
+            "external_id",
+            postgresql_where=sa.text("external_id IS NOT NULL"),
+            sqlite_where=sa.text("external_id IS NOT NULL"),
+        ),
     )
 
     @property
@@ -221,6 +228,27 @@ def _never_sqlite(element, compiler, **kw):
     return "'1970-01-01 00:00:00.000000'"
 
 
+class Contains(sa.sql.expression.ColumnElement):
+    """`text` holds `part` as is (no pattern): strpos on PostgreSQL, which no trigram index
+    answers, so the planner keeps it as a check on the rows an index found; instr on SQLite."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+
+    def __init__(self, text: sa.ColumnElement, part: str):
+        self.text, self.part = text, sa.bindparam(None, part, type_=sa.Text)
+
+
+@compiles(Contains)
+def _contains_default(element, compiler, **kw):
+    return f"(strpos({compiler.process(element.text, **kw)}, {compiler.process(element.part, **kw)}) > 0)"
+
+
+@compiles(Contains, "sqlite")
+def _contains_sqlite(element, compiler, **kw):
+    return f"(instr({compiler.process(element.text, **kw)}, {compiler.process(element.part, **kw)}) > 0)"
+
+
 SIGN_IN_SORT_KEY = sa.func.coalesce(User.last_sign_in_at, NeverSignedIn(), type_=UTCDateTime)
 NAME_SORT_KEY = sa.func.lower(
     sa.func.coalesce(User.first_name, _EMPTY).op("||")(_SPACE).op("||")(sa.func.coalesce(User.last_name, _EMPTY)),
@@ -258,6 +286,7 @@ sa.Index(
 PREFIX_SEARCHED = tuple(
     sa.func.lower(column, type_=sa.Text) for column in (User.email, User.first_name, User.last_name, User.username)
 )
+FIRST_NAME_PREFIX, LAST_NAME_PREFIX = PREFIX_SEARCHED[1:3]
 for _column, _expression in zip(("email", "first_name", "last_name", "username"), PREFIX_SEARCHED, strict=False):
     sa.Index(
         f"ix_users_{_column}_prefix",

@@ -192,22 +192,13 @@ def search_rows(
     rows of the list in its order (`unsearched`: the filters but the search) and keep those
     that are a `hit`; a common term fills the page there. Otherwise the term is rare, and its
     every match (`searched`: a few thousand at most) comes from the search index, materialised,
-    then sorted.
+    then sorted. A `window` of 0 goes straight there (a term known to be rare).
     """
     key = model.__mapper__.primary_key[0]
-    rows_window = unsearched.add_columns(sort_key.label("sort_key"), hit.label("hit"))
-    if condition is not None:
-        rows_window = rows_window.where(condition)
-    rows_window = rows_window.order_by(*ordered(sort_key, key, descending)).limit(window).subquery("window")
-    row = aliased(model, rows_window)
-    rows = db.session.execute(
-        sa.select(row, rows_window.c.sort_key)
-        .where(rows_window.c.hit)
-        .order_by(*ordered(rows_window.c.sort_key, rows_window.c[key.name], descending))
-        .limit(limit)
-    ).all()
-    if len(rows) == limit:
-        return rows
+    if window:
+        rows = _window_hits(model, unsearched, hit, sort_key, condition, descending, limit, window)
+        if len(rows) == limit:
+            return rows
     hits = searched.with_only_columns(key, sort_key.label("sort_key"))
     if condition is not None:
         hits = hits.where(condition)
@@ -218,6 +209,21 @@ def search_rows(
         sa.select(model, first.c.sort_key)
         .join(first, first.c[key.name] == key)
         .order_by(*ordered(first.c.sort_key, first.c[key.name], descending))
+    ).all()
+
+
+def _window_hits(model, unsearched, hit, sort_key, condition, descending: bool, limit: int, window: int) -> list:
+    key = model.__mapper__.primary_key[0]
+    rows_window = unsearched.add_columns(sort_key.label("sort_key"), hit.label("hit"))
+    if condition is not None:
+        rows_window = rows_window.where(condition)
+    rows_window = rows_window.order_by(*ordered(sort_key, key, descending)).limit(window).subquery("window")
+    row = aliased(model, rows_window)
+    return db.session.execute(
+        sa.select(row, rows_window.c.sort_key)
+        .where(rows_window.c.hit)
+        .order_by(*ordered(rows_window.c.sort_key, rows_window.c[key.name], descending))
+        .limit(limit)
     ).all()
 
 

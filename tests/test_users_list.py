@@ -363,8 +363,114 @@ def test_search_pages_hold_every_match_once_in_order(app, client, staff, make_us
     assert listed(client, prev.split("?", 1)[1]) == expected[3:6]
 
 
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("o'n", ["shaun@oneil.test"]),  # the start of O'Neil, not "o'n" inside another word
+        ("a b", ["ada.byron@example.test"]),  # initials: a first name starting a, a last name starting b
+        ("a.b", []),  # a start, not the "a.b" inside "ada.byron"
+        ("%%%", []),  # no letters at all: a start, and wildcards are literal
+        ("jo sm", ["john@smithy.test"]),
+    ],
+)
+def test_terms_of_short_pieces_match_starts(client, staff, make_user, q, expected):
+    """A term without three letters in a row cannot use the trigram index: like a 1-2 letter term,
+    it matches starts (and two short words match a first and a last name's starts)."""
+    from urllib.parse import urlencode
+
+    make_user(email="shaun@oneil.test", first_name="Shaun", last_name="O'Neil")
+    make_user(email="mo'neil@example.test", first_name="Mo", last_name="Neil")
+    make_user(email="ada.byron@example.test", first_name="Ada", last_name="Byron")
+    make_user(email="john@smithy.test", first_name="John", last_name="Smith")
+    make_user(email="bob@example.test", first_name="Bob", last_name="Alanson")
+    assert listed(client, urlencode({"q": q})) == expected
+
+
+@pytest.fixture
+def lookalikes(make_user):
+    """People whose emails, ids and usernames hold each other's: a whole value is also a piece of others."""
+    now = utcnow()
+    rows = [
+        ("bob@example.test", "user_2bob", "bob", None),
+        ("jimbob@example.test", "user_2jimbob", "jimbob", "crm-1"),
+        ("bob@example.test.uk", "user_2bob2", "bobby", "crm-10"),
+        ("alice@example.test", "inv_2alice", None, "user_2bob"),  # an external id that looks like an id
+        ("carol@elsewhere.test", "user_2carol", "bob@example.test", None),  # a username holding an email
+    ]
+    return [
+        make_user(
+            email=email, clerk_id=clerk_id, username=username, external_id=external, created_at=now - timedelta(hours=i)
+        )
+        for i, (email, clerk_id, username, external) in enumerate(rows)
+    ]
+
+
+@pytest.mark.parametrize("window", [2, 6000])
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        # A whole email: every other row holding it too, in the list's order (newest first).
+        (
+            "bob@example.test",
+            ["bob@example.test", "jimbob@example.test", "bob@example.test.uk", "carol@elsewhere.test"],
+        ),
+        (
+            "BOB@Example.TEST",
+            ["bob@example.test", "jimbob@example.test", "bob@example.test.uk", "carol@elsewhere.test"],
+        ),
+        ("user_2bob", ["bob@example.test", "bob@example.test.uk", "alice@example.test"]),  # id, and an external id
+        ("inv_2alice", ["alice@example.test"]),  # an invitation's id
+        ("jimbob", ["jimbob@example.test"]),  # a username (and the start of an email)
+        ("crm-1", ["jimbob@example.test"]),  # an external id matches whole only
+        ("crm-10", ["bob@example.test.uk"]),
+        ("crm", []),
+        ("example.test.uk", ["bob@example.test.uk"]),
+    ],
+)
+def test_whole_values_list_every_row_the_substring_search_would(
+    app, client, staff, lookalikes, monkeypatch, window, q, expected
+):
+    """An email, a Clerk id, a username or an external id is looked up through its equality index
+    first (on PostgreSQL its matches then come straight from the search index), and the list still
+    holds every row that holds the term, in order, page after page."""
+    from urllib.parse import urlencode
+
+    from app.users import queries
+
+    monkeypatch.setattr(queries, "SEARCH_WINDOW", window)
+    assert listed(client, urlencode({"q": q})) == expected
+    app.config["USERS_PER_PAGE"] = 2
+    seen, url = [], "/users?" + urlencode({"q": q})
+    while url:
+        html = client.get(url, headers=HX).get_data(as_text=True)
+        seen += re.findall(r'<a href="/users/[^"]+">([^<]+@[^<]+)</a>', html)
+        nxt = re.search(r'href="(/users\?after=[^"]+)"', html)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+    assert seen == expected
+
+
+def test_a_whole_value_is_found_through_an_equality_index_first(app, db, lookalikes):
+    from app.users.queries import exact_match_exists
+
+    assert exact_match_exists("BOB@example.test")  # emails and usernames whatever their case
+    assert exact_match_exists("Jimbob")
+    assert exact_match_exists("inv_2alice") and exact_match_exists("crm-10")
+    assert not exact_match_exists("INV_2ALICE")  # Clerk ids and external ids are exact
+    assert not exact_match_exists("bob@example")
+
+
 @pytest.mark.postgresql
-@pytest.mark.parametrize(("q", "index"), [("ab", "_prefix"), ("abc", "ix_users_search_trgm")])
+@pytest.mark.parametrize(
+    ("q", "index"),
+    [
+        ("ab", "_prefix"),
+        ("abc", "ix_users_search_trgm"),
+        ("o'n", "_prefix"),
+        ("a b", "ix_users_first_name_prefix"),
+        ("%%%", "_prefix"),
+        ("crm-100077", "ix_users_external_id"),
+    ],
+)
 def test_searches_are_served_by_an_index(app, db, q, index):
     """With sequential scans priced out, the planner can still answer: an index serves each term."""
     import sqlalchemy as sa
@@ -377,3 +483,27 @@ def test_searches_are_served_by_an_index(app, db, q, index):
     plan = "\n".join(db.session.scalars(sa.text(f"EXPLAIN {compiled}")))
     db.session.rollback()
     assert index in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize(
+    ("q", "piece"),
+    [
+        ("weber.kevin56944@example.com", "%kevin56944%"),  # not "example", which every row may hold
+        ("user_2abcDEF123", "%2abcdef123%"),  # not "user", which every Clerk id holds
+        ("inv_2xyz987", "%2xyz987%"),
+        ("al@example.com", "%example%"),  # a local part too short: the longest piece there is
+    ],
+)
+def test_a_term_of_several_pieces_asks_the_trigram_index_for_its_telling_piece(app, db, q, piece):
+    """The whole term is then checked with strpos on the few rows the index returns."""
+    import sqlalchemy as sa
+
+    from app.users.queries import UserFilters, filtered
+
+    query = filtered(UserFilters(q=q)).with_only_columns(sa.literal(1))
+    compiled = query.compile(db.engine, compile_kwargs={"literal_binds": True})
+    db.session.execute(sa.text("SET LOCAL enable_seqscan = off"))
+    plan = "\n".join(db.session.scalars(sa.text(f"EXPLAIN {compiled}"))).replace("%%", "%")  # pyformat's
+    db.session.rollback()
+    assert f"~~ '{piece}'" in plan and "strpos" in plan and "Seq Scan" not in plan, plan

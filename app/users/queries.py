@@ -7,13 +7,25 @@ cursors over (sort key, id), never OFFSET, and nothing counts more than `COUNT_C
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import NAME_SORT_KEY, PREFIX_SEARCHED, SEARCH_TEXT, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
+from app.models import (
+    FIRST_NAME_PREFIX,
+    LAST_NAME_PREFIX,
+    NAME_SORT_KEY,
+    PREFIX_SEARCHED,
+    SEARCH_TEXT,
+    SIGN_IN_SORT_KEY,
+    Contains,
+    User,
+    UserRole,
+    UserStatus,
+)
 from app.pagination import (
     Keyset,
     KeysetPage,
@@ -31,6 +43,10 @@ from app.pagination import (
 COUNT_CAP = 10_000
 MAX_QUERY_LENGTH = 200
 MIN_SUBSTRING_LENGTH = 3
+# What pg_trgm makes trigrams of: runs of letters and digits.
+PIECE = re.compile(r"[^\W_]+")
+# A term that is a whole value of one of these (an email, a Clerk id, ...) skips the window: it is rare.
+MIN_EXACT_LENGTH = 6
 # A search first looks for a page of matches among this many rows of the list in its order
 # (enough for any common term), and only then asks the search index for every match.
 SEARCH_WINDOW = 6000
@@ -93,19 +109,64 @@ def filtered(filters: UserFilters) -> sa.Select:
 
 
 def search_condition(q: str) -> sa.ColumnElement[bool]:
-    """What a search term matches: a substring of the searched text, or for 1-2 characters a prefix.
+    """What a search term matches: a substring of the searched text, or a prefix when the term has
+    no piece of three letters, or an external id equal to it.
 
-    A trigram index needs three characters, so a shorter term matches the start of the email,
-    the first or last name or the username instead, each served by a prefix index on PostgreSQL.
+    A trigram index needs three letters or digits in a row. A term without such a piece (`ab`,
+    `o'n`, `a b`) matches the start of the email, the first or last name or the username instead,
+    each served by a prefix index on PostgreSQL; two short words also match first and last name
+    starts (`a b`: Ada Byron). A term of several pieces with no space (an email, a Clerk id) asks
+    the trigram index for its most telling piece only (what every row shares, like `example.com`
+    or `user_`, would make the index read a million entries) and checks the whole term on the
+    rows that come back. External ids are not searched text: they match whole.
     """
-    term = _escape_like(q.lower())
-    if len(q) < MIN_SUBSTRING_LENGTH:
-        return sa.or_(*(column.like(term + "%", escape="\\") for column in PREFIX_SEARCHED))
-    return SEARCH_TEXT.like("%" + term + "%", escape="\\")
+    lowered = q.lower()
+    pieces = PIECE.findall(lowered)
+    if not pieces or max(map(len, pieces)) < MIN_SUBSTRING_LENGTH:
+        matched = _prefix_condition(lowered)
+    elif len(pieces) > 1 and " " not in lowered:
+        matched = sa.and_(
+            SEARCH_TEXT.like("%" + _escape_like(_telling_piece(lowered, pieces)) + "%", escape="\\"),
+            Contains(SEARCH_TEXT, lowered),
+        )
+    else:
+        matched = SEARCH_TEXT.like("%" + _escape_like(lowered) + "%", escape="\\")
+    return sa.or_(matched, User.external_id == q)
+
+
+def _prefix_condition(lowered: str) -> sa.ColumnElement[bool]:
+    term = _escape_like(lowered)
+    starts = [column.like(term + "%", escape="\\") for column in PREFIX_SEARCHED]
+    words = lowered.split(" ")
+    if len(words) == 2:  # initials: "a b", "jo sm"
+        first, last = (_escape_like(word) + "%" for word in words)
+        starts.append(sa.and_(FIRST_NAME_PREFIX.like(first, escape="\\"), LAST_NAME_PREFIX.like(last, escape="\\")))
+    return sa.or_(*starts)
+
+
+def _telling_piece(lowered: str, pieces: list[str]) -> str:
+    """The piece the trigram index should look for: the longest (the last of equals: the random part
+    of a Clerk id), taken from an email's local part when that has one of three letters."""
+    local = PIECE.findall(lowered.partition("@")[0]) if "@" in lowered else []
+    candidates = [p for p in local if len(p) >= MIN_SUBSTRING_LENGTH] or pieces
+    return max(reversed(candidates), key=len)
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def exact_match_exists(q: str) -> bool:
+    """Whether the term is a whole email, Clerk id (user_..., inv_...), username or external id,
+    each looked up through its equality index."""
+    lowered = q.lower()
+    found = sa.or_(
+        sa.func.lower(User.email) == lowered,
+        User.clerk_id == q,
+        sa.func.lower(User.username) == lowered,
+        User.external_id == q,
+    )
+    return db.session.scalar(sa.select(sa.literal(True)).where(found).limit(1)) is not None
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -130,9 +191,12 @@ def list_users(
     batches (the export), where one page's worth of latency matters less than the total.
     """
     sort = SORTS[filters.sort]
+    window = None  # no search, SQLite, or the export: a plain query
+    if windowed and filters.q and db.session.get_bind().dialect.name == "postgresql":
+        window = 0 if _names_one_row(filters.q) else SEARCH_WINDOW
 
     def fetch(condition, backwards: bool, limit: int) -> list:
-        return _rows(filters, sort, condition, descending=sort.descending != backwards, limit=limit, windowed=windowed)
+        return _rows(filters, sort, condition, descending=sort.descending != backwards, limit=limit, window=window)
 
     # The key comes back with each row, so cursors hold exactly what the database compares.
     page = keyset_page(
@@ -142,18 +206,14 @@ def list_users(
     return page
 
 
-def _rows(filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int, windowed: bool) -> list:
+def _rows(filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int, window: int | None) -> list:
     """Up to `limit` (user, sort key) rows matching the filters and `condition`, in order."""
-    query = filtered(filters).add_columns(sort.key)
-    if condition is not None:
-        query = query.where(condition)
-    if not (windowed and filters.q) or db.session.get_bind().dialect.name != "postgresql":
+    if window is None:
+        query = filtered(filters).add_columns(sort.key)
+        if condition is not None:
+            query = query.where(condition)
         return db.session.execute(query.order_by(*ordered(sort.key, User.id, descending)).limit(limit)).all()
-    return _search_rows(filters, sort, condition, descending=descending, limit=limit)
-
-
-def _search_rows(filters, sort: Sort, condition, *, descending: bool, limit: int) -> list:
-    """A page of a search on PostgreSQL: app/pagination.py's search_rows, for this list."""
+    # A search on PostgreSQL: app/pagination.py's search_rows, for this list.
     return search_rows(
         User,
         unsearched=filtered(replace(filters, q="")),
@@ -163,8 +223,14 @@ def _search_rows(filters, sort: Sort, condition, *, descending: bool, limit: int
         condition=condition,
         descending=descending,
         limit=limit,
-        window=SEARCH_WINDOW,
+        window=window,
     )
+
+
+def _names_one_row(q: str) -> bool:
+    """A term that is a whole email, Clerk id, username or external id of someone (found through
+    their equality indexes) is rare: its matches come straight from the search index."""
+    return len(q) >= MIN_EXACT_LENGTH and " " not in q and exact_match_exists(q)
 
 
 @dataclass(frozen=True)
