@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import sqlalchemy as sa
@@ -67,6 +68,16 @@ def prepare(url: str, n_users: int) -> dict:
             seed_demo(n_users, actor=Actor.cli())
             db.session.commit()
             print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
+        # The demo's invited people have user_ ids; people invited from the dashboard hold their
+        # invitation's id (inv_...) until they accept, so give 200 of them one.
+        db.session.execute(
+            sa.text(
+                "UPDATE users SET clerk_id = 'inv_' || substr(md5(id), 1, 27) WHERE id IN"
+                " (SELECT id FROM users WHERE status = 'invited' AND clerk_id NOT LIKE 'inv\\_%'"
+                "  ORDER BY id LIMIT 200 - (SELECT count(*) FROM users WHERE clerk_id LIKE 'inv\\_%'))"
+            )
+        )
+        db.session.commit()
         db.session.execute(sa.text("ANALYZE users"))
         db.session.commit()
         total = db.session.scalar(sa.select(sa.func.count()).select_from(User))
@@ -78,11 +89,40 @@ def prepare(url: str, n_users: int) -> dict:
             .order_by(sa.func.md5(User.id))
             .limit(200)
         ).all()
+
+        def values_of(column, limit: int = 40) -> list[str]:
+            return list(
+                db.session.scalars(
+                    sa.select(column)
+                    .where(column.is_not(None), User.deleted_at.is_(None))
+                    .order_by(sa.func.md5(User.id))
+                    .limit(limit)
+                )
+            )
+
+        whole = {
+            "Clerk id": values_of(User.clerk_id),
+            "invitation id": values_of(sa.case((User.clerk_id.like("inv\\_%"), User.clerk_id))),
+            "username": values_of(User.username),
+            "external id": values_of(User.external_id),
+        }
         names = [name.lower() for row in sample for name in (row.last_name,) if name and len(name) >= 4]
         terms = sorted({name[:4] for name in names})
         # 3-letter pieces from anywhere in a name, and 1-2 letter starts (the prefix path).
         terms3 = sorted({name[i : i + 3] for name in names for i in (0, 1) if name[i : i + 3].isalpha()})
         short = sorted({name[:n] for name in names for n in (1, 2)})
+        # Terms of 1-2 letter pieces split by punctuation or a space: "o'n", "a b" (initials).
+        people = db.session.execute(
+            sa.select(User.first_name, User.last_name)
+            .where(User.first_name.is_not(None), User.last_name.is_not(None))
+            .order_by(sa.func.md5(User.id))
+            .limit(40)
+        ).all()
+        pieces = sorted(
+            {f"{p.first_name[:1]} {p.last_name[:1]}".lower() for p in people[:20]}
+            | {f"{p.last_name[:1]}'{p.last_name[1:2]}".lower() for p in people[20:]}
+            | {f"{p.first_name[:2]} {p.last_name[:2]}".lower() for p in people[:10]}
+        )
         # Cursors around page 1000 (rank 999 * rows per page) of the default and the email order.
         cursors = {}
         for sort_name, per_page in (("-created_at", 25), ("email", 25), ("-created_at", 100)):
@@ -112,6 +152,8 @@ def prepare(url: str, n_users: int) -> dict:
         "terms": terms,
         "terms3": terms3,
         "short": short,
+        "pieces": pieces,
+        "whole": whole,
         "emails": [r.email for r in sample],
         "ids": [r.id for r in sample],
         "cursors": cursors,
@@ -321,27 +363,41 @@ def measure_export(client: httpx.Client, master: subprocess.Popen) -> dict:
     }
 
 
-def flask_admin_figures(url: str, data: dict, repeat: int) -> dict[str, tuple[float, float]]:
-    """The same requests against a stock Flask-Admin view (benchmarks/flask_admin_view.py)."""
+def side_by_side(client: httpx.Client, access_log: Path, url: str, data: dict, repeat: int) -> dict:
+    """The same requests against a stock Flask-Admin view (benchmarks/flask_admin_view.py), served
+    by gunicorn beside the dashboard's and asked alternately, one of ours then one of theirs, so
+    that both meet the same machine: {name: (ours median, ours p95, theirs median, theirs p95)}."""
     try:
         import flask_admin  # noqa: F401
     except ImportError:
         raise SystemExit("--flask-admin needs Flask-Admin: .venv/bin/pip install -e '.[bench]'") from None
-    access_log = Path(tempfile.mkdtemp()) / "access.log"
-    process, base = start_gunicorn(url, 1, "benchmarks.flask_admin_view:create_app()", access_log=access_log)
+    their_log = Path(tempfile.mkdtemp()) / "access.log"
+    process, base = start_gunicorn(url, 1, "benchmarks.flask_admin_view:create_app()", access_log=their_log)
+    cursors = data["cursors"]["-created_at", 25]
+    pairs = {  # name: ((our url, headers), their url) for each request
+        "first page (whole page)": [(("/users", None), "/admin/users/")],
+        "4-letter search": [((f"/users?q={t}", HX), f"/admin/users/?search={t}") for t in data["terms"]],
+        "exact email": [
+            ((f"/users?{urlencode({'q': e})}", HX), f"/admin/users/?{urlencode({'search': e})}") for e in data["emails"]
+        ],
+        "page 1000 (keyset cursor)": [((f"/users?after={c}", HX), "/admin/users/?page=999") for c in cursors],
+        "filter: status=suspended": [(("/users?status=suspended", HX), "/admin/users/?flt0_5=SUSPENDED")],
+    }
     try:
-        with httpx.Client(base_url=base, timeout=300) as client:
-            scenarios = {
-                "first page (whole page)": ["/admin/users/"],
-                "4-letter search": [f"/admin/users/?search={t}" for t in data["terms"]],
-                "exact email": [f"/admin/users/?search={e}" for e in data["emails"]],
-                "page 1000 (keyset cursor)": ["/admin/users/?page=999"],
-                "filter: status=suspended": ["/admin/users/?flt0_5=SUSPENDED"],
-            }
+        with httpx.Client(base_url=base, timeout=300) as theirs:
             figures = {}
-            for name, urls in scenarios.items():
-                measure(client, urls, repeat)
-                figures[name] = percentiles(server_times(access_log, repeat))
+            for name, requests in pairs.items():
+                for (ours, headers), their_url in requests[:2]:  # warm-up
+                    client.get(ours, headers=headers)
+                    theirs.get(their_url)
+                for i in range(repeat):
+                    (ours, headers), their_url = requests[i % len(requests)]
+                    assert client.get(ours, headers=headers).status_code == 200
+                    assert theirs.get(their_url).status_code == 200
+                figures[name] = (
+                    *percentiles(server_times(access_log, repeat)),
+                    *percentiles(server_times(their_log, repeat)),
+                )
             return figures
     finally:
         process.terminate()
@@ -356,7 +412,12 @@ def scenarios(data: dict) -> list[tuple[str, list[str], dict | None]]:
         ("4-letter search", [f"/users?q={t}" for t in terms], HX),
         ("3-letter search", [f"/users?q={t}" for t in data["terms3"]], HX),
         ("1-2 letter search (prefix)", [f"/users?q={t}" for t in data["short"]], HX),
-        ("exact email", [f"/users?q={e}" for e in emails], HX),
+        ("short pieces (o'n, a b)", [f"/users?{urlencode({'q': t})}" for t in data["pieces"]], HX),
+        ("exact email", [f"/users?{urlencode({'q': e})}" for e in emails], HX),
+        *(
+            (f"exact {kind}", [f"/users?{urlencode({'q': v})}" for v in values], HX)
+            for kind, values in data["whole"].items()
+        ),
         ("page 1000 (keyset cursor)", [f"/users?after={c}" for c in cursors["-created_at", 25]], HX),
         ("page 1000 sorted by email", [f"/users?sort=email&after={c}" for c in cursors["email", 25]], HX),
         ("first page, 100 rows", ["/users?per_page=100"], HX),
@@ -384,7 +445,7 @@ def main() -> None:
         action="store_true",
         help="also time a stock Flask-Admin view of the same table (pip install -e '.[bench]')",
     )
-    parser.add_argument("--flask-admin-repeat", type=int, default=5)
+    parser.add_argument("--flask-admin-repeat", type=int, default=10)
     args = parser.parse_args()
 
     url = sa.make_url(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
@@ -401,12 +462,14 @@ def main() -> None:
             results, server = time_plan(client, plan, args.repeat, access_log)
             after = seq_scans(url_text)
             exported = None if args.no_export else measure_export(client, process)
+            admin = (
+                side_by_side(client, access_log, url_text, data, args.flask_admin_repeat) if args.flask_admin else {}
+            )
     finally:
         process.terminate()
         process.wait(timeout=20)
     floor = SqlFloor(url_text, data["floor_token"])
     floors = {name: floor.measure(urls, args.repeat, headers) for name, urls, headers in plan}
-    admin = flask_admin_figures(url_text, data, args.flask_admin_repeat) if args.flask_admin else {}
 
     print(
         f"\n{data['total']:,} users, PostgreSQL, gunicorn {args.workers} workers, {args.repeat} requests each,"
@@ -416,23 +479,25 @@ def main() -> None:
         "Server: time in gunicorn (its access log); client: wall time over loopback, HTTP included;"
         " bare SQL: the request's statements replayed alone (the floor).\n"
     )
-    print(
-        "| request | server median / p95 ms | client median / p95 ms | bare SQL median / p95 ms (statements) |"
-        + (" stock Flask-Admin, server median ms | faster |" if admin else "")
-    )
-    print("|---|---:|---:|---:|" + ("---:|---:|" if admin else ""))
+    print("| request | server median / p95 ms | client median / p95 ms | bare SQL median / p95 ms (statements) |")
+    print("|---|---:|---:|---:|")
     for name, _urls, _headers in plan:
         median, p95 = server[name]
         client_median, client_p95 = results[name]
         sql_median, sql_p95, statements = floors[name]
-        line = (
+        print(
             f"| {name} | {median:.1f} / {p95:.1f} | {client_median:.1f} / {client_p95:.1f} |"
             f" {sql_median:.1f} / {sql_p95:.1f} ({statements}) |"
         )
-        if admin:
-            theirs = admin.get(name)
-            line += f" {theirs[0]:.0f} | {theirs[0] / median:.0f}× |" if theirs else " | |"
-        print(line)
+    if admin:
+        print(
+            f"\nSide by side with a stock Flask-Admin view, requests alternating ({args.flask_admin_repeat} each),"
+            " server times:\n"
+        )
+        print("| request | dashboard median / p95 ms | Flask-Admin median / p95 ms | faster (medians) |")
+        print("|---|---:|---:|---:|")
+        for name, (ours, ours_p95, theirs, theirs_p95) in admin.items():
+            print(f"| {name} | {ours:.1f} / {ours_p95:.1f} | {theirs:.0f} / {theirs_p95:.0f} | {theirs / ours:.0f}× |")
     print(f"\nsequential scans on users during the run: {after - before}")
     if exported:
         print(
