@@ -86,6 +86,9 @@ def from_environment(environ: dict[str, str] | None = None) -> dict:
         "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), app_env == "production"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # The session refreshes its own cookie when it changes: at sign-in, and once a minute while
+        # in use (app/auth/guard.py); Flask's default re-signs and re-sends it on every response.
+        "SESSION_REFRESH_EACH_REQUEST": False,
         "WTF_CSRF_TIME_LIMIT": None,
     }
 

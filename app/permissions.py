@@ -179,6 +179,13 @@ def is_self(actor: Actor, target: User) -> bool:
     return actor.user is not None and actor.user.id == target.id
 
 
+def target_kind(actor: Actor, target: User) -> tuple:
+    """All that the rules on whom `actor` may act read of a target: its role (the rule on top), its
+    status and whether it is deleted (what may change), and whether it is the actor. Targets of one
+    kind get one answer, so a page of many users asks once per kind; a rule reading more adds it here."""
+    return (target.role, target.status, target.deleted_at is None, is_self(actor, target))
+
+
 def ensure_not_self(actor: Actor, target: User, what: str) -> None:
     """Nobody suspends, deactivates, demotes or deletes themselves, whatever the path."""
     if is_self(actor, target):

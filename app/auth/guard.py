@@ -113,26 +113,27 @@ def _clerk_user(request) -> User | None:
     return found.user
 
 
-def _load_current_user() -> None:
+def _guard():
+    """Before every view: who is signed in (once a request), and whether they may see this page."""
     g.user = None
     g.actor = None
     g.clerk_refusal = None
     # Flask-Login keeps the user it loaded in g, which outlives a request under an app context
     # pushed around several (the tests, the CLI): each request loads its own.
     g.pop("_login_user", None)
-    if request.endpoint == "static":
-        return
-    user = flask_login.current_user
-    g.user = user._get_current_object() if user.is_authenticated else None
-
-
-def _require_staff():
-    if request.endpoint is None or request.endpoint == "static":
+    endpoint = request.endpoint
+    if endpoint == "static":
         return None
-    view = current_app.view_functions.get(request.endpoint)
+    view = current_app.view_functions.get(endpoint) if endpoint is not None else None
     if getattr(view, "is_public", False):
+        # A public view (a webhook, the health check, sign-in) meets most requests without any
+        # credentials: no session cookie and no Clerk token means nobody to look up.
+        if _carries_credentials():
+            g.user = _signed_in_user()
         return None
-    user = g.user
+    g.user = user = _signed_in_user()  # an unknown address (404) still shows who is signed in
+    if endpoint is None:
+        return None
     if user is None:
         return login_manager.unauthorized()
     if not user.can_use_dashboard:  # only a Clerk token gets this far without the dashboard
@@ -140,7 +141,22 @@ def _require_staff():
             abort(403, description="The dashboard is for admins and super admins.")
         sign_out()
         return login_manager.unauthorized()
+    permission = AREA_PERMISSIONS.get(request.blueprint or "")
+    if permission is not None and not getattr(view, "own_check", False):
+        ensure(current_actor(), permission)
     return None
+
+
+def _signed_in_user() -> User | None:
+    user = flask_login.current_user
+    return user._get_current_object() if user.is_authenticated else None
+
+
+def _carries_credentials() -> bool:
+    config = current_app.config
+    return config["SESSION_COOKIE_NAME"] in request.cookies or bool(
+        config["CLERK_JWT_KEY"] and has_clerk_token(request)
+    )
 
 
 def safe_next_url(target: str | None) -> str | None:
@@ -186,9 +202,7 @@ def _to_sign_in():
 def init_guard(app: Flask) -> None:
     # The templates' current_user is g.user: None when signed out, and the error pages may drop it.
     login_manager.init_app(app, add_context_processor=False)
-    app.before_request(_load_current_user)
-    app.before_request(_require_staff)
-    app.before_request(_require_area_permission)
+    app.before_request(_guard)
 
     @app.context_processor
     def _current_user():
@@ -235,16 +249,6 @@ AREA_PERMISSIONS = {
     "audit": "audit.view",
     "staff": "permissions.manage",
 }
-
-
-def _require_area_permission():
-    permission = AREA_PERMISSIONS.get(request.blueprint or "")
-    if permission is None or g.get("user") is None:
-        return
-    view = current_app.view_functions.get(request.endpoint)
-    if getattr(view, "is_public", False) or getattr(view, "own_check", False):
-        return
-    ensure(current_actor(), permission)
 
 
 def own_check(view: Callable) -> Callable:

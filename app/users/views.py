@@ -30,7 +30,7 @@ from app.models import STATUS_VERBS, User, UserData, UserRole, UserStatus
 from app.organizations.queries import organizations_of_user
 from app.organizations.services import role_label
 from app.pages import answer, fragment_or_redirect, pretty_json, wants_fragment
-from app.permissions import can_act_on, can_delete, ensure, ensure_can_delete, may, roles_offered
+from app.permissions import can_act_on, can_delete, ensure, ensure_can_delete, may, roles_offered, target_kind
 from app.users import export
 from app.users.forms import (
     BulkForm,
@@ -112,9 +112,22 @@ def deliver_to_clerk(*, announce: bool = True) -> PushReport:
 
 
 def offers_for(*users: User) -> dict:
-    """What the signed-in person may do to each user shown: whom they manage, which statuses they may set."""
+    """What the signed-in person may do to each user shown: whom they manage, which statuses they may set.
+
+    Asked once per kind of user on the page (app/permissions.py, target_kind), not once per row."""
     actor = current_actor()
-    manageable = {user.id for user in users if can_act_on(actor, user)}
+    by_kind: dict[tuple, tuple[bool, list[str]]] = {}
+    manageable: set[str] = set()
+    status_targets: dict[str, list[str]] = {}
+    for user in users:
+        kind = target_kind(actor, user)
+        offered = by_kind.get(kind)
+        if offered is None:
+            statuses = [s.value for s in statuses_offered(user, actor=actor)]
+            offered = by_kind[kind] = (can_act_on(actor, user), statuses)
+        if offered[0]:
+            manageable.add(user.id)
+        status_targets[user.id] = offered[1]
 
     def allowed(permission: str) -> set[str]:
         return manageable if may(actor, permission) else set()
@@ -124,7 +137,7 @@ def offers_for(*users: User) -> dict:
         "editable_ids": allowed("users.edit"),  # the Edit button and the metadata editors
         "data_editable_ids": allowed("user_data.edit"),
         "selectable_ids": allowed("users.suspend"),  # the bulk actions' checkboxes
-        "status_targets": {user.id: [s.value for s in statuses_offered(user, actor=actor)] for user in users},
+        "status_targets": status_targets,
     }
 
 
