@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
 from app.extensions import db
 from app.models import AuditEvent, Organization, StaffGroup, User
 
@@ -65,6 +67,35 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
     }
 
 
+def _values(
+    action: str,
+    *,
+    actor: Actor,
+    target: User | None,
+    changes: dict[str, Any] | None,
+    organization: Organization | None,
+    staff_group: StaffGroup | None,
+) -> dict[str, Any]:
+    if target is not None:
+        target_label = target.email
+    elif organization is not None:
+        target_label = organization.label
+    else:
+        target_label = f"group {staff_group.name}" if staff_group is not None else None
+    return {
+        "source": actor.source.value,
+        "actor_id": actor.user.id if actor.user is not None else None,
+        "actor_label": actor.label,
+        "action": action,
+        "target_id": target.id if target is not None else None,
+        "target_label": target_label,
+        "changes": json.dumps(changes, sort_keys=True) if changes else None,
+        "remote_addr": actor.remote_addr,
+        "organization_id": organization.id if organization is not None else None,
+        "staff_group_id": staff_group.id if staff_group is not None else None,
+    }
+
+
 def record(
     action: str,
     *,
@@ -79,23 +110,19 @@ def record(
     A change to an organization, one of its memberships or invitations names the organization
     (its page shows its history); a membership's change names the member as its target too. A change
     to a staff group names the group (and the member, for a member added or removed)."""
-    if target is not None:
-        target_label = target.email
-    elif organization is not None:
-        target_label = organization.label
-    else:
-        target_label = f"group {staff_group.name}" if staff_group is not None else None
-    event = AuditEvent(
-        source=actor.source.value,
-        actor_id=actor.user.id if actor.user is not None else None,
-        actor_label=actor.label,
-        action=action,
-        target_id=target.id if target is not None else None,
-        target_label=target_label,
-        changes=json.dumps(changes, sort_keys=True) if changes else None,
-        remote_addr=actor.remote_addr,
-        organization_id=organization.id if organization is not None else None,
-        staff_group_id=staff_group.id if staff_group is not None else None,
+    values = _values(
+        action, actor=actor, target=target, changes=changes, organization=organization, staff_group=staff_group
     )
+    event = AuditEvent(**values)
     db.session.add(event)
     return event
+
+
+_INSERT = sa.insert(AuditEvent.__table__)  # id and occurred_at take their defaults
+
+
+def record_now(action: str, *, actor: Actor, target: User, changes: dict[str, Any] | None = None) -> None:
+    """record() a change to a user whose row is written already, by one INSERT now rather than by
+    the next flush: for the paths every webhook takes (a unit of work costs more than the INSERT)."""
+    values = _values(action, actor=actor, target=target, changes=changes, organization=None, staff_group=None)
+    db.session.execute(_INSERT, values)

@@ -8,6 +8,7 @@ The rules, with their reasons: docs/webhooks.md. Nothing here commits: the calle
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,16 +16,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from app.audit.services import Actor, diff, record
-from app.clerk.outbox import fields_waiting
+from app.audit.services import Actor, diff, record_now
+from app.clerk.outbox import fields_waiting, has_open_calls
 from app.extensions import db
 from app.models import ClerkIdKind, User, UserRole, UserStatus, utcnow
 from app.records import counts
 from app.records.organizations import (
     attach_waiting_memberships,
-    dialect_insert,
     end_memberships_of_user,
+    has_memberships,
     lock_clerk_user_id,
 )
 from app.records.users import normalise_email, update_user_fields
@@ -195,14 +197,74 @@ def find_user_by_clerk_id(clerk_id: str) -> User | None:
     ).first()
 
 
+@dataclass(frozen=True)
+class Found:
+    """A user's row, locked, and what else the rules ask about them, read in the same statement."""
+
+    user: User
+    open_calls: bool  # calls to Clerk not delivered yet: some fields may wait for Clerk (keep_dashboard_edits)
+    memberships: bool  # membership rows name this user: a new name or email is copied to them
+
+
 STAFF_ROLES = (UserRole.ADMIN, UserRole.SUPER_ADMIN)
+_FACTS = (has_open_calls(User.id), has_memberships(User.id))  # Found's two flags, as columns
+_IS_THE_USER = User.clerk_id == sa.bindparam("clerk_id")
+# Live rows waiting for their Clerk user, with one of two spellings of an email (equality on both,
+# so the b-tree index on email serves it, no lower() scan). The statements are built once, with
+# bind parameters: building them cost more than running them.
+_WAITING = sa.and_(
+    User.email.in_([sa.bindparam("email"), sa.bindparam("normalised")]),
+    User.deleted_at.is_(None),
+    sa.or_(User.status == UserStatus.INVITED, *(User.clerk_id.startswith(p) for p in CLAIMABLE_ID_PREFIXES)),
+)
+# A staff row only when Clerk reports the email verified (find_claimable_user says why).
+_CLAIMABLE_BY = {True: _WAITING, False: sa.and_(_WAITING, User.role.not_in(STAFF_ROLES))}
+_LOCKED_USER = (
+    sa.select(User, *_FACTS).where(_IS_THE_USER).with_for_update(of=User).execution_options(populate_existing=True)
+)
+_LOCKED_USER_OR_WAITING = {
+    verified: sa.select(User, *_FACTS)
+    .where(sa.or_(_IS_THE_USER, sa.and_(sa.bindparam("email") != "", claimable)))
+    .order_by(sa.case((_IS_THE_USER, 0), else_=1), User.created_at, User.id)
+    .limit(1)
+    .with_for_update(of=User)
+    .execution_options(populate_existing=True)
+    for verified, claimable in _CLAIMABLE_BY.items()
+}
+_CLAIMABLE = {
+    verified: sa.select(User)
+    .where(claimable)
+    .order_by(User.created_at, User.id)
+    .limit(1)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+    for verified, claimable in _CLAIMABLE_BY.items()
+}
+_STAFF_ROW_WAITING = sa.select(User.id).where(_WAITING, User.role.in_(STAFF_ROLES)).limit(1)
 
 
-def _waiting_rows(email: str):
-    """Live rows waiting for their Clerk user, with this email."""
-    waiting = sa.or_(User.status == UserStatus.INVITED, *(User.clerk_id.startswith(p) for p in CLAIMABLE_ID_PREFIXES))
-    # Equality on both spellings, so the b-tree index on email serves it (no lower() scan).
-    return sa.select(User).where(User.email.in_({email, normalise_email(email)}), User.deleted_at.is_(None), waiting)
+def _spellings(email: str) -> dict[str, str]:
+    return {"email": email, "normalised": normalise_email(email) if email else email}
+
+
+def _found(row: sa.Row) -> Found:
+    return Found(row[0], bool(row[1]), bool(row[2]))
+
+
+def _find_locked(clerk_id: str) -> Found | None:
+    """find_user_by_clerk_id, and whether the user has open calls to Clerk and memberships: one statement."""
+    row = db.session.execute(_LOCKED_USER, {"clerk_id": clerk_id}).first()
+    return None if row is None else _found(row)
+
+
+def _find_locked_or_waiting(incoming: ClerkUser) -> tuple[Found | None, User | None]:
+    """Under lock_clerk_user_id: the user's row if it is here (perhaps made while this waited for
+    the lock), else the row find_claimable_user would claim, locked; one statement for both."""
+    params = {"clerk_id": incoming.clerk_id, **_spellings(incoming.email)}
+    row = db.session.execute(_LOCKED_USER_OR_WAITING[incoming.email_verified], params).first()
+    if row is None:
+        return None, None
+    return (_found(row), None) if row[0].clerk_id == incoming.clerk_id else (None, row[0])
 
 
 def find_claimable_user(email: str, *, verified: bool) -> User | None:
@@ -213,32 +275,34 @@ def find_claimable_user(email: str, *, verified: bool) -> User | None:
     """
     if not email:
         return None
-    query = _waiting_rows(email)
-    if not verified:
-        query = query.where(User.role.not_in(STAFF_ROLES))
-    return db.session.scalars(
-        query.order_by(User.created_at, User.id).limit(1).with_for_update().execution_options(populate_existing=True)
-    ).first()
+    return db.session.scalars(_CLAIMABLE[verified], _spellings(email)).first()
 
 
 def _staff_row_waiting_for(email: str) -> bool:
     """Whether a staff row waits for this email (asked only when an unverified email claimed nothing)."""
     if not email:
         return False
-    staff = _waiting_rows(email).where(User.role.in_(STAFF_ROLES)).with_only_columns(User.id).limit(1)
-    return db.session.scalar(staff) is not None
+    return db.session.scalar(_STAFF_ROW_WAITING, _spellings(email)) is not None
+
+
+@functools.cache
+def _insert_user_once(dialect: str) -> sa.Select:
+    """INSERT a user unless its clerk_id exists, RETURNING it as a User: built once (the values are
+    parameters), a Core INSERT read as the entity (the ORM's own INSERT path costs more)."""
+    users = User.__table__
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(users).on_conflict_do_nothing(index_elements=[users.c.clerk_id]).returning(*users.c)
+    return sa.select(User).from_statement(statement)
 
 
 def _insert_user_if_absent(values: dict[str, Any], *, actor: Actor, action: str) -> User | None:
     """Insert a user unless its clerk_id exists; None when another transaction got there first."""
-    statement = (
-        dialect_insert(User).values(**values).on_conflict_do_nothing(index_elements=[User.clerk_id]).returning(User)
-    )
-    user = db.session.scalars(statement, execution_options={"populate_existing": True}).first()
+    statement = _insert_user_once(db.session.get_bind().dialect.name)
+    user = db.session.scalars(statement, values, execution_options={"populate_existing": True}).first()
     if user is not None:
         counts.note_insert(user)
         audited = {k: v for k, v in values.items() if k != "clerk_updated_at"}
-        record(action, actor=actor, target=user, changes=diff({}, audited))
+        record_now(action, actor=actor, target=user, changes=diff({}, audited))
     return user
 
 
@@ -250,11 +314,12 @@ def _latest(current: datetime | None, incoming: datetime | None) -> datetime | N
 
 
 def _advance_guard(user: User, updated_at: int | None, *, force: bool = False) -> None:
+    """Move the ordering guard; set before update_user_fields, so that one UPDATE writes both (or
+    the next flush writes it alone when no field changed)."""
     if updated_at is None:
         return
     if force or user.clerk_updated_at is None or updated_at > user.clerk_updated_at:
         user.clerk_updated_at = updated_at
-        db.session.flush()
 
 
 def _is_stale(incoming: ClerkUser, user: User) -> str | None:
@@ -269,21 +334,27 @@ def _is_stale(incoming: ClerkUser, user: User) -> str | None:
 
 
 def upsert_clerk_user(
-    incoming: ClerkUser, *, actor: Actor, ignore_order: bool = False, action: str = "user.update"
+    incoming: ClerkUser,
+    *,
+    actor: Actor,
+    ignore_order: bool = False,
+    action: str = "user.update",
+    probably_new: bool = False,
 ) -> SyncResult:
     """Create, claim or update the user for this Clerk user; `ignore_order` only for a human's replay.
 
-    `action` names the update in the audit trail (`clerk.answer` when Clerk answered our call)."""
-    user = find_user_by_clerk_id(incoming.clerk_id)
-    if user is None:
+    `action` names the update in the audit trail (`clerk.answer` when Clerk answered our call).
+    `probably_new` (a user.created): take the lock first, as for a user not here yet, which saves
+    a look-up when it is so; the outcome is the same either way."""
+    found = None if probably_new else _find_locked(incoming.clerk_id)
+    if found is None:
         # Making or claiming the row attaches memberships that waited for it: the lock order of
         # app/records/organizations.py takes the Clerk user id before the user's row.
         lock_clerk_user_id(incoming.clerk_id)
-        user = find_user_by_clerk_id(incoming.clerk_id)
-    if user is None:
-        waiting = find_claimable_user(incoming.email, verified=incoming.email_verified)
+        found, waiting = _find_locked_or_waiting(incoming)
         if waiting is not None:
             return _claim(waiting, incoming, actor=actor)
+    if found is None:
         values = {
             "clerk_id": incoming.clerk_id,
             "email": "",
@@ -292,7 +363,7 @@ def upsert_clerk_user(
         }
         user = _insert_user_if_absent(values, actor=actor, action="user.create")
         if user is not None:
-            attach_waiting_memberships(user)
+            attach_waiting_memberships(user, locked=True)
             if not incoming.email_verified and _staff_row_waiting_for(incoming.email):
                 reason = (
                     f"not claimed: {incoming.email} belongs to a staff account and Clerk does not report it verified"
@@ -300,9 +371,10 @@ def upsert_clerk_user(
                 return SyncResult(SyncOutcome.CREATED, user, reason=reason, noteworthy=True)
             return SyncResult(SyncOutcome.CREATED, user, reason="created")
         # A concurrent event for the same new user inserted (or claimed) it first: update that row.
-        user = find_user_by_clerk_id(incoming.clerk_id)
-        if user is None:  # pragma: no cover - a conflict on clerk_id means the row exists
+        found = _find_locked(incoming.clerk_id)
+        if found is None:  # pragma: no cover - a conflict on clerk_id means the row exists
             raise RuntimeError(f"clerk_id {incoming.clerk_id} conflicted but cannot be found")
+    user = found.user
     if user.deleted_at is not None:
         return SyncResult(SyncOutcome.GONE, user, reason="the user was deleted in Clerk")
     stale = None if ignore_order else _is_stale(incoming, user)
@@ -311,9 +383,9 @@ def upsert_clerk_user(
     changes = dict(incoming.fields)
     if "last_sign_in_at" in changes:
         changes["last_sign_in_at"] = _latest(user.last_sign_in_at, changes["last_sign_in_at"])
-    kept = keep_dashboard_edits(user, changes)
-    applied = update_user_fields(user, changes, actor=actor, action=action)
+    kept = keep_dashboard_edits(user, changes) if found.open_calls else []
     _advance_guard(user, incoming.updated_at, force=ignore_order)
+    applied = update_user_fields(user, changes, actor=actor, action=action, memberships=found.memberships)
     outcome = SyncOutcome.UPDATED if applied else SyncOutcome.UNCHANGED
     if kept:
         reason = f"{outcome.value}; kept the dashboard's {', '.join(kept)}: not in Clerk yet"
@@ -352,9 +424,9 @@ def _claim(user: User, incoming: ClerkUser, *, actor: Actor) -> SyncResult:
         changes["last_sign_in_at"] = _latest(user.last_sign_in_at, changes["last_sign_in_at"])
     if user.status == UserStatus.INVITED:
         changes["status"] = UserStatus.ACTIVE  # the invitation was accepted
-    applied = update_user_fields(user, changes, actor=actor, action="user.claimed")
-    attach_waiting_memberships(user)
     _advance_guard(user, incoming.updated_at)
+    applied = update_user_fields(user, changes, actor=actor, action="user.claimed")
+    attach_waiting_memberships(user, locked=True)  # upsert_clerk_user holds the lock
     return SyncResult(SyncOutcome.CLAIMED, user, applied, reason=f"claimed the waiting row for {user.email}")
 
 

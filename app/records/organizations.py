@@ -146,6 +146,12 @@ def update_membership_fields(
 MEMBER_FIELDS = {"email": "identifier", "first_name": "first_name", "last_name": "last_name"}
 
 
+def has_memberships(user_id: Any) -> sa.Exists:
+    """Whether any membership row (live or ended) names this user: a column for the user's look-up,
+    so that a change of name or email refreshes memberships only for those who have some."""
+    return sa.exists().where(Membership.user_id == user_id)
+
+
 def refresh_member_details(user: User, changed: Iterable[str]) -> None:
     """The user's email or names changed: their memberships show (and are searched by) the new ones."""
     values = {column: getattr(user, field) for field, column in MEMBER_FIELDS.items() if field in changed}
@@ -158,6 +164,23 @@ def refresh_member_details(user: User, changed: Iterable[str]) -> None:
         )
 
 
+# Built once (the webhook runs them for every new user): bind parameters, not values.
+_LOCK_CLERK_USER_ID = sa.select(
+    sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("clerk_user_id", type_=sa.Text), 0))
+)
+_MEMBERSHIPS = Membership.__table__
+_ATTACH_WAITING = (
+    sa.update(_MEMBERSHIPS)
+    .where(_MEMBERSHIPS.c.clerk_user_id == sa.bindparam("b_clerk_user_id"), _MEMBERSHIPS.c.user_id.is_(None))
+    .values(
+        user_id=sa.bindparam("b_user_id"),
+        identifier=sa.bindparam("b_identifier"),
+        first_name=sa.bindparam("b_first_name"),
+        last_name=sa.bindparam("b_last_name"),
+    )
+)
+
+
 def lock_clerk_user_id(clerk_user_id: str) -> None:
     """Serialise, per Clerk user id, a membership looking for its user and the user's arrival
     attaching waiting memberships: otherwise each could miss the other's uncommitted row (on
@@ -166,20 +189,25 @@ def lock_clerk_user_id(clerk_user_id: str) -> None:
     The lock order of every path: this lock, then organizations (by id), then memberships; an
     organization's deletion locks it, then its memberships, and never asks for this one."""
     if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(clerk_user_id, 0))))
+        db.session.execute(_LOCK_CLERK_USER_ID, {"clerk_user_id": clerk_user_id})
 
 
-def attach_waiting_memberships(user: User) -> int:
-    """Memberships that arrived before their user now point at it (by Clerk user id)."""
+def attach_waiting_memberships(user: User, *, locked: bool = False) -> int:
+    """Memberships that arrived before their user now point at it (by Clerk user id).
+
+    `locked`: the caller holds lock_clerk_user_id for the user's Clerk id already."""
     if not user.clerk_id:
         return 0
-    lock_clerk_user_id(user.clerk_id)
-    return db.session.execute(
-        sa.update(Membership)
-        .where(Membership.clerk_user_id == user.clerk_id, Membership.user_id.is_(None))
-        .values(user_id=user.id, identifier=user.email, first_name=user.first_name, last_name=user.last_name)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    if not locked:
+        lock_clerk_user_id(user.clerk_id)
+    values = {
+        "b_clerk_user_id": user.clerk_id,
+        "b_user_id": user.id,
+        "b_identifier": user.email,
+        "b_first_name": user.first_name,
+        "b_last_name": user.last_name,
+    }
+    return db.session.execute(_ATTACH_WAITING, values).rowcount
 
 
 def end_memberships_of_user(user: User, *, actor: Actor, action: str) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 
-from app.audit.services import Actor, diff, record
+from app.audit.services import Actor, diff, record, record_now
 from app.extensions import db
 from app.models import ClerkIdKind, User, UserRole, UserStatus
 from app.records import counts
@@ -24,6 +24,8 @@ from app.records.staff import follow_role
 def normalise_email(email: str) -> str:
     """One spelling per address: trimmed, lower case, an IDNA domain in Unicode (bücher.de, not xn--)."""
     email = email.strip()
+    if email.isascii() and email.islower() and '"' not in email and "xn--" not in email:
+        return email  # already its one spelling (the common case, asked for every new Clerk user)
     try:
         return validate_email(email, check_deliverability=False).normalized.lower()
     except (EmailNotValidError, UnicodeError, ValueError):
@@ -100,11 +102,15 @@ def snapshot(user: User, fields: Iterable[str]) -> dict:
     return {field: getattr(user, field) for field in fields}
 
 
-def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str = "user.update") -> dict:
+def update_user_fields(
+    user: User, changes: dict, *, actor: Actor, action: str = "user.update", memberships: bool = True
+) -> dict:
     """Set the given columns, and audit the ones whose value really changed.
 
     The one code path for field edits, whoever makes them (dashboard form, Clerk webhook, CLI).
     Returns the audited diff, {field: [before, after]}; an empty dict means nothing changed.
+    `memberships=False`: the caller has just read, in this transaction, that no membership names
+    this user, so a new name or email has no membership to refresh (a statement saved).
     """
     before = snapshot(user, changes)
     changed = diff(before, changes)
@@ -118,9 +124,9 @@ def update_user_fields(user: User, changes: dict, *, actor: Actor, action: str =
         user.session_generation = User.session_generation + 1  # ends all their sessions (app/auth/guard.py)
     db.session.flush()
     counts.note_change(counted_before, user)
-    if MEMBER_FIELDS.keys() & changed.keys():
+    if memberships and MEMBER_FIELDS.keys() & changed.keys():
         refresh_member_details(user, changed)
-    record(action, actor=actor, target=user, changes=changed)
+    record_now(action, actor=actor, target=user, changes=changed)  # the row is flushed above
     if "role" in changed:
         follow_role(user, actor=actor)
     return changed

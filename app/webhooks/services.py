@@ -1,17 +1,20 @@
 """Clerk webhook deliveries: stored once per Svix message id, applied in the same transaction.
 
-The `webhook_events` row is inserted first (ON CONFLICT DO NOTHING): a second copy waits for the
-first transaction, finds the row and applies nothing (docs/webhooks.md). Nothing here commits.
+The `webhook_events` row is written last, with the outcome, by one INSERT ... ON CONFLICT: a copy of
+a message finds the row (waiting for the first transaction on PostgreSQL) and everything it did is
+rolled back (docs/webhooks.md). Nothing here commits.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.audit.services import Actor
 from app.clerk.organizations import (
@@ -30,7 +33,6 @@ from app.clerk.sync import (
     clean_text,
     clerk_user_from_dict,
     delete_clerk_user,
-    dialect_insert,
     ms,
     ms_to_datetime,
     record_sign_in,
@@ -39,6 +41,7 @@ from app.clerk.sync import (
 from app.extensions import db
 from app.models import User, WebhookEvent, WebhookOutcome, utcnow
 from app.permissions import ensure
+from app.records.organizations import dialect_insert
 
 MAX_BODY_BYTES = 1024 * 1024  # Clerk's user objects are a few KiB; anything near this is not Clerk
 MAX_SVIX_ID_BYTES = MAX_ID_BYTES  # Svix's are about 30; the id is the primary key
@@ -64,20 +67,20 @@ class ReplayRefused(ValueError):
     """The event cannot be re-applied; the message says why."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ClerkEvent:
     type: str
     data: Mapping[str, Any]
     timestamp: int | None  # ms
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Applied:
     outcome: WebhookOutcome
     reason: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Delivery:
     """What became of one delivery, as the receiver answers it."""
 
@@ -116,7 +119,8 @@ def apply_clerk_event(event: ClerkEvent, *, actor: Actor, ignore_order: bool = F
     """Apply one Clerk event to the users table (no commit). Raises MalformedClerkData first."""
     if event.type in ("user.created", "user.updated"):
         incoming = clerk_user_from_dict(event.data)
-        result = upsert_clerk_user(incoming, actor=actor, ignore_order=ignore_order)
+        probably_new = event.type == "user.created"
+        result = upsert_clerk_user(incoming, actor=actor, ignore_order=ignore_order, probably_new=probably_new)
     elif event.type == "user.deleted":
         result = delete_clerk_user(_required_id(event.data, "id"), actor=actor)
     elif event.type == "session.created":
@@ -196,6 +200,41 @@ def _row_values(svix_id: str, body: str, payload: Any, *, outcome: WebhookOutcom
     }
 
 
+_EVENTS = WebhookEvent.__table__
+
+
+@functools.cache
+def _store_once(dialect: str) -> sa.Insert:
+    """INSERT the delivery's row with its outcome, or take over a `failed` row of the same svix id
+    (Svix's retry), RETURNING its id; nothing is returned for any other existing row: a copy.
+    Built once per dialect; the values are parameters."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(_EVENTS)
+    return statement.on_conflict_do_update(
+        index_elements=[_EVENTS.c.id],
+        set_={
+            "outcome": statement.excluded.outcome,
+            "error": statement.excluded.error,
+            "processed_at": statement.excluded.processed_at,
+            "attempts": _EVENTS.c.attempts + 1,
+        },
+        where=_EVENTS.c.outcome == WebhookOutcome.FAILED.value,
+    ).returning(_EVENTS.c.id)
+
+
+_EVENT_OUTCOME = sa.select(_EVENTS.c.outcome).where(_EVENTS.c.id == sa.bindparam("svix_id"))
+_FINISH_EVENT = (
+    sa.update(_EVENTS)
+    .where(_EVENTS.c.id == sa.bindparam("b_id"))
+    .values(
+        outcome=sa.bindparam("b_outcome"),
+        error=sa.bindparam("b_error"),
+        processed_at=sa.bindparam("b_processed_at"),
+        attempts=_EVENTS.c.attempts + 1,
+    )
+)
+
+
 def _locked_event(svix_id: str) -> WebhookEvent | None:
     return db.session.scalars(
         sa.select(WebhookEvent)
@@ -205,44 +244,34 @@ def _locked_event(svix_id: str) -> WebhookEvent | None:
     ).first()
 
 
-def _finish(row: WebhookEvent, outcome: WebhookOutcome, reason: str | None) -> None:
-    row.outcome = outcome.value
-    row.error = reason
-    row.processed_at = utcnow()
-    db.session.flush()
-
-
-def _apply_to_row(row: WebhookEvent, payload: Any, *, actor: Actor, ignore_order: bool = False) -> Delivery:
+def _apply(payload: Any, *, actor: Actor, ignore_order: bool = False) -> Delivery:
+    """Apply the event (no commit); the Delivery's svix id is filled in by the caller."""
     try:
         event = parse_event(payload)
         applied = apply_clerk_event(event, actor=actor, ignore_order=ignore_order)
-    except MalformedClerkData as malformed:  # raised before anything was written to users
-        _finish(row, WebhookOutcome.FAILED, f"malformed: {malformed}")
-        return Delivery(row.id, WebhookOutcome.FAILED.value, f"malformed: {malformed}", malformed=True)
-    _finish(row, applied.outcome, applied.reason)
-    return Delivery(row.id, applied.outcome.value, applied.reason)
+    except MalformedClerkData as malformed:  # raised before anything was written
+        return Delivery("", WebhookOutcome.FAILED.value, f"malformed: {malformed}", malformed=True)
+    return Delivery("", applied.outcome.value, applied.reason)
 
 
 def record_and_apply(svix_id: str, body: str, payload: Any, *, actor: Actor) -> Delivery:
-    """Store this delivery and apply it, once per svix id, in the caller's transaction."""
-    # In the transaction only: `failed` until _finish, so the CHECK holds without a "pending" state.
-    values = _row_values(svix_id, body, payload, outcome=WebhookOutcome.FAILED, error="in progress")
-    statement = (
-        dialect_insert(WebhookEvent)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
-        .returning(WebhookEvent)
-    )
-    row = db.session.scalars(statement, execution_options={"populate_existing": True}).first()
-    if row is None:
-        # The message was seen: on PostgreSQL the insert above waited for that transaction to end.
-        row = _locked_event(svix_id)
-        if row is None:  # pragma: no cover - the conflict means the row exists
-            raise RuntimeError(f"webhook event {svix_id} conflicted but cannot be found")
-        if row.outcome != WebhookOutcome.FAILED:
-            return Delivery(svix_id, DUPLICATE, f"already received: {row.outcome}")
-        row.attempts += 1  # Svix retrying a delivery that failed: apply it now
-    return _apply_to_row(row, payload, actor=actor)
+    """Apply this delivery and store it, once per svix id, in the caller's transaction (no commit).
+
+    The `webhook_events` row is written last, with the outcome, by one INSERT ... ON CONFLICT: of
+    two copies of a message only one transaction can hold that row, so a copy finds it (on
+    PostgreSQL after waiting for the first transaction to end) and everything it did is rolled back
+    here; it answers DUPLICATE. A `failed` row is Svix retrying: it is taken over and applied.
+    """
+    received_at = utcnow()
+    delivery = _apply(payload, actor=actor)
+    values = _row_values(svix_id, body, payload, outcome=WebhookOutcome(delivery.outcome), error=delivery.reason)
+    values["received_at"], values["processed_at"] = received_at, values["received_at"]
+    stored = db.session.execute(_store_once(db.session.get_bind().dialect.name), values).first()
+    if stored is None:
+        db.session.rollback()  # a copy: nothing it did may stay
+        outcome = db.session.execute(_EVENT_OUTCOME, {"svix_id": svix_id}).scalar()
+        return Delivery(svix_id, DUPLICATE, f"already received: {outcome}")
+    return dataclasses.replace(delivery, svix_id=svix_id)
 
 
 def record_failed_delivery(svix_id: str, body: str, payload: Any, error: str) -> None:
@@ -287,6 +316,8 @@ def replay_event(svix_id: str, *, actor: Actor) -> Delivery:
         payload = json.loads(row.payload)
     except (ValueError, RecursionError) as error:  # only parsed bodies are stored, but be sure
         raise ReplayRefused(f"the stored payload is not JSON: {error}") from error
-    ignore_order = row.outcome == WebhookOutcome.STALE
-    row.attempts += 1
-    return _apply_to_row(row, payload, actor=actor, ignore_order=ignore_order)
+    delivery = _apply(payload, actor=actor, ignore_order=row.outcome == WebhookOutcome.STALE)
+    params = {"b_id": svix_id, "b_outcome": delivery.outcome, "b_error": delivery.reason, "b_processed_at": utcnow()}
+    db.session.execute(_FINISH_EVENT, params)
+    db.session.expire(row)  # the page shows what was written
+    return dataclasses.replace(delivery, svix_id=svix_id)

@@ -111,16 +111,25 @@ def retryable(call: ClerkCall) -> bool:
     return call.state == ClerkCallState.FAILED.value and call.operation not in (CREATE_EMAIL, DELETE_EMAIL)
 
 
-def open_calls_by_user(user_ids: Iterable[str]) -> dict[str, list[ClerkCall]]:
-    """These users' calls not yet in Clerk (pending or failed), oldest first: one query for a page.
+def _open_user_calls() -> sa.ColumnElement[bool]:
+    # Calls about an organization's memberships are the organization's, not the member's.
+    return sa.and_(ClerkCall.state.in_(OPEN_STATES), ClerkCall.organization_id.is_(None))
 
-    Calls about an organization's memberships are the organization's, not the member's."""
+
+def has_open_calls(user_id: Any) -> sa.Exists:
+    """Whether this user has calls not yet in Clerk (those `open_calls_by_user` reads): a column for
+    the user's look-up, so that `fields_waiting` is asked only when there are some (almost never)."""
+    return sa.exists().where(ClerkCall.user_id == user_id, _open_user_calls())
+
+
+def open_calls_by_user(user_ids: Iterable[str]) -> dict[str, list[ClerkCall]]:
+    """These users' calls not yet in Clerk (pending or failed), oldest first: one query for a page."""
     ids = list(user_ids)
     if not ids:
         return {}
     calls = db.session.scalars(
         sa.select(ClerkCall)
-        .where(ClerkCall.user_id.in_(ids), ClerkCall.state.in_(OPEN_STATES), ClerkCall.organization_id.is_(None))
+        .where(ClerkCall.user_id.in_(ids), _open_user_calls())
         .order_by(ClerkCall.id)
         .execution_options(populate_existing=True)
     )
