@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, query_expression, relationship
 
 from app.extensions import db
 
@@ -131,6 +131,9 @@ class User(db.Model):
     data: Mapped[list[UserData]] = relationship(
         back_populates="user", order_by="UserData.key", cascade="all, delete-orphan"
     )
+    # Whether calls about this user wait for Clerk: loaded with the users list's page (a column of
+    # its query, app/users/queries.py), None wherever it is not asked for.
+    has_open_calls: Mapped[bool | None] = query_expression()
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (

@@ -181,6 +181,7 @@ def search_rows(
     descending: bool,
     limit: int,
     window: int,
+    options: Callable[[Any], Sequence] = lambda _entity: (),
 ) -> list:
     """A page of (row, sort key) for a search on PostgreSQL, without letting the planner gamble
     on the term (the users list and the organizations list).
@@ -192,11 +193,12 @@ def search_rows(
     rows of the list in its order (`unsearched`: the filters but the search) and keep those
     that are a `hit`; a common term fills the page there. Otherwise the term is rare, and its
     every match (`searched`: a few thousand at most) comes from the search index, materialised,
-    then sorted. A `window` of 0 goes straight there (a term known to be rare).
+    then sorted. A `window` of 0 goes straight there (a term known to be rare). `options(entity)`:
+    loader options for the rows' entity (what else to load with them).
     """
     key = model.__mapper__.primary_key[0]
     if window:
-        rows = _window_hits(model, unsearched, hit, sort_key, condition, descending, limit, window)
+        rows = _window_hits(model, unsearched, hit, sort_key, condition, descending, limit, window, options)
         if len(rows) == limit:
             return rows
     hits = searched.with_only_columns(key, sort_key.label("sort_key"))
@@ -207,12 +209,13 @@ def search_rows(
     first = first.subquery("first")
     return db.session.execute(
         sa.select(model, first.c.sort_key)
+        .options(*options(model))
         .join(first, first.c[key.name] == key)
         .order_by(*ordered(first.c.sort_key, first.c[key.name], descending))
     ).all()
 
 
-def _window_hits(model, unsearched, hit, sort_key, condition, descending: bool, limit: int, window: int) -> list:
+def _window_hits(model, unsearched, hit, sort_key, condition, descending, limit, window, options) -> list:
     key = model.__mapper__.primary_key[0]
     rows_window = unsearched.add_columns(sort_key.label("sort_key"), hit.label("hit"))
     if condition is not None:
@@ -221,6 +224,7 @@ def _window_hits(model, unsearched, hit, sort_key, condition, descending: bool, 
     row = aliased(model, rows_window)
     return db.session.execute(
         sa.select(row, rows_window.c.sort_key)
+        .options(*options(row))
         .where(rows_window.c.hit)
         .order_by(*ordered(rows_window.c.sort_key, rows_window.c[key.name], descending))
         .limit(limit)

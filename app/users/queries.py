@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
+from sqlalchemy.orm import with_expression
 
+from app.clerk.outbox import has_open_calls
 from app.extensions import db
 from app.models import (
     FIRST_NAME_PREFIX,
@@ -184,19 +186,30 @@ def list_users(
     before: str | None = None,
     per_page: int = 50,
     windowed: bool = True,
+    with_open_calls: bool = True,
 ) -> KeysetPage:
     """One page of users in the chosen order; `after`/`before` are cursors from a neighbouring page.
 
     `windowed=False` leaves a search's plan to PostgreSQL: right for reading every match in
-    batches (the export), where one page's worth of latency matters less than the total.
+    batches (the export), where one page's worth of latency matters less than the total. Each
+    user comes with `has_open_calls` (calls about them wait for Clerk) unless `with_open_calls`
+    is False: a column of the page's query, so that a page asks the outbox only about those.
     """
     sort = SORTS[filters.sort]
     window = None  # no search, SQLite, or the export: a plain query
     if windowed and filters.q and db.session.get_bind().dialect.name == "postgresql":
         window = 0 if _names_one_row(filters.q) else SEARCH_WINDOW
 
+    def options(entity) -> tuple:
+        if not with_open_calls:
+            return ()
+        if entity is User:
+            return _WITH_OPEN_CALLS  # built once: a page pays nothing to make it
+        return (with_expression(entity.has_open_calls, has_open_calls(entity.id)),)
+
     def fetch(condition, backwards: bool, limit: int) -> list:
-        return _rows(filters, sort, condition, descending=sort.descending != backwards, limit=limit, window=window)
+        descending = sort.descending != backwards
+        return _rows(filters, sort, condition, descending=descending, limit=limit, window=window, options=options)
 
     # The key comes back with each row, so cursors hold exactly what the database compares.
     page = keyset_page(
@@ -206,10 +219,12 @@ def list_users(
     return page
 
 
-def _rows(filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int, window: int | None) -> list:
+def _rows(
+    filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int, window: int | None, options
+) -> list:
     """Up to `limit` (user, sort key) rows matching the filters and `condition`, in order."""
     if window is None:
-        query = filtered(filters).add_columns(sort.key)
+        query = filtered(filters).add_columns(sort.key).options(*options(User))
         if condition is not None:
             query = query.where(condition)
         return db.session.execute(query.order_by(*ordered(sort.key, User.id, descending)).limit(limit)).all()
@@ -224,6 +239,7 @@ def _rows(filters: UserFilters, sort: Sort, condition, *, descending: bool, limi
         descending=descending,
         limit=limit,
         window=window,
+        options=options,
     )
 
 
@@ -231,6 +247,9 @@ def _names_one_row(q: str) -> bool:
     """A term that is a whole email, Clerk id, username or external id of someone (found through
     their equality indexes) is rare: its matches come straight from the search index."""
     return len(q) >= MIN_EXACT_LENGTH and " " not in q and exact_match_exists(q)
+
+
+_WITH_OPEN_CALLS = (with_expression(User.has_open_calls, has_open_calls(User.id)),)
 
 
 @dataclass(frozen=True)
@@ -259,7 +278,7 @@ def iter_users(filters: UserFilters, batch: int = 1000) -> Iterator[User]:
     """Every matching user in the list's order, fetched in keyset batches so memory stays flat."""
     after = None
     while True:
-        page = list_users(filters, after=after, per_page=batch, windowed=False)
+        page = list_users(filters, after=after, per_page=batch, windowed=False, with_open_calls=False)
         yield from page.rows
         for user in page.rows:
             db.session.expunge(user)  # forget the batch already written out: memory stays flat

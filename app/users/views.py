@@ -160,8 +160,8 @@ def results_context() -> dict:
         "bulk_form": BulkForm(),
         "bulk_url": bulk_url,
         "per_page_choices": PER_PAGE_CHOICES,
-        # One query for the whole page: which fields of its users Clerk does not hold yet.
-        "clerk_waiting": waiting_in_clerk(user.id for user in page.rows),
+        # Which fields of its users Clerk does not hold yet: asked only about those with open calls.
+        "clerk_waiting": waiting_in_clerk(user.id for user in page.rows if user.has_open_calls),
         **offers_for(*page.rows),
     }
 
