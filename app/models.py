@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, query_expression, relationship
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from app.extensions import db
 
@@ -236,6 +237,8 @@ class Contains(sa.sql.expression.ColumnElement):
     answers, so the planner keeps it as a check on the rows an index found; instr on SQLite."""
 
     type = sa.Boolean()
+    # Both parts in the cache key: statements holding one are compiled once, like any other.
+    _traverse_internals = [("text", InternalTraversal.dp_clauseelement), ("part", InternalTraversal.dp_clauseelement)]
     inherit_cache = True
 
     def __init__(self, text: sa.ColumnElement, part: str):

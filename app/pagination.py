@@ -173,9 +173,9 @@ def ordered(key, row_id, descending: bool) -> tuple:
 def search_rows(
     model: type,
     *,
-    unsearched: sa.Select,
+    unsearched: sa.Select | None,
     searched: sa.Select,
-    hit: sa.ColumnElement[bool],
+    hit: sa.ColumnElement[bool] | None,
     sort_key: sa.ColumnElement,
     condition: sa.ColumnElement[bool] | None,
     descending: bool,

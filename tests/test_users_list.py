@@ -507,3 +507,28 @@ def test_a_term_of_several_pieces_asks_the_trigram_index_for_its_telling_piece(a
     plan = "\n".join(db.session.scalars(sa.text(f"EXPLAIN {compiled}"))).replace("%%", "%")  # pyformat's
     db.session.rollback()
     assert f"~~ '{piece}'" in plan and "strpos" in plan and "Seq Scan" not in plan, plan
+
+
+def test_search_statements_are_compiled_once(app, client, staff, make_user, db):
+    """Every statement of a search is cached by SQLAlchemy: a term is a parameter, never a new compile
+    (a custom element without a cache key made each email search compile its statements anew)."""
+    import sqlalchemy as sa
+
+    make_user(email="ada.lovelace@example.com", username="countess1815")
+    make_user(email="alan.turing@example.com", username="countess1816")
+    seen: list = []
+
+    def note(_conn, _cursor, _statement, _parameters, context, _many):
+        seen.append((str(getattr(context, "cache_hit", None)), _statement[:80]))
+
+    for q in ("ada.lovelace@example.com", "grace.hopper@example.com", "countess1815", "o'n", "a b") * 2:
+        client.get(f"/users?q={q}", headers=HX)  # compiled (SQLAlchemy may compile a shape twice)
+    sa.event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        for q in ("alan.turing@example.com", "barbara.liskov@example.com", "countess1816", "d'a", "c d"):
+            client.get(f"/users?q={q}", headers=HX)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", note)
+    assert seen and all(hit.endswith("CACHE_HIT") for hit, _ in seen), [
+        s for s in seen if not s[0].endswith("CACHE_HIT")
+    ]

@@ -161,14 +161,22 @@ def _escape_like(text: str) -> str:
 def exact_match_exists(q: str) -> bool:
     """Whether the term is a whole email, Clerk id (user_..., inv_...), username or external id,
     each looked up through its equality index."""
-    lowered = q.lower()
-    found = sa.or_(
-        sa.func.lower(User.email) == lowered,
-        User.clerk_id == q,
-        sa.func.lower(User.username) == lowered,
-        User.external_id == q,
+    return db.session.scalar(_EXACT_MATCH, {"q": q, "lowered": q.lower()}) is not None
+
+
+# Built once: the values are parameters.
+_EXACT_MATCH = (
+    sa.select(sa.true())
+    .where(
+        sa.or_(
+            sa.func.lower(User.email) == sa.bindparam("lowered", type_=sa.Text),
+            User.clerk_id == sa.bindparam("q", type_=sa.Text),
+            sa.func.lower(User.username) == sa.bindparam("lowered", type_=sa.Text),
+            User.external_id == sa.bindparam("q", type_=sa.Text),
+        )
     )
-    return db.session.scalar(sa.select(sa.literal(True)).where(found).limit(1)) is not None
+    .limit(1)
+)
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -231,9 +239,9 @@ def _rows(
     # A search on PostgreSQL: app/pagination.py's search_rows, for this list.
     return search_rows(
         User,
-        unsearched=filtered(replace(filters, q="")),
+        unsearched=filtered(replace(filters, q="")) if window else None,  # a window of 0 reads none
         searched=filtered(filters),
-        hit=search_condition(filters.q),
+        hit=search_condition(filters.q) if window else None,
         sort_key=sort.key,
         condition=condition,
         descending=descending,
