@@ -124,11 +124,8 @@ def bare_flask():
 
     @bare.post("/webhooks/clerk")
     def receive():
-        body = request.get_data()
-        try:
-            VERIFIER.verify(body, request.headers)
-            event = json.loads(body)
-        except (WebhookVerificationError, ValueError):
+        body, event = _verified(request)
+        if event is None:
             return Response('{"error": "refused"}\n', 400, mimetype="application/json")
         svix_id = request.headers["svix-id"]
         outcome = _apply_on_psycopg(svix_id, body, event)
@@ -137,6 +134,16 @@ def bare_flask():
         return Response(json.dumps({"id": svix_id, "outcome": outcome}) + "\n", 200, mimetype="application/json")
 
     return bare
+
+
+def _verified(request) -> tuple[bytes, dict | None]:
+    """A Flask request's body and its event, or None when the signature or the JSON does not hold."""
+    body = request.get_data()
+    try:
+        VERIFIER.verify(body, request.headers)
+        return body, json.loads(body)
+    except (WebhookVerificationError, ValueError):
+        return body, None
 
 
 def flask_floor():
@@ -154,11 +161,8 @@ def flask_floor():
     @public
     @csrf.exempt
     def floor():
-        body = request.get_data()
-        try:
-            VERIFIER.verify(body, request.headers)
-            event = json.loads(body)
-        except (WebhookVerificationError, ValueError):
+        body, event = _verified(request)
+        if event is None:
             return Response('{"error": "refused"}\n', 400, mimetype="application/json")
         connection = db.session.connection()
         svix_id = request.headers["svix-id"]

@@ -75,6 +75,17 @@ def listed(client, query: str = "", headers=HX) -> list[str]:
     return re.findall(r'<a href="/users/[^"]+">([^<]+@[^<]+)</a>', html)
 
 
+def every_page(client, url: str) -> tuple[list[str], str]:
+    """The emails listed on every page from `url` on, following "next", and the last page's HTML."""
+    seen, html = [], ""
+    while url:
+        html = client.get(url, headers=HX).get_data(as_text=True)
+        seen += re.findall(r'<a href="/users/[^"]+">([^<]+@[^<]+)</a>', html)
+        nxt = re.search(r'href="(/users\?after=[^"]+)"', html)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+    return seen, html
+
+
 @pytest.mark.parametrize(
     ("q", "expected"),
     [
@@ -351,12 +362,7 @@ def test_search_pages_hold_every_match_once_in_order(app, client, staff, make_us
         )
     expected = listed(client, f"q=zebra&sort={sort}&per_page=100")
     assert len(expected) == 8
-    seen, url, html = [], f"/users?q=zebra&sort={sort}", ""
-    while url:
-        html = client.get(url, headers=HX).get_data(as_text=True)
-        seen += re.findall(r'<a href="/users/[^"]+">([^<]+@[^<]+)</a>', html)
-        nxt = re.search(r'href="(/users\?after=[^"]+)"', html)
-        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+    seen, html = every_page(client, f"/users?q=zebra&sort={sort}")
     assert seen == expected
     # And back from the last page.
     prev = re.search(r'href="(/users\?before=[^"]+)"', html).group(1).replace("&amp;", "&")
@@ -440,13 +446,7 @@ def test_whole_values_list_every_row_the_substring_search_would(
     monkeypatch.setattr(queries, "SEARCH_WINDOW", window)
     assert listed(client, urlencode({"q": q})) == expected
     app.config["USERS_PER_PAGE"] = 2
-    seen, url = [], "/users?" + urlencode({"q": q})
-    while url:
-        html = client.get(url, headers=HX).get_data(as_text=True)
-        seen += re.findall(r'<a href="/users/[^"]+">([^<]+@[^<]+)</a>', html)
-        nxt = re.search(r'href="(/users\?after=[^"]+)"', html)
-        url = nxt.group(1).replace("&amp;", "&") if nxt else None
-    assert seen == expected
+    assert every_page(client, "/users?" + urlencode({"q": q}))[0] == expected
 
 
 def test_a_whole_value_is_found_through_an_equality_index_first(app, db, lookalikes):
