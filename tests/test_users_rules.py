@@ -74,7 +74,7 @@ def test_a_deleted_users_page_says_so_and_offers_no_change(client, staff, ghost)
     html = client.get(f"/users/{ghost.id}").text
     assert "this account is read-only here" in html
     assert f"/users/{ghost.id}/edit" not in html
-    assert "status?to=" not in html and 'id="data-add"' not in html and ">Delete<" not in html
+    assert 'name="to"' not in html and 'id="data-add"' not in html and ">Delete<" not in html
 
 
 def test_services_refuse_a_deleted_user(ghost, db):
@@ -121,7 +121,7 @@ def test_an_invited_users_status_cannot_be_changed_by_edit_row_or_bulk(client, t
     assert "newbie@example.com: not changed." in bulk.text and "is invited" in bulk.text
     assert table_state(db) == before
     # Its row offers no status action either; the invitation can still be revoked.
-    assert "status?to=" not in client.get("/users?status=invited").text
+    assert 'name="to"' not in client.get("/users?status=invited").text
     revoke_invitation(invited, actor=Actor.staff(staff))
     assert invited.status == UserStatus.INACTIVE
 
@@ -309,7 +309,9 @@ def test_nobody_acts_on_themselves_in_any_path(client, token, staff, make_user, 
     assert "your own status" in preview_bulk_status([staff.id], UserStatus.INACTIVE, actor=me).refused[staff.email]
     assert client.get(f"/users/{staff.id}/status?to=suspended").status_code == 403
     page = client.get(f"/users/{staff.id}").text
-    assert "status?to=suspended" not in page and "status?to=inactive" not in page
+    assert 'name="to" value="suspended"' not in page and 'name="to" value="inactive"' not in page
+    other = make_user(email="other@example.com")
+    assert 'name="to" value="suspended"' in client.get(f"/users/{other.id}").text  # what others' pages offer
 
 
 # --- 15. what admins type is clean --------------------------------------------------------------
