@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -299,6 +300,60 @@ for _column, _expression in zip(("email", "first_name", "last_name", "username")
         _expression.label(f"{_column}_prefix"),
         postgresql_ops={f"{_column}_prefix": "text_pattern_ops"},
     ).ddl_if(dialect="postgresql")
+
+
+# What a search of users matches (the users list, its count and export, the member picker).
+MIN_TRIGRAM_PIECE = 3  # a trigram index needs three letters or digits in a row
+PIECE = re.compile(r"[^\W_]+")  # what pg_trgm makes trigrams of: runs of letters and digits
+
+
+def user_search_condition(q: str) -> sa.ColumnElement[bool]:
+    """What a search term matches: a substring of the searched text, or a prefix when the term has
+    no piece of three letters, or an external id equal to it.
+
+    A trigram index needs three letters or digits in a row. A term without such a piece (`ab`,
+    `o'n`, `a b`) matches the start of the email, the first or last name or the username instead,
+    each served by a prefix index on PostgreSQL; two short words also match first and last name
+    starts (`a b`: Ada Byron). A term of several pieces with no space (an email, a Clerk id) asks
+    the trigram index for its most telling piece only (what every row shares, like `example.com`
+    or `user_`, would make the index read a million entries) and checks the whole term on the
+    rows that come back. External ids are not searched text: they match whole.
+    """
+    lowered = q.lower()
+    pieces = PIECE.findall(lowered)
+    if not pieces or max(map(len, pieces)) < MIN_TRIGRAM_PIECE:
+        matched = _prefix_condition(lowered)
+    elif len(pieces) > 1 and " " not in lowered:
+        matched = sa.and_(
+            SEARCH_TEXT.like("%" + escape_like(_telling_piece(lowered, pieces)) + "%", escape="\\"),
+            Contains(SEARCH_TEXT, lowered),
+        )
+    else:
+        matched = SEARCH_TEXT.like("%" + escape_like(lowered) + "%", escape="\\")
+    return sa.or_(matched, User.external_id == q)
+
+
+def _prefix_condition(lowered: str) -> sa.ColumnElement[bool]:
+    term = escape_like(lowered)
+    starts = [column.like(term + "%", escape="\\") for column in PREFIX_SEARCHED]
+    words = lowered.split(" ")
+    if len(words) == 2:  # initials: "a b", "jo sm"
+        first, last = (escape_like(word) + "%" for word in words)
+        starts.append(sa.and_(FIRST_NAME_PREFIX.like(first, escape="\\"), LAST_NAME_PREFIX.like(last, escape="\\")))
+    return sa.or_(*starts)
+
+
+def _telling_piece(lowered: str, pieces: list[str]) -> str:
+    """The piece the trigram index should look for: the longest (the last of equals: the random part
+    of a Clerk id), taken from an email's local part when that has one of three letters."""
+    local = PIECE.findall(lowered.partition("@")[0]) if "@" in lowered else []
+    candidates = [p for p in local if len(p) >= MIN_TRIGRAM_PIECE] or pieces
+    return max(reversed(candidates), key=len)
+
+
+def escape_like(text: str) -> str:
+    """`text` as a LIKE pattern matches it literally (with `escape="\\"`)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class UserData(db.Model):

@@ -490,6 +490,26 @@ def test_the_user_picker_suggests_matching_users(client, staff, acme, make_user)
     assert client.get("/organizations/nope/user-choices?user=a").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("typed", "found"),
+    [
+        ("o'n", "shaun@oneil.test"),
+        ("a l", "ada@example.com"),
+        ("ada@example.com", "ada@example.com"),
+        ("crm-7", "bob@example.com"),
+    ],
+)
+def test_the_user_picker_searches_as_the_users_list_does(client, staff, acme, make_user, typed, found):
+    """Short pieces match starts, an email its owner, an external id whole: the list's own search rule."""
+    make_user(email="ada@example.com", first_name="Ada", last_name="Lovelace")
+    make_user(email="bob@example.com", external_id="crm-7")
+    make_user(email="shaun@oneil.test", first_name="Shaun", last_name="O'Neil")
+    fragment = assert_fragment(
+        client.get(f"/organizations/{acme.id}/user-choices", query_string={"user": typed}, headers=HX)
+    )
+    assert re.findall(r'<option value="([^"]+)"', fragment) == [found]
+
+
 def test_change_a_role_with_htmx_answers_the_row(client, staff, db, acme, make_user):
     membership = make_membership(acme, make_user(email="ada@example.com"))
     html = html_of(client.get(f"/organizations/{acme.id}"))

@@ -28,8 +28,6 @@ from app.models import (
     MEMBER_SEARCH_TEXT,
     ORGANIZATION_NAME_SORT_KEY,
     ORGANIZATION_SEARCH_TEXT,
-    PREFIX_SEARCHED,
-    SEARCH_TEXT,
     AuditEvent,
     ClerkCall,
     Membership,
@@ -37,6 +35,8 @@ from app.models import (
     OrganizationInvitation,
     OrganizationInvitationStatus,
     User,
+    escape_like,
+    user_search_condition,
 )
 from app.pagination import (
     Keyset,
@@ -63,10 +63,6 @@ HISTORY_LIMIT = 30
 INVITATIONS_LIMIT = 100
 USER_ORGANIZATIONS_LIMIT = 100
 USER_CHOICES_LIMIT = 10
-
-
-def escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _on_postgresql() -> bool:
@@ -314,15 +310,11 @@ class UserChoice:
 
 def user_choices(text: str, limit: int = USER_CHOICES_LIMIT) -> list[UserChoice]:
     """Live users whose email, names or username match what is typed (as the users list searches),
-    a few, by email: the trigram index (3+ characters) or the prefix indexes (1-2) on PostgreSQL."""
+    a few, by email: the users list's own search condition (app/models.py), through its indexes."""
     text = " ".join(text.split())[:MAX_QUERY_LENGTH]
     if not text:
         return []
-    term = escape_like(text.lower())
-    if len(text) < MIN_SUBSTRING_LENGTH:
-        condition = sa.or_(*(column.like(term + "%", escape="\\") for column in PREFIX_SEARCHED))
-    else:
-        condition = SEARCH_TEXT.like("%" + term + "%", escape="\\")
+    condition = user_search_condition(text)
     # The first matches the index gives (a common term has thousands), then sorted: never all of them.
     first = (
         sa.select(User.id, User.email, User.first_name, User.last_name, User.created_at)

@@ -7,7 +7,6 @@ cursors over (sort key, id), never OFFSET, and nothing counts more than `COUNT_C
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -16,18 +15,8 @@ from sqlalchemy.orm import with_expression
 
 from app.clerk.outbox import has_open_calls
 from app.extensions import db
-from app.models import (
-    FIRST_NAME_PREFIX,
-    LAST_NAME_PREFIX,
-    NAME_SORT_KEY,
-    PREFIX_SEARCHED,
-    SEARCH_TEXT,
-    SIGN_IN_SORT_KEY,
-    Contains,
-    User,
-    UserRole,
-    UserStatus,
-)
+from app.models import NAME_SORT_KEY, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
+from app.models import user_search_condition as search_condition
 from app.pagination import (
     Keyset,
     KeysetPage,
@@ -44,9 +33,6 @@ from app.pagination import (
 
 COUNT_CAP = 10_000
 MAX_QUERY_LENGTH = 200
-MIN_SUBSTRING_LENGTH = 3
-# What pg_trgm makes trigrams of: runs of letters and digits.
-PIECE = re.compile(r"[^\W_]+")
 # A term that is a whole value of one of these (an email, a Clerk id, ...) skips the window: it is rare.
 MIN_EXACT_LENGTH = 6
 # A search first looks for a page of matches among this many rows of the list in its order
@@ -108,54 +94,6 @@ def filtered(filters: UserFilters) -> sa.Select:
     if filters.q:
         query = query.where(search_condition(filters.q))
     return query
-
-
-def search_condition(q: str) -> sa.ColumnElement[bool]:
-    """What a search term matches: a substring of the searched text, or a prefix when the term has
-    no piece of three letters, or an external id equal to it.
-
-    A trigram index needs three letters or digits in a row. A term without such a piece (`ab`,
-    `o'n`, `a b`) matches the start of the email, the first or last name or the username instead,
-    each served by a prefix index on PostgreSQL; two short words also match first and last name
-    starts (`a b`: Ada Byron). A term of several pieces with no space (an email, a Clerk id) asks
-    the trigram index for its most telling piece only (what every row shares, like `example.com`
-    or `user_`, would make the index read a million entries) and checks the whole term on the
-    rows that come back. External ids are not searched text: they match whole.
-    """
-    lowered = q.lower()
-    pieces = PIECE.findall(lowered)
-    if not pieces or max(map(len, pieces)) < MIN_SUBSTRING_LENGTH:
-        matched = _prefix_condition(lowered)
-    elif len(pieces) > 1 and " " not in lowered:
-        matched = sa.and_(
-            SEARCH_TEXT.like("%" + _escape_like(_telling_piece(lowered, pieces)) + "%", escape="\\"),
-            Contains(SEARCH_TEXT, lowered),
-        )
-    else:
-        matched = SEARCH_TEXT.like("%" + _escape_like(lowered) + "%", escape="\\")
-    return sa.or_(matched, User.external_id == q)
-
-
-def _prefix_condition(lowered: str) -> sa.ColumnElement[bool]:
-    term = _escape_like(lowered)
-    starts = [column.like(term + "%", escape="\\") for column in PREFIX_SEARCHED]
-    words = lowered.split(" ")
-    if len(words) == 2:  # initials: "a b", "jo sm"
-        first, last = (_escape_like(word) + "%" for word in words)
-        starts.append(sa.and_(FIRST_NAME_PREFIX.like(first, escape="\\"), LAST_NAME_PREFIX.like(last, escape="\\")))
-    return sa.or_(*starts)
-
-
-def _telling_piece(lowered: str, pieces: list[str]) -> str:
-    """The piece the trigram index should look for: the longest (the last of equals: the random part
-    of a Clerk id), taken from an email's local part when that has one of three letters."""
-    local = PIECE.findall(lowered.partition("@")[0]) if "@" in lowered else []
-    candidates = [p for p in local if len(p) >= MIN_SUBSTRING_LENGTH] or pieces
-    return max(reversed(candidates), key=len)
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def exact_match_exists(q: str) -> bool:
