@@ -34,9 +34,7 @@ import io
 import os
 import pstats
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +43,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-SECRET = "bench-secret"
 HX = {"HX-Request": "true"}
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 
@@ -68,6 +65,12 @@ from app.auth.services import issue_sign_in_link  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import User, UserRole  # noqa: E402
 from app.users.queries import SORTS, keyset  # noqa: E402
+
+# Its gunicorn and timing helpers; `app` is imported above, from ROOT, so it keeps that copy.
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+import users_list  # noqa: E402
+
+SECRET = users_list.SECRET  # its gunicorn signs sessions with it
 
 # --- the scratch database -------------------------------------------------------------------
 
@@ -315,44 +318,13 @@ def print_in_process(results: dict, plan, repeat: int) -> None:
 # --- over HTTP --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def over_http(url: str, token: str, plan, repeat: int, workers: int) -> dict:
+    """The plan through gunicorn serving ROOT: server time from its access log, client's wait."""
     import httpx
 
     access_log = Path(tempfile.mkdtemp()) / "access.log"
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "SECRET_KEY": SECRET,
-        "APP_ENV": "production",
-        "SESSION_COOKIE_SECURE": "0",
-    }
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            *("--workers", str(workers), "--bind", f"127.0.0.1:{port}", "--log-level", "warning"),
-            *("--access-logfile", str(access_log), "--access-logformat", "%(s)s %(D)s"),
-            "app:create_app()",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = users_list.start_gunicorn(url, workers, access_log=access_log, cwd=ROOT)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code in {200, 404}:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("gunicorn did not start")
         figures = {}
         with httpx.Client(base_url=base, timeout=60) as client:
             assert client.get(f"/auth/link/{token}").status_code == 302, "sign-in link refused"
@@ -360,18 +332,10 @@ def over_http(url: str, token: str, plan, repeat: int, workers: int) -> dict:
                 for url in urls * 4:
                     client.get(url, headers=headers)
             for name, urls, headers in plan:
-                waited = []
-                for i in range(repeat):
-                    started = time.perf_counter()
-                    response = client.get(urls[i % len(urls)], headers=headers)
-                    waited.append((time.perf_counter() - started) * 1000)
-                    assert response.status_code == 200, response.status_code
-                time.sleep(0.2)  # gunicorn writes its log line after the response
-                lines = access_log.read_text().splitlines()[-repeat:]
-                server = sorted(int(line.split()[1]) / 1000 for line in lines)
+                client_median, _ = users_list.measure(client, urls, repeat, headers)
                 figures[name] = {
-                    "server": (statistics.median(server), server[max(0, round(0.95 * len(server)) - 1)]),
-                    "client": statistics.median(waited),
+                    "server": users_list.percentiles(users_list.server_times(access_log, repeat)),
+                    "client": client_median,
                 }
         return figures
     finally:

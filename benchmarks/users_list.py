@@ -174,7 +174,9 @@ def start_gunicorn(
     target: str = "app:create_app()",
     access_log: Path | None = None,
     extra_env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> tuple[subprocess.Popen, str]:
+    """gunicorn serving `target` from `cwd` (the project; another checkout for a before/after)."""
     port = free_port()
     # Gunicorn's access log gives each request's time on the server (%(D)s, microseconds).
     logging = ["--access-logfile", str(access_log), "--access-logformat", "%(s)s %(D)s"] if access_log else []
@@ -188,7 +190,7 @@ def start_gunicorn(
     }
     process = subprocess.Popen(
         [
-            str(ROOT / ".venv/bin/gunicorn"),
+            str(Path(sys.executable).parent / "gunicorn"),
             "--workers",
             str(workers),
             "--bind",
@@ -200,7 +202,7 @@ def start_gunicorn(
             *logging,
             target,
         ],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
     )
     base = f"http://127.0.0.1:{port}"

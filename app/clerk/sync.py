@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.audit.services import Actor, diff, record_now
 from app.clerk.outbox import fields_waiting, has_open_calls
@@ -25,6 +24,7 @@ from app.models import ClerkIdKind, User, UserRole, UserStatus, utcnow
 from app.records import counts
 from app.records.organizations import (
     attach_waiting_memberships,
+    dialect_insert,
     end_memberships_of_user,
     has_memberships,
     lock_clerk_user_id,
@@ -290,8 +290,8 @@ def _insert_user_once(dialect: str) -> sa.Select:
     """INSERT a user unless its clerk_id exists, RETURNING it as a User: built once (the values are
     parameters), a Core INSERT read as the entity (the ORM's own INSERT path costs more)."""
     users = User.__table__
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(users).on_conflict_do_nothing(index_elements=[users.c.clerk_id]).returning(*users.c)
+    statement = dialect_insert(users, dialect).on_conflict_do_nothing(index_elements=[users.c.clerk_id])
+    statement = statement.returning(*users.c)
     return sa.select(User).from_statement(statement)
 
 

@@ -19,9 +19,10 @@ from app.models import Membership, Organization, OrganizationInvitation, User, u
 from app.records import counts
 
 
-def dialect_insert(model: type) -> Any:
-    """INSERT with ON CONFLICT support, for whichever database this session talks to."""
-    if db.session.get_bind().dialect.name == "postgresql":
+def dialect_insert(model: Any, dialect: str | None = None) -> Any:
+    """INSERT with ON CONFLICT support, for `dialect` ("postgresql" or "sqlite"; by default the
+    database this session talks to). A model or a table."""
+    if (dialect or db.session.get_bind().dialect.name) == "postgresql":
         return postgresql.insert(model)
     return sqlite.insert(model)
 

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.audit.services import Actor
 from app.clerk.organizations import (
@@ -208,8 +207,7 @@ def _store_once(dialect: str) -> sa.Insert:
     """INSERT the delivery's row with its outcome, or take over a `failed` row of the same svix id
     (Svix's retry), RETURNING its id; nothing is returned for any other existing row: a copy.
     Built once per dialect; the values are parameters."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(_EVENTS)
+    statement = dialect_insert(_EVENTS, dialect)
     return statement.on_conflict_do_update(
         index_elements=[_EVENTS.c.id],
         set_={
