@@ -59,6 +59,11 @@ def register_extensions(app: Flask) -> None:
 
         with app.app_context():
             enable_sqlite_foreign_keys(db.engine)
+    elif "pool_pre_ping" not in app.config["SQLALCHEMY_ENGINE_OPTIONS"]:
+        from app.database import replace_dead_connections
+
+        with app.app_context():
+            replace_dead_connections(db.engine)
 
 
 def register_blueprints(app: Flask) -> None:

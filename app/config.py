@@ -69,6 +69,14 @@ def from_environment(environ: dict[str, str] | None = None) -> dict:
         "TRUSTED_PROXIES": _int(env.get("TRUSTED_PROXIES"), 0),
         "BASE_URL": (env.get("BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "USERS_PER_PAGE": _int(env.get("USERS_PER_PAGE"), 25),
+        # PostgreSQL only. No request waits unbounded: a statement (a lock wait included) is stopped
+        # after DATABASE_STATEMENT_TIMEOUT_MS (0: never), and a request that finds every pooled
+        # connection taken waits DATABASE_POOL_TIMEOUT_SECONDS; either way it is answered 503 with
+        # Retry-After. A sync gunicorn worker holds one connection at a time (README, Deployment).
+        "DATABASE_STATEMENT_TIMEOUT_MS": _int(env.get("DATABASE_STATEMENT_TIMEOUT_MS"), 5_000),
+        "DATABASE_POOL_SIZE": _int(env.get("DATABASE_POOL_SIZE"), 5),
+        "DATABASE_MAX_OVERFLOW": _int(env.get("DATABASE_MAX_OVERFLOW"), 5),
+        "DATABASE_POOL_TIMEOUT_SECONDS": _int(env.get("DATABASE_POOL_TIMEOUT_SECONDS"), 3),
         "CLERK_WEBHOOK_SIGNING_SECRET": env.get("CLERK_WEBHOOK_SIGNING_SECRET") or None,
         "CLERK_SECRET_KEY": env.get("CLERK_SECRET_KEY") or None,
         "CLERK_API_URL": (env.get("CLERK_API_URL") or "https://api.clerk.com/v1").rstrip("/"),
@@ -83,6 +91,12 @@ def from_environment(environ: dict[str, str] | None = None) -> dict:
         "CLERK_AUTHORIZED_PARTIES": [
             p.strip() for p in (env.get("CLERK_AUTHORIZED_PARTIES") or "").split(",") if p.strip()
         ],
+        # `flask maintenance prune`: days each kind of row is kept (0: for good; audit events are
+        # kept unless RETENTION_AUDIT_DAYS is set). Deliveries are kept at least 7 days.
+        "RETENTION_WEBHOOK_PAYLOAD_DAYS": _int(env.get("RETENTION_WEBHOOK_PAYLOAD_DAYS"), 30),
+        "RETENTION_WEBHOOK_DAYS": _int(env.get("RETENTION_WEBHOOK_DAYS"), 90),
+        "RETENTION_AUDIT_DAYS": _int(env.get("RETENTION_AUDIT_DAYS"), None),
+        "RETENTION_OUTBOX_DAYS": _int(env.get("RETENTION_OUTBOX_DAYS"), 30),
         "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), app_env == "production"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -126,12 +140,20 @@ def finalise(config: dict) -> None:
         # Timestamps are stored in UTC, so the server's now() must speak UTC too.
         # Plans are made for each search term: a generic plan for `LIKE $1` (what a prepared
         # statement falls back to) cannot know a rare term from a common one.
-        # A database that does not answer fails the request in seconds (a 503), never hangs it.
+        # A database that does not answer fails the request in seconds (a 503), never hangs it;
+        # nor does a statement that runs (or waits for a row lock) past the timeout.
+        timeout = max(0, config.get("DATABASE_STATEMENT_TIMEOUT_MS", 5_000))
         options.setdefault(
             "connect_args",
-            {"options": "-c timezone=utc -c plan_cache_mode=force_custom_plan", "connect_timeout": 5},
+            {
+                "options": f"-c timezone=utc -c plan_cache_mode=force_custom_plan -c statement_timeout={timeout}",
+                "connect_timeout": 5,
+            },
         )
-        # Each checkout pings its connection first: one that died in a restart is replaced.
-        options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_size", max(1, config.get("DATABASE_POOL_SIZE", 5)))
+        options.setdefault("max_overflow", max(0, config.get("DATABASE_MAX_OVERFLOW", 5)))
+        options.setdefault("pool_timeout", max(0, config.get("DATABASE_POOL_TIMEOUT_SECONDS", 3)))
+        # A connection that died in a restart is replaced on checkout: app/database.py looks at its
+        # socket (no round trip) unless pool_pre_ping is set here, which pings with a query instead.
     elif uri.startswith("sqlite"):
         options.setdefault("connect_args", {"timeout": 15})

@@ -1,6 +1,7 @@
 """Engine-level details that differ between PostgreSQL and SQLite, and how a lost database looks."""
 
 import re
+import select
 import unicodedata
 
 from flask import has_request_context, request
@@ -28,12 +29,40 @@ def enable_sqlite_foreign_keys(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+def replace_dead_connections(engine: Engine) -> None:
+    """Hand out no pooled connection the server has closed, without a round trip to ask it.
+
+    A server that stops (a restart, pg_terminate_backend, a crash) sends a last FATAL message and
+    closes the socket; either makes the idle connection's socket readable, which a poll with no
+    wait sees. Such a connection is dropped and the pool opens a new one (SQLAlchemy retries the
+    checkout on DisconnectionError). pool_pre_ping's `SELECT 1` would cost every request and every
+    webhook a round trip to learn the same thing.
+    """
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, _record, _proxy):
+        if dbapi_connection.closed or _socket_has_news(dbapi_connection.pgconn.socket):
+            raise exc.DisconnectionError("the server closed this pooled connection")
+
+
+def _socket_has_news(fd: int) -> bool:
+    """Whether the server sent something to an idle connection: its goodbye, or end of file."""
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
 def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
 # Said to everyone whose request met a database that is down, restarting or out of connections.
 UNREACHABLE_MESSAGE = "The database is unreachable; nothing was changed; try again in a moment."
+# ... or that did not answer within the statement timeout (a long query, or a row another task holds).
+TOO_SLOW_MESSAGE = (
+    "The database did not answer in time (another task may be holding this record); "
+    "nothing was changed; try again in a moment."
+)
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by statement_timeout
 # ... unless this request had already committed its change (a page drawn after the commit).
 UNREACHABLE_AFTER_SAVE_MESSAGE = (
     "Your change was saved, but the database became unreachable before this page could be shown; "
@@ -52,6 +81,11 @@ def is_database_unreachable(error: BaseException | None) -> bool:
     if isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)):
         return True
     return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def timed_out(error: BaseException | None) -> bool:
+    """Whether `error` is a statement PostgreSQL stopped at the statement timeout."""
+    return getattr(getattr(error, "orig", None), "sqlstate", None) == QUERY_CANCELED
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.database import (
     RETRY_AFTER_SECONDS,
+    TOO_SLOW_MESSAGE,
     UNREACHABLE_AFTER_SAVE_MESSAGE,
     UNREACHABLE_MESSAGE,
     committed_in_this_request,
@@ -18,6 +19,7 @@ from app.database import (
     note_commits,
     release_sessions_safely,
     rollback_quietly,
+    timed_out,
 )
 from app.extensions import db
 from app.pages import answer
@@ -78,8 +80,11 @@ def database_unreachable(error: BaseException):
     current_app.logger.warning("%s %s: database unreachable: %s", request.method, request.path, first_line(error))
     _keep_user_for_the_page()
     rollback_quietly()
-    saved = committed_in_this_request()
-    response = render_error(503, UNREACHABLE_AFTER_SAVE_MESSAGE if saved else UNREACHABLE_MESSAGE)
+    if committed_in_this_request():
+        message = UNREACHABLE_AFTER_SAVE_MESSAGE
+    else:
+        message = TOO_SLOW_MESSAGE if timed_out(error) else UNREACHABLE_MESSAGE
+    response = render_error(503, message)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

@@ -249,8 +249,10 @@ def drop_plain_indexes(cursor, table: str) -> list[str]:
 def create_indexes(cursor, definitions: list[str]) -> None:
     cursor.execute("SELECT current_setting('maintenance_work_mem')")
     (before,) = cursor.fetchone()
-    # More sort memory for the builds, for this transaction only, then back as it was.
+    # More sort memory for the builds, for this transaction only, then back as it was; and no
+    # statement timeout (DATABASE_STATEMENT_TIMEOUT_MS is for requests, not for index builds).
     cursor.execute("SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_BUILD_MEMORY,))
+    cursor.execute("SELECT set_config('statement_timeout', '0', true)")
     for definition in definitions:
         cursor.execute(definition)
     cursor.execute("SELECT set_config('maintenance_work_mem', %s, true)", (before,))

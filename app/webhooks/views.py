@@ -18,12 +18,13 @@ from flask import (
     url_for,
 )
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from svix.webhooks import Webhook, WebhookVerificationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.audit.services import Actor
 from app.auth.guard import current_actor, public
-from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachable, rollback_quietly
+from app.database import RETRY_AFTER_SECONDS, first_line, is_database_unreachable, rollback_quietly, timed_out
 from app.extensions import csrf, db
 from app.models import WebhookEvent, WebhookOutcome, utcnow
 from app.pages import answer
@@ -139,6 +140,20 @@ def _failed(svix_id: str, text: str, payload: Any, error: Exception) -> Response
         current_app.logger.exception("webhook %s could not be applied", svix_id)
     database = isinstance(error, SQLAlchemyError)
     summary = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+    if not isinstance(error, PoolTimeout):  # every connection taken: recording would wait as long again
+        _record_failure(svix_id, text, payload, summary)
+    if timed_out(error):
+        reason = "database too slow to answer (statement timeout); retry later"
+    elif database:
+        reason = "database unavailable; retry later"
+    else:
+        reason = "could not be applied; retry later"
+    # 503 for the database (transient by nature), 500 for a bug; both make Svix retry.
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if database else None
+    return _reply(503 if database else 500, headers, id=svix_id, outcome="failed", error=reason)
+
+
+def _record_failure(svix_id: str, text: str, payload: Any, summary: str) -> None:
     try:
         record_failed_delivery(svix_id, text, payload, summary)
         db.session.commit()
@@ -148,10 +163,6 @@ def _failed(svix_id: str, text: str, payload: Any, error: Exception) -> Response
             current_app.logger.warning("webhook %s: the failure could not be recorded either", svix_id)
         else:
             current_app.logger.exception("webhook %s: the failure could not be recorded either", svix_id)
-    reason = "database unavailable; retry later" if database else "could not be applied; retry later"
-    # 503 for the database (transient by nature), 500 for a bug; both make Svix retry.
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if database else None
-    return _reply(503 if database else 500, headers, id=svix_id, outcome="failed", error=reason)
 
 
 # --- The page --------------------------------------------------------------------------------
