@@ -9,6 +9,7 @@ on; nothing is written half; and the next request after the fault is served as u
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -237,3 +238,44 @@ def test_a_backend_killed_while_idle_in_the_pool_is_replaced_without_a_failed_re
             _db.session.remove()
     finally:
         dispose(guarded)
+
+
+# --- A button's change lands on the row as it is when the button is pressed ---------------------
+
+
+def update_meanwhile(database_url: str, user_id: int, seconds: float) -> threading.Thread:
+    """Another writer (a sync, a webhook, the outbox) changes the row and holds it `seconds`."""
+    holder = RowHolder(database_url, user_id)
+    holder.connection.execute(
+        sa.text("UPDATE users SET first_name = 'Synced', version = version + 1 WHERE id = :id"), {"id": user_id}
+    )
+
+    def commit_later():
+        time.sleep(seconds)
+        holder.connection.commit()
+        holder.release()
+
+    thread = threading.Thread(target=commit_later)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    "path, data, action",
+    [
+        ("status", {"status": "suspended", "view": "row"}, "user.suspend"),
+        ("delete", {"confirm": "ada@example.com"}, "user.delete"),
+    ],
+)
+def test_a_button_pressed_while_another_writer_holds_the_row_waits_for_it_and_keeps_its_change(
+    database_url, client, token, ada, db, path, data, action
+):
+    # Found by the soak: `flask clerk sync` updated a user between the status view's read and its
+    # write, and the versioned UPDATE failed as stale: a 500. The button now locks the row first.
+    writer = update_meanwhile(database_url, ada.id, 0.3)
+    response = client.post(f"/users/{ada.id}/{path}", data={"csrf_token": token, **data}, headers=HX)
+    writer.join()
+    assert response.status_code in (200, 302), response.get_data(as_text=True)[:500]
+    db.session.expire_all()
+    assert ada.first_name == "Synced"  # the other writer's change stays
+    assert db.session.scalars(sa.select(AuditEvent.action).where(AuditEvent.target_id == ada.id)).all() == [action]

@@ -397,6 +397,16 @@ def resend_invitation(user: User, *, actor: Actor) -> None:
     enqueue_invitation(user)
 
 
+def locked_user(user_id: str) -> User | None:
+    """The user's row, locked until the commit, as it is now (another writer's change included).
+
+    The lock first, then the row: loading the entity FOR UPDATE would refuse a newer version than
+    one this session already holds (the signed-in person acting on themselves) as stale.
+    """
+    db.session.execute(sa.select(User.id).where(User.id == user_id).with_for_update())
+    return db.session.get(User, user_id, populate_existing=True)
+
+
 MAX_BULK = 1000
 
 

@@ -65,6 +65,7 @@ from app.users.services import (
     ensure_status_change,
     has_open_invitation,
     invite_user,
+    locked_user,
     next_statuses,
     preview_bulk_status,
     resend_invitation,
@@ -80,8 +81,16 @@ from app.users.services import (
 bp = Blueprint("users", __name__)
 
 
-def get_user_or_404(user_id: str) -> User:
-    return db.get_or_404(User, user_id, description="There is no user with this id.")
+def get_user_or_404(user_id: str, *, lock: bool = False) -> User:
+    """The user, or a 404. `lock` holds the row until the commit, for a button whose change must
+    land on the row as it is now (a sync, a webhook or the outbox may have changed it since the
+    page was drawn; without the lock, their change in between would make ours fail as stale)."""
+    if not lock:
+        return db.get_or_404(User, user_id, description="There is no user with this id.")
+    user = locked_user(user_id)
+    if user is None:
+        abort(404, description="There is no user with this id.")
+    return user
 
 
 def refuse_if_deleted(user: User) -> None:
@@ -394,7 +403,7 @@ def confirm_status(user_id: str):
 
 @bp.post("/users/<user_id>/status")
 def change_status(user_id: str):
-    user = get_user_or_404(user_id)
+    user = get_user_or_404(user_id, lock=True)
     form = StatusForm()
     if not form.validate():
         abort(400, description="Choose a status: suspended, active or inactive.")
@@ -437,7 +446,7 @@ def clerk_action(user_id: str, service, done: str, *, anchor: str | None = None)
     """A button on the user's page whose change Clerk must make too: the service, a commit, Clerk
     tried at once, and back to the page. `done` ({email}, {label}) is said once Clerk has it, or
     when Clerk is not connected; otherwise deliver_to_clerk says it is pending or refused."""
-    user = get_user_or_404(user_id)
+    user = get_user_or_404(user_id, lock=True)
     ensure_form_accepted(ClerkActionForm())
     try:
         service(user, actor=current_actor())
@@ -715,7 +724,7 @@ def render_delete(user: User, form: DeleteForm, status: int = 200):
 @bp.route("/users/<user_id>/delete", methods=["GET", "POST"])
 def delete(user_id: str):
     """Super admins: a page that asks for the user's email, then the tombstone and the deletion in Clerk."""
-    user = get_user_or_404(user_id)
+    user = get_user_or_404(user_id, lock=request.method == "POST")
     refuse_if_deleted(user)
     ensure_can_delete(current_actor(), user)
     form = DeleteForm()

@@ -58,6 +58,7 @@ from app.clerk.outbox import (
 )
 from app.clerk.outbox.enqueue import TOUCHED_ORGANIZATIONS, RetryRefused, in_clerk, supersede
 from app.clerk.sync import MalformedClerkData, clerk_user_from_dict, upsert_clerk_user
+from app.database import first_line, is_database_unreachable, rollback_quietly
 from app.extensions import db
 from app.models import ClerkCall, ClerkCallState, Membership, OrganizationInvitation, User, utcnow
 from app.permissions import ensure
@@ -646,8 +647,11 @@ def deliver_after_request(*, actor: Actor) -> PushReport:
             actor=actor,
         )
     except Exception as error:  # the local change is committed; the CLI delivers later
-        db.session.rollback()
-        current_app.logger.exception("delivering Clerk calls after the request failed")
+        rollback_quietly()
+        if is_database_unreachable(error):  # one line, not a traceback per request while it is away
+            current_app.logger.warning("delivering Clerk calls after the request: %s", first_line(error))
+        else:
+            current_app.logger.exception("delivering Clerk calls after the request failed")
         return PushReport(stopped=f"{type(error).__name__}: {error}")
 
 
