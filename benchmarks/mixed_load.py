@@ -37,6 +37,7 @@ import os
 import random
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -75,13 +76,14 @@ ACKED, REFUSED, FAILED, UNKNOWN = "acknowledged", "refused (4xx)", "failed (5xx)
 # --- What was sent and what came back ---------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     kind: str
     started: float  # time.monotonic()
     ended: float
     status: int | None  # None: no answer (timeout, connection error)
     error: str | None = None
+    retry_after: str | None = None  # a 5xx's Retry-After header
 
     @property
     def ms(self) -> float:
@@ -115,7 +117,8 @@ class Recorder:
             sample = Sample(kind, started, time.monotonic(), None, type(error).__name__)
             response = None
         else:
-            sample = Sample(kind, started, time.monotonic(), response.status_code)
+            retry_after = response.headers.get("Retry-After") if response.status_code >= 500 else None
+            sample = Sample(kind, started, time.monotonic(), response.status_code, retry_after=retry_after)
         with self.lock:
             self.samples.append(sample)
         return response
@@ -272,21 +275,24 @@ class Admin(threading.Thread):
             self.sign_in(client)
             if not self.signed_in:
                 return
-            actions = [
-                (self.browse_list, 18),
-                (self.search, 14),
-                (self.filter, 8),
-                (self.next_page, 6),
-                (self.detail, 14),
-                (self.edit, 8),
-                (self.add_data, 10),
-                (self.edit_data, 8),
-                (self.change_status, 8),
-            ]
-            functions, weights = zip(*actions, strict=False)
+            functions, weights = zip(*self.actions(), strict=False)
             while time.monotonic() < self.deadline:
                 self.rng.choices(functions, weights)[0](client)
                 time.sleep(self.rng.uniform(0, 0.05))
+
+    def actions(self) -> list[tuple]:
+        """(method, weight): what the admin does, and how often (benchmarks/soak.py adds to it)."""
+        return [
+            (self.browse_list, 18),
+            (self.search, 14),
+            (self.filter, 8),
+            (self.next_page, 6),
+            (self.detail, 14),
+            (self.edit, 8),
+            (self.add_data, 10),
+            (self.edit_data, 8),
+            (self.change_status, 8),
+        ]
 
     # browsing
     def browse_list(self, client):
@@ -427,6 +433,7 @@ class WebhookSender(threading.Thread):
         self.users: list[dict] = []  # Clerk user objects as last sent
         self.deleted: set[str] = set()
         self.deliveries: list[Delivery] = []
+        self.open: list[Delivery] = []  # sent, not taken yet: what Svix retries
         self.counter = 0
 
     def next_event(self) -> Delivery:
@@ -470,12 +477,15 @@ class WebhookSender(threading.Thread):
         delivery.answers.append((status, outcome))
         if not delivery.done:
             delivery.due = time.monotonic() + 5.0  # Svix's second attempt comes 5 s after the first
+            if delivery not in self.open:
+                self.open.append(delivery)
 
     def retry_due(self, client: httpx.Client, final: bool = False) -> None:
         now = time.monotonic()
-        for delivery in self.deliveries:
+        for delivery in list(self.open):
             if not delivery.done and (final or delivery.due <= now):
                 self.send(client, delivery, "webhook retry")
+        self.open = [d for d in self.open if not d.done]
 
     def run(self) -> None:
         with httpx.Client(timeout=self.timeout) as client:
@@ -490,7 +500,7 @@ class WebhookSender(threading.Thread):
                 self.retry_due(client)
                 time.sleep(max(0.0, self.every - (time.monotonic() - started)))
             for _ in range(30):  # after the run, Svix keeps retrying what was not taken
-                if all(d.done for d in self.deliveries):
+                if not self.open:
                     break
                 self.retry_due(client, final=True)
                 time.sleep(1)
@@ -541,7 +551,7 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
     engine = sa.create_engine(url)
     report = {
         kind: Counter()
-        for kind in ("edit save", "key-value add", "key-value edit", "status change", "webhook delivery")
+        for kind in ("edit save", "key-value add", "key-value edit", "status change", "bulk status", "webhook delivery")
     }
     problems: list[str] = []
     with engine.connect() as db:
@@ -565,7 +575,7 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
         # Dashboard writes, slot by slot, in the order each admin made them.
         by_slot: dict[tuple, list[Write]] = defaultdict(list)
         for write in writes:
-            if write.kind in ("edit save", "key-value add", "key-value edit", "status change"):
+            if write.kind in ("edit save", "key-value add", "key-value edit", "status change", "bulk status"):
                 by_slot[write.slot].append(write)
         for slot, slot_writes in by_slot.items():
             if slot[0] == "first_name":
@@ -603,16 +613,18 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
                     elif seen == 1:
                         report[w.kind]["unacknowledged but landed"] += 1
                         report[w.kind]["of which the 503 said 'saved'"] += w.said_saved
-            status_writes = [w for w in slot_writes if w.kind == "status change"]
+            # A status change (one user) or a bulk one (each user it changes) is one audit event.
+            status_writes = [w for w in slot_writes if w.kind in ("status change", "bulk status")]
             if status_writes:
                 acked = sum(w.answer == ACKED for w in status_writes)
                 maybe = sum(w.answer in (FAILED, UNKNOWN) for w in status_writes)
                 audited = status_audits[slot[1]]
                 if not acked <= audited <= acked + maybe:
                     problems.append(f"{slot}: {acked} status changes acknowledged, {audited} audited")
-                    report["status change"]["doubled" if audited > acked + maybe else "lost"] += 1
+                    report[status_writes[-1].kind]["doubled" if audited > acked + maybe else "lost"] += 1
                 else:
-                    report["status change"]["verified"] += acked
+                    for w in status_writes:
+                        report[w.kind]["verified"] += w.answer == ACKED
 
         # Webhooks: every delivery was eventually taken (Svix retries); one row per svix id.
         deliveries = [d for s in senders for d in s.deliveries]
@@ -722,7 +734,7 @@ def print_writes(check: dict) -> None:
     print("| write | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for kind, counter in check["report"].items():
-        if kind == "webhook users":
+        if kind == "webhook users" or not any(counter.values()):
             continue
         print(f"| {kind} | " + " | ".join(str(counter.get(c, 0)) for c in columns) + " |")
     users = check["report"]["webhook users"]
@@ -767,6 +779,36 @@ def print_outage(samples: list[Sample], outage: Outage, t0: float) -> dict:
     return {"down": down, "after": after, "recovery": recovery}
 
 
+# --- The server -------------------------------------------------------------------------------
+
+
+def server_env(url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: production, the throwaway database, a known signing secret; no
+    Clerk unless `extra` says so."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SECRET_KEY": SECRET,
+        "APP_ENV": "production",
+        "SESSION_COOKIE_SECURE": "0",
+        "CLERK_WEBHOOK_SIGNING_SECRET": WEBHOOK_SECRET,
+        "FLASK_APP": "app",
+    }
+    for key in ("CLERK_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_API_URL"):
+        env.pop(key, None)
+    env.update(extra or {})
+    return env
+
+
+def start_server(
+    env: dict[str, str], workers: int, log: Path, access_log: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """gunicorn with `workers` sync workers on a free port; (process, base URL)."""
+    port = free_port()
+    process = run_gunicorn(env, "app:create_app()", port, workers, log, access_log or Path(os.devnull))
+    return process, f"http://127.0.0.1:{port}"
+
+
 # --- Main -------------------------------------------------------------------------------------
 
 
@@ -804,20 +846,7 @@ def main() -> None:
         data = prepare(url_text, args.users, args.admins)
         print(f"  {data['total']:,} users in the table (seeded in {data['seeded_s']:.0f} s)", flush=True)
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": url_text,
-            "SECRET_KEY": SECRET,
-            "APP_ENV": "production",
-            "SESSION_COOKIE_SECURE": "0",
-            "CLERK_WEBHOOK_SIGNING_SECRET": WEBHOOK_SECRET,
-            "FLASK_APP": "app",
-        }
-        for key in ("CLERK_SECRET_KEY", "CLERK_JWT_KEY"):
-            env.pop(key, None)
-        gunicorn = run_gunicorn(env, port, args.workers, log)
-        base = f"http://127.0.0.1:{port}"
+        gunicorn, base = start_server(server_env(url_text), args.workers, log)
 
         with sa.create_engine(url_text).connect() as connection:
             run_started_at = connection.scalar(sa.text("SELECT now() AT TIME ZONE 'utc'"))

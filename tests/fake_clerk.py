@@ -66,6 +66,9 @@ Every request is kept in `calls` (method, path, JSON body, Authorization). `fail
 next requests with injected statuses (and headers, such as Retry-After), `fail_calls` the n-th
 request that starts with a given "METHOD /path", `delay` makes it slow, and
 `stop()` / `start()` take it off the network and back on the same port (connection refused).
+`fail_all` (when set) answers every request with one injected status and headers, after
+`fail_next` is used up: a Clerk that is down (503) or rate limiting (429 with Retry-After) for as
+long as it stays set. `answered` holds the status of each answer, in step with `calls`.
 Answers are deep copies taken under the one lock, and so is `webhook_data(user_id)`, the `data` a
 `user.updated` webhook sent at that moment would carry: later changes do not alter them.
 """
@@ -175,6 +178,9 @@ class FakeClerk:
         # ("GET /v1/organizations?", 2) -> (status, headers): the 2nd request starting so gets that answer.
         self.fail_calls: dict[tuple[str, int], tuple[int, dict[str, str]]] = {}
         self.delay = 0.0  # seconds to wait before answering (a slow Clerk)
+        # Every request gets this answer while set (after fail_next): (503, {}) or (429, {"Retry-After": "5"}).
+        self.fail_all: tuple[int, dict[str, str]] | None = None
+        self.answered: list[int] = []  # the status answered to each of `calls`, in the same order
         self._port = 0
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # one lock for all state; `answer` takes it again inside `respond`
@@ -809,8 +815,20 @@ class FakeClerk:
     ) -> tuple[int, Any, dict[str, str]]:
         """One request, all under the lock; the answer is a deep copy, so serialising it needs no lock."""
         with self._lock:
+            status, payload, headers = self._respond(method, target, body, authorization)
+            self.answered.append(status)
+            return status, payload, headers
+
+    def _respond(
+        self, method: str, target: str, body: Any, authorization: str | None
+    ) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
             self.calls.append(Call(method, urlsplit(target).path, copy.deepcopy(body), authorization))
-            failure = self.fail_next.pop(0) if self.fail_next else self._planned_failure(f"{method} {target}")
+            failure = (
+                self.fail_next.pop(0)
+                if self.fail_next
+                else self.fail_all or self._planned_failure(f"{method} {target}")
+            )
             if failure is not None:
                 status, headers = failure
                 self.requests.append(f"{method} {target}")
