@@ -80,6 +80,7 @@ def init_commands(app: Flask) -> None:
     """Every command group, registered here and nowhere else."""
     from app.clerk.cli import clerk_cli
     from app.demo.cli import demo_command
+    from app.maintenance.cli import maintenance_cli
     from app.overview.cli import stats_cli
     from app.staff.cli import staff_cli
     from app.webhooks.cli import replay_command
@@ -90,3 +91,4 @@ def init_commands(app: Flask) -> None:
     app.cli.add_command(clerk_cli)
     app.cli.add_command(stats_cli)
     app.cli.add_command(staff_cli)
+    app.cli.add_command(maintenance_cli)

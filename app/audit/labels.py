@@ -56,6 +56,7 @@ ACTION_LABELS = {
     "staff_group.delete": "Staff group deleted",
     "staff_group.member_add": "Added to a staff group",
     "staff_group.member_remove": "Removed from a staff group",
+    "maintenance.prune": "Old history pruned (retention)",
 }
 
 

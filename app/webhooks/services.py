@@ -310,6 +310,9 @@ def replay_event(svix_id: str, *, actor: Actor) -> Delivery:
             ensure(actor, "webhooks.replay", user)  # admins act on users with the role 'user' only
     if row.outcome not in REPLAYABLE:
         raise ReplayRefused(f"only failed or stale events can be re-applied; {svix_id} was {row.outcome}")
+    if row.payload is None:  # `flask maintenance prune` cleared it: there is nothing left to apply
+        pruned = f" on {row.payload_pruned_at:%Y-%m-%d}" if row.payload_pruned_at else ""
+        raise ReplayRefused(f"the payload of {svix_id} was pruned{pruned}: there is nothing left to re-apply")
     try:
         payload = json.loads(row.payload)
     except (ValueError, RecursionError) as error:  # only parsed bodies are stored, but be sure

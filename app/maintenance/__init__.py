@@ -1,0 +1,1 @@
+"""Upkeep the dashboard needs while it serves: `flask maintenance prune` (retention)."""
