@@ -54,6 +54,41 @@ def test_target_filter_by_id(client, trail):
     assert "ada@example.com" in html and "bob@example.com" not in html
 
 
+def test_target_filter_finds_the_users_it_names_whatever_email_their_events_were_written_with(
+    client, trail, make_user, db
+):
+    ada, _bob = trail
+    ada.email = "ada.lovelace@analytical.example"  # changed since her suspension was recorded
+    db.session.commit()
+    for text in ("lovelace@", "ANALYTICAL", ada.clerk_id):
+        html = client.get(f"/audit?target={text}", headers={"HX-Request": "true"}).get_data(as_text=True)
+        assert "Suspended" in html and "bob@example.com" not in html, text
+    nobody = client.get("/audit?target=no-such-person@", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "ada@example.com" not in nobody and "bob@example.com" not in nobody
+
+
+def test_target_text_naming_many_users_pages_through_their_events_newest_first(client, staff, make_user, db):
+    from app.audit.queries import MAX_SCANS
+
+    people = [make_user(email=f"crowd{n:03d}@crowd.example") for n in range(MAX_SCANS + 5)]
+    few = people[:3]
+    for person in people:
+        record("test.event", actor=Actor.cli(), target=person)
+    db.session.commit()
+    html = client.get("/audit?target=crowd.example", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert html.count("crowd") >= MAX_SCANS  # more users than the per-user scans: the labels, newest first
+    assert html.find(people[-1].email) < html.find(people[-2].email)
+    html = client.get("/audit?target=crowd00", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert [p.email in html for p in few] == [True, True, True] and people[10].email not in html
+
+
+def test_actor_and_target_filters_together(client, trail):
+    html = client.get("/audit?actor=boss@admin&target=ada@", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "ada@example.com" in html and "new@example.com" not in html and "bob@example.com" not in html
+    html = client.get("/audit?actor=command&target=ada@", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "ada@example.com" not in html
+
+
 def test_paging_and_malformed_cursor(app, client, staff, db):
     for i in range(60):
         record("test.event", actor=Actor.cli(), changes={"n": [i, i + 1]})
