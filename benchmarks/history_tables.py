@@ -26,15 +26,15 @@ quietest staff member, part of an email, an id, nobody), by source, by target (a
 busy and a quiet user's email, part of one, nobody), its 20th page (reached by following the pager's "next" links), and the 20th page of an action; the webhooks
 page, by outcome, by type, both, the last 24 hours, its 20th page, one delivery; the page of a user
 with about 10,000 events and of one with a few. For each: the server's time (gunicorn's access
-log) and the client's over HTTP, p50 and p95, and the bare SQL replayed alone. Every statement is EXPLAIN ANALYZEd: a sequential scan of a big table
-is reported, and the plans of statements slower than --explain-over-ms are printed.
+log) and the client's over HTTP, p50 and p95, and the bare SQL replayed alone. Every statement is
+EXPLAIN ANALYZEd: a sequential scan of a big table is reported, and the plans of statements slower
+than --explain-over-ms are printed.
 
 Last, `flask maintenance prune` runs as a subprocess on the oldest two days of each table
 (deliveries, payloads, audit events) while a client asks for the audit trail, the webhooks page and
 a busy user's page in turn: its rows per second, and those pages' p50 and p95 during the prune;
 then VACUUM (ANALYZE) of both tables, autovacuum's work (timed too). A run prunes what it measured,
 so a `--reuse` run measures slightly smaller tables.
-
 """
 
 from __future__ import annotations
