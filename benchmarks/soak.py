@@ -739,10 +739,12 @@ class FaultRunner:
         down = self.faults.open("Clerk down")
         attempts["down_start"] = db_attempts()
         calls_at = {"down_start": len(fake.answered)}
+        # stop() refuses new connections but still answers on those already open (the sync's own
+        # keep-alive connection finished its 3,000 users that way in the first hour's run): 503 on them.
+        fake.fail_all = (503, {})
         fake.stop()
         self.log(f"fault: Clerk down (connections refused) for {p.clerk_down_for / 2:.0f} s, then 503s")
         time.sleep(p.clerk_down_for / 2)
-        fake.fail_all = (503, {})
         fake.start()
         calls_at["503_start"] = len(fake.answered)
         time.sleep(max(0.0, down.start + p.clerk_down_for - time.monotonic()))
