@@ -203,14 +203,15 @@ def test_what_counts_as_unreachable(error, unreachable):
 
 
 def terminate_backends(database_url: str, pid: int | None = None) -> int:
-    """Kill every session on the test's scratch database (or one), as a server restart would."""
+    """Kill every session on the test's scratch database (or one), as a server restart would, and
+    wait (up to 5 s each) until each is gone: "after the backends die" is after, not while."""
     admin = sa.create_engine(sa.make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             return len(
                 connection.execute(
                     sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                         "WHERE datname = :name AND pid <> pg_backend_pid() AND (CAST(:pid AS integer) IS NULL OR pid = CAST(:pid AS integer))"
                     ),
                     {"name": sa.make_url(database_url).database, "pid": pid},
