@@ -194,7 +194,15 @@ def test_a_big_seed_rebuilds_the_indexes_it_dropped(db, monkeypatch):
 
 
 def test_every_command_group_is_registered_by_the_factory(app):
-    assert set(app.cli.commands) == {"users", "demo", "clerk", "stats", "staff", "maintenance", "db"}  # db: Flask-Migrate
+    assert set(app.cli.commands) == {
+        "users",
+        "demo",
+        "clerk",
+        "stats",
+        "staff",
+        "maintenance",
+        "db",
+    }  # db: Flask-Migrate
 
 
 def test_making_records_needs_no_database():
