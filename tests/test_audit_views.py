@@ -104,3 +104,15 @@ def test_markup_in_changes_is_text(client, staff, make_user, db):
     db.session.commit()
     html = client.get("/audit").get_data(as_text=True)
     assert "<script>x</script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+
+
+@pytest.mark.parametrize(
+    "text",
+    # %ED%A0%80: a lone surrogate as a browser would encode it (no test client encodes one itself)
+    ["a%00b", "%ED%A0%80x", "%C3%A9" * 10_000, "%25_%5C", "[[[{{{", "user_", "%FF%FE"],
+)
+def test_hostile_target_and_actor_filters_get_an_answer_not_a_500(client, trail, text):
+    for name in ("target", "actor"):
+        response = client.get(f"/audit?{name}={text}", headers={"HX-Request": "true"})
+        assert response.status_code in (200, 400), (name, response.status_code)
+        assert "Traceback" not in response.get_data(as_text=True)
