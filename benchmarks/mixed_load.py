@@ -71,6 +71,7 @@ from tests.clerk_payloads import SECRET as WEBHOOK_SECRET  # noqa: E402
 HX = {"HX-Request": "true"}
 TARGETS_PER_ADMIN = 25
 ACKED, REFUSED, FAILED, UNKNOWN = "acknowledged", "refused (4xx)", "failed (5xx)", "unknown (no answer)"
+WRITE_KINDS = ("edit save", "key-value add", "key-value edit", "key-value delete", "status change", "bulk status")
 
 
 # --- What was sent and what came back ---------------------------------------------------------
@@ -110,6 +111,8 @@ class Recorder:
         self.writes: list[Write] = []
 
     def request(self, client: httpx.Client, kind: str, method: str, url: str, **kwargs) -> httpx.Response | None:
+        # The kind rides along in a header, for the server-side times in gunicorn's access log.
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), "X-Load-Kind": kind}
         started = time.monotonic()
         try:
             response = client.request(method, url, **kwargs)
@@ -237,6 +240,8 @@ def prepare(url: str, n_users: int, n_admins: int) -> dict:
 
 
 class Admin(threading.Thread):
+    keep_pairs: int | None = None  # delete one of its pairs of a user before adding more than this
+
     def __init__(
         self,
         n: int,
@@ -350,6 +355,8 @@ class Admin(threading.Thread):
 
     def add_data(self, client):
         user_id = self.rng.choice(self.targets)
+        if self.keep_pairs is not None and len(self.items[user_id]) >= self.keep_pairs:
+            return self.delete_data(client, user_id)  # the user's pairs stay as many, not more each minute
         key, value = self.unique("k").lower(), self.unique("v")
         write = Write("key-value add", ("kv", user_id, key), value, value)
         response = self.rec.request(
@@ -380,6 +387,20 @@ class Admin(threading.Thread):
             "POST",
             f"/users/{user_id}/data/{data_id}",
             data={"csrf_token": self.csrf, "key": key, "value": value},
+            headers=HX,
+        )
+        self.rec.write(write, response)
+
+    def delete_data(self, client, user_id: str) -> None:
+        """Delete the oldest pair this admin added to the user (its row is gone whatever the answer)."""
+        data_id, key = self.items[user_id].pop(0)
+        write = Write("key-value delete", ("kv", user_id, key), None, None)
+        response = self.rec.request(
+            client,
+            "key-value delete",
+            "POST",
+            f"/users/{user_id}/data/{data_id}/delete",
+            data={"csrf_token": self.csrf},
             headers=HX,
         )
         self.rec.write(write, response)
@@ -549,10 +570,7 @@ def allowed_final(writes: list[Write], initial) -> tuple[set, bool]:
 
 def check_database(url: str, writes: list[Write], senders: list[WebhookSender], run_started_at) -> dict:
     engine = sa.create_engine(url)
-    report = {
-        kind: Counter()
-        for kind in ("edit save", "key-value add", "key-value edit", "status change", "bulk status", "webhook delivery")
-    }
+    report = {kind: Counter() for kind in (*WRITE_KINDS, "webhook delivery")}
     problems: list[str] = []
     with engine.connect() as db:
         audits = db.execute(
@@ -575,7 +593,7 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
         # Dashboard writes, slot by slot, in the order each admin made them.
         by_slot: dict[tuple, list[Write]] = defaultdict(list)
         for write in writes:
-            if write.kind in ("edit save", "key-value add", "key-value edit", "status change", "bulk status"):
+            if write.kind in WRITE_KINDS:
                 by_slot[write.slot].append(write)
         for slot, slot_writes in by_slot.items():
             if slot[0] == "first_name":
@@ -800,12 +818,18 @@ def server_env(url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# Each access-log line: method, path, status, server microseconds, then the load's kind of request.
+KIND_ACCESS_FORMAT = "%(m)s %(U)s %(s)s %(D)s %({x-load-kind}i)s"
+
+
 def start_server(
     env: dict[str, str], workers: int, log: Path, access_log: Path | None = None
 ) -> tuple[subprocess.Popen, str]:
     """gunicorn with `workers` sync workers on a free port; (process, base URL)."""
     port = free_port()
-    process = run_gunicorn(env, "app:create_app()", port, workers, log, access_log or Path(os.devnull))
+    process = run_gunicorn(
+        env, "app:create_app()", port, workers, log, access_log or Path(os.devnull), KIND_ACCESS_FORMAT
+    )
     return process, f"http://127.0.0.1:{port}"
 
 

@@ -47,8 +47,9 @@ def free_port(preferred: int = 5433) -> int:
 class ThrowawayCluster:
     """initdb + pg_ctl on 127.0.0.1:<port>, trust authentication, removed by `destroy()`."""
 
-    def __init__(self, port: int | None = None, *, prefix: str = "pg-throwaway-"):
+    def __init__(self, port: int | None = None, *, prefix: str = "pg-throwaway-", settings: dict | None = None):
         self.bindir = postgres_bindir()
+        self.settings = settings or {}  # more postgresql.conf lines, e.g. {"shared_buffers": "2GB"}
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix=prefix))
         self.data = self.root / "data"
@@ -87,6 +88,7 @@ class ThrowawayCluster:
                 f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
                 "max_connections = 200\nfsync = on\nsynchronous_commit = on\n"
             )
+            conf.writelines(f"{name} = '{value}'\n" for name, value in self.settings.items())
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")

@@ -204,6 +204,10 @@ class Faults:
 
 
 class SoakAdmin(Admin):
+    # Over an hour an admin adding a pair every few seconds to the same 25 users would leave each
+    # with about 70 of them; real admins also delete, so each user keeps at most 4 of the load's.
+    keep_pairs = 4
+
     def actions(self) -> list[tuple]:
         return [*super().actions(), (self.bulk_change, 3), (self.export, 1)]
 
@@ -327,6 +331,42 @@ def mib(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:.1f}"
 
 
+class AccessLog:
+    """gunicorn's access log, read as it grows: (kind, status, server ms) of each request logged
+    since the last read (mixed_load.KIND_ACCESS_FORMAT: the kind is the X-Load-Kind header)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def read_new(self) -> list[tuple[str, int, float]]:
+        try:
+            with self.path.open("rb") as log:
+                log.seek(self.offset)
+                chunk = log.read()
+        except FileNotFoundError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        self.offset += len(complete)
+        rows = []
+        for line in complete.decode(errors="replace").splitlines():
+            parts = line.split(" ", 4)
+            if len(parts) == 5 and parts[2].isdigit() and parts[3].isdigit():
+                rows.append((parts[4], int(parts[2]), int(parts[3]) / 1000))
+        return rows
+
+
+def server_table(windows: list[dict[str, list[float]]], kinds: tuple[str, ...], width: float) -> list[str]:
+    """Markdown: server-side p50 / p95 per report window for `kinds` (from the access log)."""
+    out = ["| window | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for i, times in enumerate(windows):
+        cells = []
+        for kind in kinds:
+            these = [ms for k, values in times.items() if kind in ("all", k) for ms in values]
+            cells.append(f"{statistics.median(these):.1f} / {pct(these, 0.95):.0f}" if these else "-")
+        out.append(f"| {i * width:.0f}-{(i + 1) * width:.0f} s | " + " | ".join(cells) + " |")
+    return out
+
+
 def page_kind(kind: str) -> bool:
     return not kind.startswith(NOT_PAGES)
 
@@ -334,10 +374,12 @@ def page_kind(kind: str) -> bool:
 class Reporter(threading.Thread):
     """Every `every` seconds, what the last window saw."""
 
-    def __init__(self, t0, every, end, recorder, faults, rss, dsn, fake, stop):
+    def __init__(self, t0, every, end, recorder, faults, rss, dsn, fake, stop, access_log: AccessLog):
         super().__init__(name="reporter", daemon=True)
         self.t0, self.every, self.end = t0, every, end
         self.rec, self.faults, self.rss, self.dsn, self.fake, self.stop = recorder, faults, rss, dsn, fake, stop
+        self.access_log = access_log
+        self.server: list[dict[str, list[float]]] = []  # per report window: kind -> server ms (all statuses)
         self.reports: list[dict] = []
         self.fake_seen = 0
 
@@ -358,14 +400,22 @@ class Reporter(threading.Thread):
         figures = database_figures(self.dsn)
         out = [f"\n### Report {n}: {start - self.t0:.0f}-{end - self.t0:.0f} s\n"]
         out.append(f"{len(window)} requests ({len(window) / (end - start):.0f}/s)\n")
-        out.append("| request | count | p50 ms | p95 ms |")
-        out.append("|---|---:|---:|---:|")
+        server: dict[str, list[float]] = defaultdict(list)
+        for kind, _status, ms in self.access_log.read_new():
+            server[kind].append(ms)
+        self.server.append(server)
+        out.append("| request | count | p50 ms | p95 ms | server p50 ms | server p95 ms |")
+        out.append("|---|---:|---:|---:|---:|---:|")
         kinds = sorted({s.kind for s in window}, key=lambda k: (k.startswith("webhook"), k))
         for kind in [*kinds, "all"]:
             times = [s.ms for s in window if kind in ("all", s.kind)]
+            on_server = [ms for k, values in server.items() if kind in ("all", k) for ms in values]
             if times:
                 name = "**all**" if kind == "all" else kind
-                out.append(f"| {name} | {len(times)} | {statistics.median(times):.1f} | {pct(times, 0.95):.1f} |")
+                side = f"{statistics.median(on_server):.1f} | {pct(on_server, 0.95):.1f}" if on_server else "- | -"
+                out.append(
+                    f"| {name} | {len(times)} | {statistics.median(times):.1f} | {pct(times, 0.95):.1f} | {side} |"
+                )
         errors = Counter(
             (s.status, self.faults.label(s) or "outside faults") for s in window if s.status is None or s.status >= 400
         )
@@ -1324,7 +1374,9 @@ def judge_clerk_outage(v, f, samples, faults, plan, fake, sync_ids, dsn, baselin
     )
 
 
-def judge_goals(v, samples, faults, plan, t0, rss, outbox, exact_problems, counter_problems, half_written) -> None:
+def judge_goals(
+    v, samples, faults, plan, t0, rss, outbox, exact_problems, counter_problems, half_written, server
+) -> None:
     outside = [s for s in samples if faults.label(s) is None]
     fives = [s for s in outside if s.status is not None and s.status >= 500]
     no_answer = [s for s in outside if s.status is None]
@@ -1347,10 +1399,20 @@ def judge_goals(v, samples, faults, plan, t0, rss, outbox, exact_problems, count
         parts.append(f"{kind} {a:.0f} -> {b:.0f} ms ({(b / a - 1) * 100:+.0f}%)")
         if b > 1.2 * a:
             bad.append(kind)
+    on_server = []  # for reading the verdict: the same windows' server-side p95 (fault windows included)
+    if len(server) >= 2:
+        for kind in ("all", *MAIN_KINDS):
+            a, b = (
+                [ms for k, values in w.items() if kind in ("all", k) for ms in values] for w in (server[0], server[-1])
+            )
+            if a and b:
+                on_server.append(f"{kind} {pct(a, 0.95):.0f} -> {pct(b, 0.95):.0f} ms")
     v.add(
         "goal: p95 flat (last window within 20% of the first)",
         not bad,
-        "; ".join(parts) + (f" -- over 20%: {', '.join(bad)}" if bad else ""),
+        "; ".join(parts)
+        + (f" -- over 20%: {', '.join(bad)}" if bad else "")
+        + (f" (server-side: {'; '.join(on_server)})" if on_server else ""),
     )
     # RSS: each worker's last sample against its baseline (the first report after warm-up; a
     # worker born later, `replacement_warmup` after its birth).
@@ -1426,12 +1488,22 @@ def main() -> None:
     parser.add_argument("--push-interval", type=float, default=2.0)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep-pairs", type=int, default=4, help="pairs of the load's each user keeps at most")
+    parser.add_argument("--shared-buffers", default="2GB", help="the throwaway cluster's shared_buffers")
+    parser.add_argument("--effective-cache-size", default="8GB")
     args = parser.parse_args()
     total = args.seconds if args.seconds else args.minutes * 60
+    SoakAdmin.keep_pairs = args.keep_pairs
     plan = make_plan(total)
     plan_statement_timeout_s = args.statement_timeout_ms / 1000
 
-    cluster = ThrowawayCluster(args.port, prefix="soak-pg-")
+    # A production-like cache (PostgreSQL's default is 128 MB; a dedicated server gets about a quarter
+    # of its memory): the tables outgrow the default within the hour.
+    cluster = ThrowawayCluster(
+        args.port,
+        prefix="soak-pg-",
+        settings={"shared_buffers": args.shared_buffers, "effective_cache_size": args.effective_cache_size},
+    )
     logs = Path(tempfile.mkdtemp(prefix="soak-logs-"))
     gunicorn = push = None
     fake = None
@@ -1518,7 +1590,9 @@ def main() -> None:
         stop = threading.Event()
         rss = RssWatch(gunicorn.pid, 10.0 if total >= 1800 else 5.0, stop)
         rss.sample_once()
-        reporter = Reporter(t0, plan.report_every, deadline, recorder, faults, rss, dsn_app, fake, stop)
+        reporter = Reporter(
+            t0, plan.report_every, deadline, recorder, faults, rss, dsn_app, fake, stop, AccessLog(logs / "access.log")
+        )
         runner = FaultRunner(
             plan=plan,
             t0=t0,
@@ -1605,6 +1679,12 @@ def main() -> None:
                 + " |"
             )
 
+        print(
+            "\nServer-side p50 / p95 per report window, ms (gunicorn's access log: the time in the worker,"
+            " without the queue before it; every request, fault windows included)\n"
+        )
+        print("\n".join(server_table(reporter.server, ("all", *MAIN_KINDS, "key-value add"), plan.report_every)))
+
         with (logs / "samples.csv").open("w") as out:
             out.write("kind,started_s,ms,status,error,window\n")
             for s in samples:
@@ -1646,7 +1726,19 @@ def main() -> None:
         print("\n## Verdicts\n")
         verdicts = Verdicts()
         judge_faults(verdicts, faults, samples, senders, plan, fake, sync_ids, dsn_app, p95(baseline))
-        judge_goals(verdicts, samples, faults, plan, t0, rss, outbox, check["problems"], counter_problems, half_written)
+        judge_goals(
+            verdicts,
+            samples,
+            faults,
+            plan,
+            t0,
+            rss,
+            outbox,
+            check["problems"],
+            counter_problems,
+            half_written,
+            reporter.server,
+        )
         passed = sum(ok for _, ok, _ in verdicts.lines)
         print(f"\n{passed} of {len(verdicts.lines)} verdicts PASS", flush=True)
         failed = passed != len(verdicts.lines)

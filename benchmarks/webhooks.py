@@ -81,8 +81,17 @@ def plan_deliveries(n_users: int, seed: int, prefix: str = "bench") -> tuple[lis
     return deliveries, expected
 
 
+ACCESS_FORMAT = "%(m)s %(U)s %(s)s %(D)s"  # the time each request took in the server, in microseconds
+
+
 def run_gunicorn(
-    env: dict[str, str], app_spec: str, port: int, workers: int, log: Path, access_log: Path
+    env: dict[str, str],
+    app_spec: str,
+    port: int,
+    workers: int,
+    log: Path,
+    access_log: Path,
+    access_format: str = ACCESS_FORMAT,
 ) -> subprocess.Popen:
     command = [
         str(ROOT / ".venv/bin/gunicorn"),
@@ -92,11 +101,10 @@ def run_gunicorn(
         f"127.0.0.1:{port}",
         "--log-level",
         "warning",
-        # The time each request took in the server, in microseconds.
         "--access-logfile",
         str(access_log),
         "--access-logformat",
-        "%(m)s %(U)s %(s)s %(D)s",
+        access_format,
         app_spec,
     ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
