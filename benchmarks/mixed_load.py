@@ -358,16 +358,7 @@ class Admin(threading.Thread):
         if self.keep_pairs is not None and len(self.items[user_id]) >= self.keep_pairs:
             return self.delete_data(client, user_id)  # the user's pairs stay as many, not more each minute
         key, value = self.unique("k").lower(), self.unique("v")
-        write = Write("key-value add", ("kv", user_id, key), value, value)
-        response = self.rec.request(
-            client,
-            "key-value add",
-            "POST",
-            f"/users/{user_id}/data",
-            data={"csrf_token": self.csrf, "key": key, "value": value},
-            headers=HX,
-        )
-        self.rec.write(write, response)
+        write, response = self.data_write(client, "key-value add", user_id, key, value, f"/users/{user_id}/data")
         if write.answer == ACKED:
             found = re.search(r'<tr id="data-([^"]+)">\s*<td><code>' + re.escape(key) + "</code>", response.text)
             if found:
@@ -379,31 +370,19 @@ class Admin(threading.Thread):
             return self.add_data(client)
         user_id = self.rng.choice(owned)
         data_id, key = self.rng.choice(self.items[user_id])
-        value = self.unique("u")
-        write = Write("key-value edit", ("kv", user_id, key), value, value)
-        response = self.rec.request(
-            client,
-            "key-value edit",
-            "POST",
-            f"/users/{user_id}/data/{data_id}",
-            data={"csrf_token": self.csrf, "key": key, "value": value},
-            headers=HX,
-        )
-        self.rec.write(write, response)
+        self.data_write(client, "key-value edit", user_id, key, self.unique("u"), f"/users/{user_id}/data/{data_id}")
 
     def delete_data(self, client, user_id: str) -> None:
         """Delete the oldest pair this admin added to the user (its row is gone whatever the answer)."""
         data_id, key = self.items[user_id].pop(0)
-        write = Write("key-value delete", ("kv", user_id, key), None, None)
-        response = self.rec.request(
-            client,
-            "key-value delete",
-            "POST",
-            f"/users/{user_id}/data/{data_id}/delete",
-            data={"csrf_token": self.csrf},
-            headers=HX,
-        )
-        self.rec.write(write, response)
+        self.data_write(client, "key-value delete", user_id, key, None, f"/users/{user_id}/data/{data_id}/delete")
+
+    def data_write(self, client, kind: str, user_id: str, key: str, value: str | None, url: str):
+        """POST a pair's add, edit (`value`) or deletion (None) as htmx does; (write, response)."""
+        write = Write(kind, ("kv", user_id, key), value, value)
+        form = {"csrf_token": self.csrf} if value is None else {"csrf_token": self.csrf, "key": key, "value": value}
+        response = self.rec.request(client, kind, "POST", url, data=form, headers=HX)
+        return self.rec.write(write, response), response
 
     def change_status(self, client):
         user_id = self.rng.choice(self.targets)

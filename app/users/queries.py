@@ -165,6 +165,13 @@ def list_users(
     return page
 
 
+def users_named(q: str, limit: int) -> tuple[list[str], bool]:
+    """The ids of the newest `limit` users (deleted ones too) the list's search finds for `q`, and
+    whether there are more: the list's own plan, so a rare term never reads the whole table."""
+    page = list_users(UserFilters(q=q, include_deleted=True), per_page=limit, with_open_calls=False)
+    return [user.id for user in page.rows], page.next_cursor is not None
+
+
 def _rows(
     filters: UserFilters, sort: Sort, condition, *, descending: bool, limit: int, window: int | None, options
 ) -> list:
