@@ -360,7 +360,7 @@ class Admin(threading.Thread):
         key, value = self.unique("k").lower(), self.unique("v")
         write, response = self.data_write(client, "key-value add", user_id, key, value, f"/users/{user_id}/data")
         if write.answer == ACKED:
-            found = re.search(r'<tr id="data-([^"]+)">\s*<td><code>' + re.escape(key) + "</code>", response.text)
+            found = re.search(r'<tr id="data-([^"]+)">\s*<td[^>]*><code>' + re.escape(key) + "</code>", response.text)
             if found:
                 self.items[user_id].append((found.group(1), key))
 
@@ -590,13 +590,16 @@ def check_database(url: str, writes: list[Write], senders: list[WebhookSender], 
                 initial = "active"
             allowed, any_acked = allowed_final(slot_writes, initial)
             # A never-saved name keeps its demo value.
-            if (slot[0] != "first_name" or any_acked) and now not in allowed:
+            holds = not ((slot[0] != "first_name" or any_acked) and now not in allowed)
+            if not holds:
                 problems.append(f"{slot}: holds {now!r}, expected one of {sorted(map(str, allowed))}")
                 for w in slot_writes:
                     if w.answer == ACKED:
                         report[w.kind]["lost"] += 1
             for w in slot_writes:
                 report[w.kind][w.answer] += 1
+                # A deletion leaves no value to count: its key is gone, as the slot's check just saw.
+                report[w.kind]["verified"] += w.kind == "key-value delete" and w.answer == ACKED and holds
                 if w.token is not None:
                     seen = token_count[w.token]
                     if seen > 1:
