@@ -333,6 +333,37 @@ def user_search_condition(q: str) -> sa.ColumnElement[bool]:
     return sa.or_(matched, User.external_id == q)
 
 
+# A term that is a whole value of one of these (an email, a Clerk id, ...) is rare: a search skips its window.
+MIN_EXACT_LENGTH = 6
+
+
+def names_one_user(q: str) -> bool:
+    """A term that is a whole email, Clerk id, username or external id of someone (found through
+    their equality indexes) is rare: its matches come straight from the search index."""
+    return len(q) >= MIN_EXACT_LENGTH and " " not in q and exact_match_exists(q)
+
+
+def exact_match_exists(q: str) -> bool:
+    """Whether the term is a whole email, Clerk id (user_..., inv_...), username or external id,
+    each looked up through its equality index."""
+    return db.session.scalar(_EXACT_MATCH, {"q": q, "lowered": q.lower()}) is not None
+
+
+# Built once: the values are parameters.
+_EXACT_MATCH = (
+    sa.select(sa.true())
+    .where(
+        sa.or_(
+            sa.func.lower(User.email) == sa.bindparam("lowered", type_=sa.Text),
+            User.clerk_id == sa.bindparam("q", type_=sa.Text),
+            sa.func.lower(User.username) == sa.bindparam("lowered", type_=sa.Text),
+            User.external_id == sa.bindparam("q", type_=sa.Text),
+        )
+    )
+    .limit(1)
+)
+
+
 def _prefix_condition(lowered: str) -> sa.ColumnElement[bool]:
     term = escape_like(lowered)
     starts = [column.like(term + "%", escape="\\") for column in PREFIX_SEARCHED]

@@ -450,7 +450,7 @@ def test_whole_values_list_every_row_the_substring_search_would(
 
 
 def test_a_whole_value_is_found_through_an_equality_index_first(app, db, lookalikes):
-    from app.users.queries import exact_match_exists
+    from app.models import exact_match_exists
 
     assert exact_match_exists("BOB@example.test")  # emails and usernames whatever their case
     assert exact_match_exists("Jimbob")

@@ -9,9 +9,8 @@ from sqlalchemy.orm import selectinload
 
 from app.audit.labels import action_label, parse_changes
 from app.extensions import db
-from app.models import AuditEvent, Organization, StaffGroup, User, escape_like
-from app.pagination import Keyset, KeysetPage, ListFilters, keyset_page, select_page, text_arg
-from app.users.queries import users_named
+from app.models import AuditEvent, Organization, StaffGroup, User, escape_like, names_one_user, user_search_condition
+from app.pagination import Keyset, KeysetPage, ListFilters, keyset_page, search_rows, select_page, text_arg
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,36 @@ def target_conditions(text: str) -> list[sa.ColumnElement[bool]]:
     """
     if db.session.scalar(sa.select(User.id).where(User.id == text)) is not None:
         return [AuditEvent.target_id == text]
-    # The list's plan: a LIMIT alone let PostgreSQL scan a million users for a rare term (1.5 s).
-    named, more = users_named(text, MAX_SCANS)
-    if more:
+    named = users_named(text, MAX_SCANS + 1)
+    if len(named) > MAX_SCANS:
         return [_label_contains(AuditEvent.target_label, text)]
     return [AuditEvent.target_id == user_id for user_id in named] or [sa.false()]
+
+
+def users_named(text: str, limit: int) -> list[str]:
+    """The ids of the newest `limit` users (deleted ones too) the users list's search finds for
+    `text`, with that list's plan on PostgreSQL (app.pagination.search_rows): a bare LIMIT let
+    PostgreSQL scan a million users for a rare term (1.5 s)."""
+    condition = user_search_condition(text)
+    if db.session.get_bind().dialect.name != "postgresql":
+        return list(db.session.scalars(sa.select(User.id).where(condition).order_by(*NEWEST_USERS).limit(limit)))
+    window = 0 if names_one_user(text) else USERS_SEARCH_WINDOW
+    rows = search_rows(
+        User,
+        unsearched=sa.select(User) if window else None,
+        searched=sa.select(User).where(condition),
+        hit=condition if window else None,
+        sort_key=User.created_at,
+        condition=None,
+        descending=True,
+        limit=limit,
+        window=window,
+    )
+    return [user.id for user, _ in rows]
+
+
+NEWEST_USERS = (User.created_at.desc(), User.id.desc())
+USERS_SEARCH_WINDOW = 6000  # the users list's SEARCH_WINDOW (app/users/queries.py)
 
 
 def actor_conditions(text: str) -> list[sa.ColumnElement[bool]]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import with_expression
 
 from app.clerk.outbox import has_open_calls
 from app.extensions import db
-from app.models import NAME_SORT_KEY, SIGN_IN_SORT_KEY, User, UserRole, UserStatus
+from app.models import NAME_SORT_KEY, SIGN_IN_SORT_KEY, User, UserRole, UserStatus, names_one_user
 from app.models import user_search_condition as search_condition
 from app.pagination import (
     Keyset,
@@ -33,8 +33,6 @@ from app.pagination import (
 
 COUNT_CAP = 10_000
 MAX_QUERY_LENGTH = 200
-# A term that is a whole value of one of these (an email, a Clerk id, ...) skips the window: it is rare.
-MIN_EXACT_LENGTH = 6
 # A search first looks for a page of matches among this many rows of the list in its order
 # (enough for any common term), and only then asks the search index for every match.
 SEARCH_WINDOW = 6000
@@ -96,27 +94,6 @@ def filtered(filters: UserFilters) -> sa.Select:
     return query
 
 
-def exact_match_exists(q: str) -> bool:
-    """Whether the term is a whole email, Clerk id (user_..., inv_...), username or external id,
-    each looked up through its equality index."""
-    return db.session.scalar(_EXACT_MATCH, {"q": q, "lowered": q.lower()}) is not None
-
-
-# Built once: the values are parameters.
-_EXACT_MATCH = (
-    sa.select(sa.true())
-    .where(
-        sa.or_(
-            sa.func.lower(User.email) == sa.bindparam("lowered", type_=sa.Text),
-            User.clerk_id == sa.bindparam("q", type_=sa.Text),
-            sa.func.lower(User.username) == sa.bindparam("lowered", type_=sa.Text),
-            User.external_id == sa.bindparam("q", type_=sa.Text),
-        )
-    )
-    .limit(1)
-)
-
-
 # --- pages ---------------------------------------------------------------------------------
 
 
@@ -144,7 +121,7 @@ def list_users(
     sort = SORTS[filters.sort]
     window = None  # no search, SQLite, or the export: a plain query
     if windowed and filters.q and db.session.get_bind().dialect.name == "postgresql":
-        window = 0 if _names_one_row(filters.q) else SEARCH_WINDOW
+        window = 0 if names_one_user(filters.q) else SEARCH_WINDOW
 
     def options(entity) -> tuple:
         if not with_open_calls:
@@ -163,13 +140,6 @@ def list_users(
     )
     page.rows = [user for user, _ in page.rows]
     return page
-
-
-def users_named(q: str, limit: int) -> tuple[list[str], bool]:
-    """The ids of the newest `limit` users (deleted ones too) the list's search finds for `q`, and
-    whether there are more: the list's own plan, so a rare term never reads the whole table."""
-    page = list_users(UserFilters(q=q, include_deleted=True), per_page=limit, with_open_calls=False)
-    return [user.id for user in page.rows], page.next_cursor is not None
 
 
 def _rows(
@@ -194,12 +164,6 @@ def _rows(
         window=window,
         options=options,
     )
-
-
-def _names_one_row(q: str) -> bool:
-    """A term that is a whole email, Clerk id, username or external id of someone (found through
-    their equality indexes) is rare: its matches come straight from the search index."""
-    return len(q) >= MIN_EXACT_LENGTH and " " not in q and exact_match_exists(q)
 
 
 _WITH_OPEN_CALLS = (with_expression(User.has_open_calls, has_open_calls(User.id)),)
