@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from app.audit.services import Actor, record
 from app.config import from_environment
+from app.extensions import db as _db
 from app.models import AuditEvent, ClerkCall, User, UserRole, WebhookEvent, utcnow
 from tests.clerk_payloads import clerk_user, sign, user_created, user_updated
-from tests.conftest import csrf_token_from
+from tests.conftest import csrf_token_from, make_app
 
 pytestmark = pytest.mark.usefixtures("signing_secret")
 
@@ -414,6 +415,97 @@ def test_a_row_a_request_holds_is_skipped_and_pruned_next_time(app, db, runner):
         other.dispose()
     assert prune(runner, "--payload-days", "0").exit_code == 0
     assert delivery(db, held) is None
+
+
+class SlowDeletes:
+    """Each deleted audit event costs `seconds` (a row trigger sleeping): as a cold cache, a
+    checkpoint or a busy server makes a batch outlast the statement timeout."""
+
+    def __init__(self, database_url: str, seconds: float):
+        self.engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN OLD; END $$"
+                )
+            )
+            connection.execute(
+                sa.text(
+                    "CREATE TRIGGER slow_delete BEFORE DELETE ON audit_events "
+                    "FOR EACH ROW EXECUTE FUNCTION slow_delete()"
+                )
+            )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        with self.engine.begin() as connection:
+            connection.execute(sa.text("DROP TRIGGER slow_delete ON audit_events"))
+            connection.execute(sa.text("DROP FUNCTION slow_delete()"))
+        self.engine.dispose()
+
+
+def timed_prune(database_url: str, *args: str):
+    """`prune` on an app whose statement timeout is 350 ms."""
+    guarded = make_app(database_url, DATABASE_STATEMENT_TIMEOUT_MS=350)
+    with guarded.app_context():  # a command runs in the app context it finds (the tests' own app's)
+        try:
+            return prune(guarded.test_cli_runner(), *args)
+        finally:
+            _db.session.remove()
+            _db.engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_a_batch_that_outlasts_the_statement_timeout_is_halved_and_the_run_goes_on(database_url, db, ada):
+    events = [audit_event_aged(db, ada, 400 + n) for n in range(10)]
+    kept = audit_event_aged(db, ada, 10)
+
+    db.session.rollback()  # no transaction of ours left open on the table: the trigger's drop waits for any
+    with SlowDeletes(database_url, 0.1):  # 8 rows: 0.8 s, 4: 0.4 s, past 350 ms; 2 rows: 0.2 s
+        result = timed_prune(database_url, "--audit-days", "365", "--batch-size", "8")
+
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "a batch outlasted the statement timeout: going on with batches of 4" in result.output
+    assert "going on with batches of 2" in result.output
+    assert "audit events deleted (older than 365 days): 10" in result.output
+    db.session.expire_all()
+    assert [db.session.get(AuditEvent, event) for event in events] == [None] * 10
+    assert db.session.get(AuditEvent, kept) is not None
+    (summary,) = summary_events(db)
+    assert json.loads(summary.changes)["audit_events_deleted"] == 10
+    assert "interrupted" not in json.loads(summary.changes)
+
+
+@pytest.mark.postgresql
+def test_a_row_that_cannot_be_pruned_within_the_timeout_stops_the_run_clearly(database_url, db, ada):
+    (old_delivery,) = old_deliveries(db, 100)
+    event = audit_event_aged(db, ada, 400)
+
+    db.session.rollback()  # no transaction of ours left open on the table: the trigger's drop waits for any
+    with SlowDeletes(database_url, 0.5):  # even one row outlasts 350 ms
+        result = timed_prune(database_url, "--audit-days", "365", "--batch-size", "4")
+
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "going on with batches of 1" in result.output
+    assert (
+        "Stopped: one of the audit events could not be deleted within the statement timeout "
+        "(DATABASE_STATEMENT_TIMEOUT_MS): the table is locked or the server overloaded. "
+        "What was pruned stays pruned, and a rerun carries on from there." in result.output
+    )
+    assert delivery(db, old_delivery) is None  # the step before it was done and committed
+    assert db.session.get(AuditEvent, event) is not None
+    (summary,) = summary_events(db)
+    changes = json.loads(summary.changes)
+    assert (changes["webhook_events_deleted"], changes["audit_events_deleted"], changes["interrupted"]) == (1, 0, True)
+
+    assert timed_prune(database_url, "--audit-days", "365").exit_code == 0  # once it is quick again
+    db.session.expire_all()
+    assert db.session.get(AuditEvent, event) is None
 
 
 # --- the audit trail's filters, read through their indexes --------------------------------------

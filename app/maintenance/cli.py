@@ -10,8 +10,10 @@ from contextlib import contextmanager
 import click
 from flask import current_app
 from flask.cli import AppGroup
+from sqlalchemy import exc
 
 from app.audit.services import Actor
+from app.database import timed_out
 from app.extensions import db
 from app.maintenance.services import MIN_WEBHOOK_DAYS, Retention, RetentionRefused, record_prune
 from app.models import utcnow
@@ -19,6 +21,14 @@ from app.models import utcnow
 maintenance_cli = AppGroup("maintenance", help="Upkeep of the tables that only grow.")
 
 PROGRESS_EVERY_SECONDS = 5.0
+# After a batch outlasts the statement timeout the batches are halved; after this many quick ones
+# in a row they double again, up to --batch-size (a cold cache or a checkpoint passes).
+REGROW_AFTER = 20
+
+
+class PruneStalled(Exception):
+    """Even a batch of one row outlasted the statement timeout (a lock on the table, a server
+    overloaded): the run stops, keeping what it pruned."""
 
 
 def _days(name: str, setting: str, extra: str = "") -> click.Option:
@@ -101,6 +111,7 @@ def prune_command(
     pruned: dict[str, int] = {}
     started = time.monotonic()
     interrupted = False
+    stalled = None
     with _sigterm_interrupts():
         try:
             for step in steps:
@@ -108,6 +119,9 @@ def prune_command(
         except KeyboardInterrupt:
             db.session.rollback()  # the batch under way; every batch before it is committed
             interrupted = True
+        except PruneStalled as stop:
+            db.session.rollback()
+            interrupted, stalled = True, stop
     record_prune(retention, pruned, actor=Actor.cli(), interrupted=interrupted)
     db.session.commit()
     elapsed = time.monotonic() - started
@@ -115,6 +129,9 @@ def prune_command(
     summary = ", ".join(f"{pruned.get(step.kind.key, 0):,} {step.kind.label}" for step in steps) or "nothing to do"
     rate = f", {total / elapsed:,.0f} rows/s" if elapsed > 0 and total else ""
     click.echo(f"Pruned in {elapsed:.1f} s{rate}: {summary}.")
+    if stalled:
+        click.echo(f"Stopped: {stalled} What was pruned stays pruned, and a rerun carries on from there.", err=True)
+        raise SystemExit(1)
     if interrupted:
         click.echo("Interrupted: what was pruned stays pruned, and a rerun carries on from there.", err=True)
         raise SystemExit(130)
@@ -122,16 +139,36 @@ def prune_command(
 
 def _run_step(step, pruned: dict[str, int], *, batch_size: int, pause: float, now) -> None:
     """Batches of one step until one comes back short, each committed and added to `pruned` (so an
-    interrupted run's summary holds what it did); a progress line every few seconds."""
+    interrupted run's summary holds what it did); a progress line every few seconds.
+
+    A batch stopped by the statement timeout (PostgreSQL; cold pages, a checkpoint, a busy server)
+    is rolled back and tried again at half the size, down to one row; quick batches grow back."""
     done, started = 0, time.monotonic()
     last_report = started
+    size, quick = batch_size, 0
     while True:
-        n = step.prune_batch(batch_size, now=now)
-        db.session.commit()
+        try:
+            n = step.prune_batch(size, now=now)
+            db.session.commit()
+        except exc.OperationalError as error:
+            if not timed_out(error):
+                raise
+            db.session.rollback()
+            if size == 1:
+                raise PruneStalled(
+                    f"one of the {step.kind.noun} could not be {step.kind.verb} within the statement timeout "
+                    "(DATABASE_STATEMENT_TIMEOUT_MS): the table is locked or the server overloaded."
+                ) from error
+            size, quick = max(1, size // 2), 0
+            click.echo(f"  a batch outlasted the statement timeout: going on with batches of {size:,}")
+            continue
         done += n
         pruned[step.kind.key] = done
-        if n < batch_size:
+        if n < size:
             break
+        quick += 1
+        if size < batch_size and quick >= REGROW_AFTER:
+            size, quick = min(batch_size, size * 2), 0
         if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
             last_report = time.monotonic()
             click.echo(f"  {step.kind.label}: {done:,} so far ({done / (last_report - started):,.0f} rows/s)")
