@@ -2,9 +2,9 @@
 payload, each change an `audit_events` row, each call to Clerk a `clerk_outbox` row.
 
 The work is done in batches the caller commits one by one, so it can run while the dashboard
-serves: each batch picks at most `limit` row ids by the time index, oldest first (on PostgreSQL
+serves: each batch picks at most `limit` rows by the time index, oldest first (on PostgreSQL
 `FOR UPDATE SKIP LOCKED`: a row a request holds is left for the next run), and updates or deletes
-those rows by id. Nothing locks a table; stopping between or inside batches leaves every row whole,
+those rows (by address on PostgreSQL, by id on SQLite). Nothing locks a table; stopping between or inside batches leaves every row whole,
 and a later run carries on from the oldest rows still due. Nothing here commits.
 
 What is kept, whatever the settings: a delivery's row for at least MIN_WEBHOOK_DAYS (its svix id
@@ -108,45 +108,51 @@ class Retention:
 # --- one batch of each kind -------------------------------------------------------------------
 
 
-def _oldest(select: sa.Select, time_column: sa.ColumnElement, limit: int) -> sa.Select:
-    """The ids of at most `limit` due rows, oldest first; rows another transaction holds are skipped
-    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one writer at a time and no row locks)."""
-    return select.order_by(time_column).limit(limit).with_for_update(skip_locked=True)
+def _oldest(model: type, due: sa.ColumnElement[bool], time_column: sa.ColumnElement, limit: int):
+    """Which rows a batch takes: at most `limit` rows of `model` that are `due`, oldest first; rows
+    another transaction holds are skipped (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one
+    writer at a time and no row locks). A condition for the batch's UPDATE or DELETE.
+
+    On PostgreSQL the rows are named by their address (`ctid`, stable while they are locked), so
+    the UPDATE or DELETE goes straight to their pages; named by id, each was looked up in the
+    primary key, a random read each: a batch of 1,000 audit events took over 5 s on a cold cache."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        ctid = sa.literal_column("ctid")
+        picked = sa.select(ctid).select_from(model).where(due)
+        picked = picked.order_by(time_column).limit(limit).with_for_update(skip_locked=True)
+        return ctid == sa.func.any(sa.func.array(picked.scalar_subquery()))
+    key = model.__table__.c.id
+    picked = sa.select(key).where(due).order_by(time_column).limit(limit).with_for_update(skip_locked=True)
+    return key.in_(picked.scalar_subquery())
 
 
 def delete_deliveries(cutoff: datetime, limit: int, now: datetime) -> int:
     """Delete up to `limit` deliveries received before `cutoff`; the number deleted."""
-    ids = _oldest(sa.select(WebhookEvent.id).where(WebhookEvent.received_at < cutoff), WebhookEvent.received_at, limit)
-    table = WebhookEvent.__table__
-    return db.session.execute(sa.delete(table).where(table.c.id.in_(ids.scalar_subquery()))).rowcount
+    picked = _oldest(WebhookEvent, WebhookEvent.received_at < cutoff, WebhookEvent.received_at, limit)
+    return db.session.execute(sa.delete(WebhookEvent.__table__).where(picked)).rowcount
 
 
 def clear_payloads(cutoff: datetime, limit: int, now: datetime) -> int:
     """Clear the payload of up to `limit` deliveries received before `cutoff` (through the partial
     index of those whose payload is kept); the row and its outcome stay. The number cleared."""
-    due = sa.select(WebhookEvent.id).where(WebhookEvent.payload.is_not(None), WebhookEvent.received_at < cutoff)
-    ids = _oldest(due, WebhookEvent.received_at, limit)
-    table = WebhookEvent.__table__
-    statement = (
-        sa.update(table).where(table.c.id.in_(ids.scalar_subquery())).values(payload=None, payload_pruned_at=now)
-    )
+    due = sa.and_(WebhookEvent.payload.is_not(None), WebhookEvent.received_at < cutoff)
+    picked = _oldest(WebhookEvent, due, WebhookEvent.received_at, limit)
+    statement = sa.update(WebhookEvent.__table__).where(picked).values(payload=None, payload_pruned_at=now)
     return db.session.execute(statement).rowcount
 
 
 def delete_audit_events(cutoff: datetime, limit: int, now: datetime) -> int:
     """Delete up to `limit` audit events older than `cutoff`; the number deleted."""
-    ids = _oldest(sa.select(AuditEvent.id).where(AuditEvent.occurred_at < cutoff), AuditEvent.occurred_at, limit)
-    table = AuditEvent.__table__
-    return db.session.execute(sa.delete(table).where(table.c.id.in_(ids.scalar_subquery()))).rowcount
+    picked = _oldest(AuditEvent, AuditEvent.occurred_at < cutoff, AuditEvent.occurred_at, limit)
+    return db.session.execute(sa.delete(AuditEvent.__table__).where(picked)).rowcount
 
 
 def delete_finished_calls(cutoff: datetime, limit: int, now: datetime) -> int:
     """Delete up to `limit` delivered or superseded calls to Clerk made before `cutoff` (never a
     pending or refused one); the number deleted."""
-    due = sa.select(ClerkCall.id).where(ClerkCall.state.in_(FINISHED_CALLS), ClerkCall.created_at < cutoff)
-    ids = _oldest(due, ClerkCall.id, limit)  # ids grow with created_at
-    table = ClerkCall.__table__
-    return db.session.execute(sa.delete(table).where(table.c.id.in_(ids.scalar_subquery()))).rowcount
+    due = sa.and_(ClerkCall.state.in_(FINISHED_CALLS), ClerkCall.created_at < cutoff)
+    picked = _oldest(ClerkCall, due, ClerkCall.id, limit)  # ids grow with created_at
+    return db.session.execute(sa.delete(ClerkCall.__table__).where(picked)).rowcount
 
 
 def _count(condition: sa.ColumnElement[bool], newer: sa.ColumnElement[bool] | None) -> int:
