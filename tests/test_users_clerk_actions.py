@@ -352,6 +352,58 @@ def test_bad_metadata_is_refused_by_the_field_with_the_text_kept_and_nothing_sav
     assert fake.calls == []
 
 
+@pytest.mark.parametrize(
+    ("typed", "path"),
+    [('{"tier": 3, "plan": null}', "plan"), ('{"tier": 2, "billing": {"card": null}}', "billing.card")],
+    ids=["key", "nested key"],
+)
+def test_a_key_set_to_null_is_refused_because_clerk_would_remove_it(client, staff, grace, fake, db, typed, path):
+    # Clerk's metadata update is a deep merge in which null removes a key: saved here as null, the
+    # key would be gone in Clerk, and the dashboard and Clerk would disagree from then on.
+    values = metadata_form(client, grace, "private")
+    before = state_of(db, grace)
+    fake.calls.clear()
+
+    response = client.post(metadata_url(grace, "private"), data={**values, "value": typed})
+
+    assert response.status_code == 422
+    page = html.unescape(response.get_data(as_text=True))
+    assert f'"{path}" is null: Clerk removes a key set to null, so it would not be kept.' in page
+    assert form_values(response.get_data(as_text=True), metadata_url(grace, "private"))["value"] == typed
+    assert state_of(db, grace) == before
+    assert fake.calls == []
+
+
+def test_the_edit_form_refuses_a_key_set_to_null_by_its_field(client, staff, grace, fake, db):
+    before = state_of(db, grace)
+    fake.calls.clear()
+
+    response = edit(client, grace, unsafe_metadata='{"theme": null}', first_name="Amazing Grace")
+
+    assert response.status_code == 422
+    page = html.unescape(response.get_data(as_text=True))
+    assert '"theme" is null: Clerk removes a key set to null' in page
+    assert "Amazing Grace" in page  # what was typed is kept
+    assert state_of(db, grace) == before
+    assert fake.calls == []
+
+
+def test_a_null_clerk_already_holds_is_kept_and_the_rest_saved(client, staff, grace, fake, db, grace_in_clerk):
+    grace_in_clerk["private_metadata"] = {"legacy": None, "tier": 2}  # written by a full replace, long ago
+    grace.private_metadata = json.dumps({"legacy": None, "tier": 2}, sort_keys=True)
+    db.session.commit()
+    values = metadata_form(client, grace, "private")
+    fake.calls.clear()
+
+    response = client.post(metadata_url(grace, "private"), data={**values, "value": '{"legacy": null, "tier": 3}'})
+
+    assert response.status_code == 302
+    assert mutations(fake) == [("PATCH", f"/v1/users/{grace.clerk_id}/metadata", {"private_metadata": {"tier": 3}})]
+    assert grace_in_clerk["private_metadata"] == {"legacy": None, "tier": 3}
+    db.session.expire_all()
+    assert json.loads(grace.private_metadata) == grace_in_clerk["private_metadata"]
+
+
 def test_bad_metadata_over_htmx_answers_the_block_with_the_error(client, staff, grace, fake, db):
     values = metadata_form(client, grace, "unsafe")
     before = state_of(db, grace)

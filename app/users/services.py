@@ -245,6 +245,22 @@ def stored_metadata(user: User, kind: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def new_null(value: dict, stored: object, path: str = "") -> str | None:
+    """The first key (a dotted path) `value` sets to null where `stored` does not hold null.
+
+    Clerk's metadata update is a deep merge in which null removes a key (docs/clerk.md §7): Clerk
+    would drop the key while the dashboard kept it, and the two would disagree from then on. A null
+    Clerk already holds is left alone by the merge, so it may stay."""
+    stored = stored if isinstance(stored, dict) else {}
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        if item is None and not (key in stored and stored[key] is None):
+            return where
+        if isinstance(item, dict) and (found := new_null(item, stored.get(key), where)):
+            return found
+    return None
+
+
 def _metadata_to_store(user: User, kind: str, value: dict | str | None) -> tuple[dict, str]:
     """The object to store and send (the dashboard's public keys kept), and its text; refuses > 8 KiB.
 
@@ -254,7 +270,14 @@ def _metadata_to_store(user: User, kind: str, value: dict | str | None) -> tuple
         value = json.loads(value) if value else {}
     if not isinstance(value, dict):
         raise MetadataError('Metadata must be a JSON object, like {"plan": "pro"}.', kind)
-    value = with_dashboard_keys(kind, value, stored_metadata(user, kind))
+    stored = stored_metadata(user, kind)
+    value = with_dashboard_keys(kind, value, stored)
+    if path := new_null(value, stored):
+        raise MetadataError(
+            f'"{path}" is null: Clerk removes a key set to null, so it would not be kept. '
+            'Remove the key, or give it a value ("", false, 0 or {}).',
+            kind,
+        )
     if metadata_size(value) > MAX_METADATA_BYTES:
         raise MetadataError(
             f"Metadata is at most {MAX_METADATA_BYTES // 1024} KiB once serialised (Clerk's limit).", kind
