@@ -375,9 +375,16 @@ def _prefix_condition(lowered: str) -> sa.ColumnElement[bool]:
 
 
 def _telling_piece(lowered: str, pieces: list[str]) -> str:
-    """The piece the trigram index should look for: the longest (the last of equals: the random part
-    of a Clerk id), taken from an email's local part when that has one of three letters."""
+    """What the trigram index should look for: the longest piece (the last of equals: the random
+    part of a Clerk id), taken from an email's local part when that has one of three letters.
+
+    A local part of shorter pieces only (`jo@example.com`) gives the whole term instead: every row
+    may hold each piece of the domain, but pg_trgm makes trigrams of the short word too (` jo`,
+    `jo `), and all of them together narrow what the index returns (at a million users, a term
+    matching nobody: 944 -> 75 ms for `jo@example.com`, 997 -> 358 ms for `x@example.org`)."""
     local = PIECE.findall(lowered.partition("@")[0]) if "@" in lowered else []
+    if local and max(map(len, local)) < MIN_TRIGRAM_PIECE:
+        return lowered
     candidates = [p for p in local if len(p) >= MIN_TRIGRAM_PIECE] or pieces
     return max(reversed(candidates), key=len)
 

@@ -99,6 +99,9 @@ def every_page(client, url: str) -> tuple[list[str], str]:
         ("nobody-at-all", []),
         ("100%", []),  # LIKE wildcards are searched for literally
         ("a_a", []),  # "_" is not a wildcard: it would match "ada"
+        ("da@example.com", ["ada@example.com"]),  # a short local part: the whole term, inside a word
+        ("a@example.com", ["barbara@example.com", "ada@example.com"]),
+        ("ar@example.com", []),
     ],
 )
 def test_search(client, staff, people, q, expected):
@@ -492,7 +495,8 @@ def test_searches_are_served_by_an_index(app, db, q, index):
         ("weber.kevin56944@example.com", "%kevin56944%"),  # not "example", which every row may hold
         ("user_2abcDEF123", "%2abcdef123%"),  # not "user", which every Clerk id holds
         ("inv_2xyz987", "%2xyz987%"),
-        ("al@example.com", "%example%"),  # a local part too short: the longest piece there is
+        ("al@example.com", "%al@example.com%"),  # a local part too short: all the trigrams of the term
+        ("@example.com", "%example%"),  # no local part: the longest piece there is
     ],
 )
 def test_a_term_of_several_pieces_asks_the_trigram_index_for_its_telling_piece(app, db, q, piece):
