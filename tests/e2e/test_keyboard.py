@@ -149,3 +149,21 @@ def test_opening_a_list_leaves_focus_where_the_browser_put_it(signed_in):
     page.goto("/users")
     expect(page.locator(".result-count")).not_to_contain_text("Counting")
     assert page.evaluate("document.activeElement === document.body")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_skip_link_covers_what_is_under_it_when_shown(browser, live_server, scheme):
+    context = browser.new_context(base_url=live_server, color_scheme=scheme, viewport={"width": 390, "height": 700})
+    page = context.new_page()
+    try:
+        page.goto("/auth/sign-in")
+        page.keyboard.press("Tab")
+        link = page.locator(".skip-link")
+        assert link.evaluate("el => el === document.activeElement")
+        style = link.evaluate("el => { const s = getComputedStyle(el); return [s.backgroundColor, s.color]; }")
+        assert style[0].startswith("rgb("), style  # opaque at once (no fade): the brand under it stays hidden
+        assert style[0] != style[1], style
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.id") == "main"
+    finally:
+        context.close()
