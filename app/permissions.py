@@ -45,6 +45,10 @@ CATALOGUE: tuple[Permission, ...] = (
     Permission(
         "organizations.manage", "Rename organizations; add, remove and change members; invite and revoke invitations."
     ),
+    Permission(
+        "organizations.delete",
+        "Delete organizations, here and in Clerk: their memberships end and their invitations are revoked.",
+    ),
     Permission("webhooks.replay", "Re-apply a stored webhook event, which can force an older version over newer data."),
     Permission("clerk.retry", "Retry refused calls to Clerk, take Clerk's value instead, or send pending calls now."),
     Permission("audit.view", "See the whole audit trail (each user's own history is on their page)."),

@@ -234,6 +234,12 @@ ROWS: tuple[Row, ...] = (
     ),
     get("sessions", "users.sessions", lambda t: f"/users/{t.user}/sessions", "users.sessions", htmx=True),
     get(
+        "organization-delete-form",
+        "organizations.delete",
+        lambda t: f"/organizations/{t.organization}/delete",
+        "organizations.delete",
+    ),
+    get(
         "member-remove-confirm",
         "organizations.remove",
         lambda t: f"/organizations/{t.organization}/members/{t.membership}/delete",
@@ -403,6 +409,13 @@ ROWS: tuple[Row, ...] = (
         lambda t: {},
         ok=(200,),
         htmx=True,
+    ),
+    post(
+        "organization-delete",
+        "organizations.delete",
+        lambda t: f"/organizations/{t.organization}/delete",
+        "organizations.delete",
+        lambda t: {"confirm": "acme-corp"},
     ),
     post(
         "organization-invite",

@@ -45,8 +45,10 @@ from app.models import (
     utcnow,
 )
 from app.organizations.services import (
+    OrganizationError,
     add_member,
     change_member_role,
+    delete_organization,
     invite_to_organization,
     remove_member,
     rename_organization,
@@ -624,3 +626,99 @@ def test_a_refused_rename_is_shown_where_the_admin_acted_and_its_buttons_return_
     taken = client.post(f"/clerk/calls/{call.id}/take-clerk-value", data={"csrf_token": token})
     assert taken.status_code == 302 and taken.headers["Location"] == f"/organizations/{acme.id}#clerk"
     assert fresh(db, acme).slug == "acme"
+
+
+# --- deletion ----------------------------------------------------------------------------------------
+
+
+def test_deleting_an_organization_over_http_ends_it_here_and_deletes_it_in_clerk_once(
+    client, db, fake, acme, graces_membership, root, auth, staff, acme_in_clerk
+):
+    invitation = invite_to_organization(acme, "friend@example.com", "org:member", actor=staff)
+    db.session.commit()
+    push(db, organizations=[acme])
+    fake.calls.clear()
+    auth.sign_in(root)
+    page = client.get(f"/organizations/{acme.id}").get_data(as_text=True)
+    assert f'href="/organizations/{acme.id}/delete"' in page
+
+    form = client.get(f"/organizations/{acme.id}/delete").get_data(as_text=True)
+    assert "Type acme to confirm." in form and "1 member lose it" in form
+    token = csrf_token_from(form)
+    refused = client.post(f"/organizations/{acme.id}/delete", data={"csrf_token": token, "confirm": "Acme Inc"})
+    assert refused.status_code == 422
+    assert "Type acme exactly to confirm; nothing was deleted." in refused.get_data(as_text=True)
+    assert 'value="Acme Inc"' in refused.get_data(as_text=True)  # what was typed stays
+    assert fresh(db, acme).deleted_at is None and fake.calls == []
+
+    done = client.post(f"/organizations/{acme.id}/delete", data={"csrf_token": token, "confirm": " ACME "})
+
+    assert done.status_code == 302 and done.headers["Location"] == f"/organizations/{acme.id}"
+    assert mutations(fake) == [("DELETE", f"/v1/organizations/{acme_in_clerk['id']}", None)]
+    assert fake.organization(acme_in_clerk["id"]) is None
+    assert calls(db)[-1] == ("delete_organization", "delivered")
+    gone = fresh(db, acme)
+    assert gone.deleted_at is not None and gone.members_count == 0
+    assert fresh(db, graces_membership).deleted_at is not None
+    assert fresh(db, invitation).status == "revoked"
+    recorded = actions_on(db, acme)  # what Clerk's own webhook would have recorded, by the admin
+    assert recorded.count("organization.delete") == 1
+    assert {"membership.organization_deleted", "organization_invitation.organization_deleted"} <= set(recorded)
+    shown = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Deleted Acme. It is read-only here; its history stays." in shown
+    assert "this organization is read-only here" in shown and f"/organizations/{acme.id}/delete" not in shown
+    assert client.get(f"/organizations/{acme.id}/delete").status_code == 409
+
+    # Clerk's webhook for the deletion comes after: nothing more happens, nothing is recorded twice.
+    deliver(client, "organization.deleted", {"object": "organization", "id": acme_in_clerk["id"], "deleted": True})
+    assert sorted(actions_on(db, acme)) == sorted(recorded)
+
+
+def test_a_deletion_is_not_sent_after_the_organizations_calls_it_makes_pointless(
+    db, fake, acme, graces_membership, staff
+):
+    fake.stop()
+    rename_organization(acme, name="Acme Inc", slug="acme-inc", version=acme.version, actor=staff)
+    change_member_role(graces_membership, "org:admin", actor=staff)
+    db.session.commit()
+    delete_organization(fresh(db, acme), "acme-inc", actor=staff)  # its slug here already
+    db.session.commit()
+    fake.start()
+
+    push(db, organizations=[acme])
+
+    assert calls(db) == [
+        ("update_organization", "superseded"),
+        ("update_membership", "superseded"),
+        ("delete_organization", "delivered"),
+    ]
+    assert [m for m, _, _ in mutations(fake)] == ["DELETE"]
+    superseded = db.session.scalars(sa.select(ClerkCall).where(ClerkCall.state == "superseded")).all()
+    assert all("not sent: the organization is deleted" in c.last_error for c in superseded)
+
+
+def test_deleting_an_organization_clerk_deleted_already_is_delivered(db, fake, acme, staff, acme_in_clerk):
+    with fake._lock:
+        fake.organizations.remove(fake.organization(acme_in_clerk["id"]))
+
+    delete_organization(acme, "acme", actor=staff)
+    db.session.commit()
+    push(db, organizations=[acme])
+
+    last = db.session.scalars(sa.select(ClerkCall)).one()
+    assert (last.operation, last.state) == ("delete_organization", "delivered") and "404" in last.last_error
+
+
+def test_only_a_permission_holder_deletes_an_organization_and_a_deleted_one_stays_deleted(
+    db, fake, acme, staff, make_user
+):
+    admin = Actor.staff(make_user(email="admin@staff.example", role=UserRole.ADMIN))
+    with pytest.raises(NotAllowed, match=r"organizations\.delete"):
+        delete_organization(acme, "acme", actor=admin)
+    db.session.rollback()
+    assert fresh(db, acme).deleted_at is None and calls(db) == []
+
+    delete_organization(fresh(db, acme), "acme", actor=staff)
+    db.session.commit()
+    with pytest.raises(OrganizationError, match="was deleted"):
+        delete_organization(fresh(db, acme), "acme", actor=staff)

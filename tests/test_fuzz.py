@@ -63,6 +63,7 @@ from app.models import (
 )
 from app.organizations.forms import (
     AddMemberForm,
+    DeleteOrganizationForm,
     MemberRoleForm,
     OrganizationEditForm,
     OrganizationInviteForm,
@@ -154,6 +155,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("organizations.user_search", "GET"): Route(query=("user",)),
     ("organizations.change_role", "POST"): Route(forms=(MemberRoleForm,)),
     ("organizations.member_row", "GET"): Route(),
+    ("organizations.delete", "GET"): Route(),
+    ("organizations.delete", "POST"): Route(forms=(DeleteOrganizationForm,)),
     ("organizations.remove", "GET"): Route(),
     ("organizations.remove", "POST"): Route(forms=(ClerkActionForm,)),
     ("organizations.invite", "POST"): Route(forms=(OrganizationInviteForm,)),

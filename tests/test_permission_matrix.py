@@ -32,8 +32,15 @@ GROUPS = {
 }
 ADMINISTRATORS = "Administrators"
 SUPER_ADMIN = "super admin"
-# What the role `admin` allowed before staff groups (DESIGN §9): all but these four.
-ADMINISTRATORS_HOLD = ALL - {"users.delete", "roles.manage", "webhooks.replay", "permissions.manage"}
+# What the role `admin` allowed before staff groups (DESIGN §9): all but these four, and deleting
+# organizations, which came after (a new permission is granted by a super admin, never by default).
+ADMINISTRATORS_HOLD = ALL - {
+    "users.delete",
+    "roles.manage",
+    "webhooks.replay",
+    "permissions.manage",
+    "organizations.delete",
+}
 HELD = {**GROUPS, ADMINISTRATORS: ADMINISTRATORS_HOLD, SUPER_ADMIN: ALL}
 
 
@@ -269,6 +276,10 @@ def offers_on_pages(client, targets: Targets) -> dict[str, tuple[str, bool]]:
         "webhook: Apply anyway": ("webhooks.replay", f'action="/webhooks/{t.stale_event}/replay"' in webhook),
         "organization: rename": ("organizations.manage", 'id="rename"' in organization),
         "organization: add member": ("organizations.manage", 'id="member-add"' in organization),
+        "organization: Delete…": (
+            "organizations.delete",
+            f'href="/organizations/{t.organization}/delete"' in organization,
+        ),
     }
 
 

@@ -32,7 +32,10 @@ MIGRATION = Path(__file__).resolve().parent.parent / "migrations" / "versions" /
 
 # DESIGN §9 before permissions were data: admins did everything but these (to users with the role
 # `user` only); super admins did everything to everyone.
-ADMINS_COULD_NOT = frozenset({"users.delete", "roles.manage", "webhooks.replay", "permissions.manage"})
+# Deleting organizations came after the migration, which did not give it to admins: a super admin
+# grants it to a group.
+ADDED_SINCE = frozenset({"organizations.delete"})
+ADMINS_COULD_NOT = frozenset({"users.delete", "roles.manage", "webhooks.replay", "permissions.manage"}) | ADDED_SINCE
 
 
 def old_matrix(role: str, permission: str, target_role: str | None = None) -> bool:

@@ -50,6 +50,7 @@ from app.records.organizations import (
     insert_membership_if_absent,
     insert_organization_if_absent,
     lock_clerk_user_id,
+    revoke_pending_invitations,
     update_invitation_fields,
     update_membership_fields,
     update_organization_fields,
@@ -313,24 +314,8 @@ def delete_organization(data: Any, timestamp: int | None, *, actor: Actor) -> Sy
     )
     _advance(organization, timestamp)
     end_live_memberships(organization, actor=actor, action="membership.organization_deleted")
-    _revoke_pending_invitations(organization, actor=actor)
+    revoke_pending_invitations(organization, actor=actor, action="organization_invitation.organization_deleted")
     return SyncResult(SyncOutcome.DELETED, None, changes, reason="deleted", row=organization)
-
-
-def _revoke_pending_invitations(organization: Organization, *, actor: Actor) -> None:
-    pending = db.session.scalars(
-        sa.select(OrganizationInvitation)
-        .where(
-            OrganizationInvitation.organization_id == organization.id,
-            OrganizationInvitation.status == OrganizationInvitationStatus.PENDING.value,
-        )
-        .order_by(OrganizationInvitation.id)
-        .with_for_update()
-    ).all()
-    for invitation in pending:
-        update_invitation_fields(
-            invitation, {"status": "revoked"}, actor=actor, action="organization_invitation.organization_deleted"
-        )
 
 
 # --- Memberships --------------------------------------------------------------------------------------

@@ -164,3 +164,9 @@ class OrganizationInviteForm(FlaskForm):
         self.role.choices = role_choices()
         if self.role.raw_data is None and self.role.data is None:  # opened, not posted: preselect
             self.role.data = default_role()
+
+
+class DeleteOrganizationForm(FlaskForm):
+    """Deleting asks for the organization's slug (its name, when it has none), typed."""
+
+    confirm = StringField("Type the organization's slug to confirm", filters=[strip], validators=[Length(max=600)])

@@ -23,6 +23,7 @@ from app.clerk.client import clerk_connected
 from app.clerk.outbox import CREATE_MEMBERSHIP, DELETE_MEMBERSHIP, UPDATE_MEMBERSHIP
 from app.clerk.outbox.enqueue import (
     enqueue_membership_call,
+    enqueue_organization_deletion,
     enqueue_organization_invitation,
     enqueue_organization_invitation_revocation,
     enqueue_organization_update,
@@ -40,9 +41,11 @@ from app.models import (
 )
 from app.permissions import ensure, ensure_member_change
 from app.records.organizations import (
+    end_live_memberships,
     insert_invitation_if_absent,
     insert_membership_if_absent,
     lock_clerk_user_id,
+    revoke_pending_invitations,
     update_invitation_fields,
     update_membership_fields,
     update_organization_fields,
@@ -193,6 +196,30 @@ def _slug_taken(slug: str, organization: Organization) -> bool:
         )
         is not None
     )
+
+
+def deletion_word(organization: Organization) -> str:
+    """What an admin types to confirm deleting an organization: its slug, or its name without one."""
+    return organization.slug or organization.name
+
+
+def delete_organization(organization: Organization, confirm: str, *, actor: Actor) -> dict:
+    """Delete an organization here and in Clerk, as Clerk's webhook would leave it: a read-only
+    tombstone whose history stays, its live memberships ended and its pending invitations revoked
+    at once. The call to Clerk is enqueued first, so the organization's calls not sent yet never are."""
+    ensure(actor, "organizations.delete")
+    db.session.refresh(organization, with_for_update=True)  # a webhook deleting it meanwhile waits, then finds it gone
+    _ensure_live(organization)
+    word = deletion_word(organization)
+    if " ".join((confirm or "").split()).casefold() != word.casefold():
+        raise OrganizationError("confirm", f"Type {word} exactly to confirm; nothing was deleted.")
+    enqueue_organization_deletion(organization)
+    changed = update_organization_fields(
+        organization, {"deleted_at": utcnow()}, actor=actor, action="organization.delete"
+    )
+    end_live_memberships(organization, actor=actor, action="membership.organization_deleted")
+    revoke_pending_invitations(organization, actor=actor, action="organization_invitation.organization_deleted")
+    return changed
 
 
 # --- Members ----------------------------------------------------------------------------------------

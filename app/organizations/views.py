@@ -20,6 +20,7 @@ from app.extensions import db
 from app.models import ClerkCall, Membership, Organization, OrganizationInvitation
 from app.organizations.forms import (
     AddMemberForm,
+    DeleteOrganizationForm,
     MemberRoleForm,
     OrganizationEditForm,
     OrganizationInviteForm,
@@ -47,6 +48,8 @@ from app.organizations.services import (
     StaleOrganization,
     add_member,
     change_member_role,
+    delete_organization,
+    deletion_word,
     invite_to_organization,
     remove_member,
     rename_organization,
@@ -83,7 +86,7 @@ def get_invitation_or_404(organization: Organization, invitation_id: str) -> Org
 def refuse_if_deleted(organization: Organization) -> None:
     """A deleted organization is read-only: every change answers 409, whoever asks."""
     if organization.deleted_at is not None:
-        abort(409, description=f"{organization.label} was deleted in Clerk: it is read-only here.")
+        abort(409, description=f"{organization.label} was deleted: it is read-only here.")
 
 
 def deliver_to_clerk(*, announce: bool = True) -> PushReport:
@@ -150,6 +153,7 @@ def offers(organization: Organization, *memberships: Membership) -> dict:
     may_manage = organization.deleted_at is None and may(actor, "organizations.manage")
     return {
         "may_manage": may_manage,
+        "may_delete": organization.deleted_at is None and may(actor, "organizations.delete"),
         "manageable_member_ids": {
             m.id
             for m in memberships
@@ -276,6 +280,35 @@ def rename(organization_id: str):
             flash(f"Saved {organization.label}.", "success")
     else:
         flash("Nothing to save: neither the name nor the slug changed.", "success")
+    return redirect(detail_url(organization))
+
+
+def render_delete(organization: Organization, form: DeleteOrganizationForm, status: int = 200):
+    context = {"organization": organization, "form": form, "word": deletion_word(organization)}
+    return render_template("organizations/delete.html", **context), status
+
+
+@bp.route("/organizations/<organization_id>/delete", methods=["GET", "POST"])
+def delete(organization_id: str):
+    """A page that asks for the organization's slug; then the tombstone, and the deletion in Clerk."""
+    organization = get_organization_or_404(organization_id)
+    refuse_if_deleted(organization)
+    ensure(current_actor(), "organizations.delete")
+    form = DeleteOrganizationForm()
+    if request.method == "GET":
+        return render_delete(organization, form)
+    ensure_form_accepted(form)
+    try:
+        delete_organization(organization, form.confirm.data or "", actor=current_actor())
+    except OrganizationError as error:
+        db.session.rollback()
+        if error.field != "confirm":
+            abort(409, description=error.message)
+        form.confirm.errors.append(error.message)
+        return render_delete(organization, form, 422)
+    db.session.commit()
+    flash(f"Deleted {organization.label}. It is read-only here; its history stays.", "success")
+    deliver_to_clerk()
     return redirect(detail_url(organization))
 
 

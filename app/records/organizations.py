@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.audit.services import Actor, diff, record
 from app.extensions import db
-from app.models import Membership, Organization, OrganizationInvitation, User, utcnow
+from app.models import Membership, Organization, OrganizationInvitation, OrganizationInvitationStatus, User, utcnow
 from app.records import counts
 
 
@@ -101,6 +101,23 @@ def end_live_memberships(organization: Organization, *, actor: Actor, action: st
         _adjust_members_count(organization.id, -ended)
         record(action, actor=actor, organization=organization, changes={"live memberships": [ended, 0]})
     return ended
+
+
+def revoke_pending_invitations(organization: Organization, *, actor: Actor, action: str) -> None:
+    """Revoke every pending invitation of an organization (its deletion), each audited."""
+    pending = db.session.scalars(
+        sa.select(OrganizationInvitation)
+        .where(
+            OrganizationInvitation.organization_id == organization.id,
+            OrganizationInvitation.status == OrganizationInvitationStatus.PENDING.value,
+        )
+        .order_by(OrganizationInvitation.id)
+        .with_for_update()
+    ).all()
+    for invitation in pending:
+        update_invitation_fields(
+            invitation, {"status": OrganizationInvitationStatus.REVOKED.value}, actor=actor, action=action
+        )
 
 
 # --- Memberships ------------------------------------------------------------------------------------

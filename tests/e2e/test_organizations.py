@@ -182,6 +182,36 @@ def test_rename_shows_errors_by_the_field_then_saves(signed_in, world):
     expect(page.locator(".flashes")).to_contain_text("Saved Acme Incorporated.")
 
 
+def test_delete_by_keyboard_refused_by_the_field_then_done(signed_in, world, db):
+    page = signed_in
+    acme = world["acme"]
+    page.goto(f"/organizations/{acme.id}")
+    delete = page.get_by_role("button", name="Delete…")
+    tab_to(page, delete)
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Delete Acme Corp?")
+    confirm = page.get_by_label("Type the organization's slug to confirm")
+    tab_to(page, confirm)
+    page.keyboard.type("acme")
+    page.keyboard.press("Enter")
+    expect(page.locator("#confirm-error")).to_contain_text("Type acme-corp exactly to confirm; nothing was deleted.")
+    expect(confirm).to_have_value("acme")  # kept as typed
+    tab_to(page, confirm)
+    page.keyboard.press("Control+A")
+    page.keyboard.type("acme-corp")
+    page.keyboard.press("Enter")
+    expect(page.locator(".flashes")).to_contain_text("Deleted Acme Corp. It is read-only here; its history stays.")
+    expect(page.locator(".read-only-note")).to_contain_text("this organization is read-only here")
+    expect(page.get_by_role("button", name="Delete…")).to_have_count(0)
+    db.session.expire_all()
+    live = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Membership)
+        .where(Membership.organization_id == acme.id, Membership.deleted_at.is_(None))
+    )
+    assert live == 0
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", list(VIEWPORTS))
 def test_no_serious_violations_and_nothing_wider_than_the_screen(browser, live_server, auth, world, scheme, width):
@@ -199,6 +229,7 @@ def test_no_serious_violations_and_nothing_wider_than_the_screen(browser, live_s
             f"/organizations/{acme.id}",
             f"/organizations/{acme.id}?mq=grace",
             f"/organizations/{acme.id}/members/{acme.id}/delete",  # a 404 page
+            f"/organizations/{acme.id}/delete",
             f"/users/{world['people'][0].id}",
             "/",
         ):

@@ -25,12 +25,13 @@ UPDATE_USER, EDIT_METADATA = "update_user", "edit_metadata"
 CREATE_EMAIL, DELETE_EMAIL = "create_email", "delete_email"
 REVOKE_SESSIONS, UNLOCK, DELETE_USER = "revoke_sessions", "unlock", "delete_user"
 # About an organization (ClerkCall.organization_id set; membership calls name the member as user_id).
-UPDATE_ORGANIZATION = "update_organization"
+UPDATE_ORGANIZATION, DELETE_ORGANIZATION = "update_organization", "delete_organization"
 CREATE_MEMBERSHIP, UPDATE_MEMBERSHIP, DELETE_MEMBERSHIP = "create_membership", "update_membership", "delete_membership"
 CREATE_ORGANIZATION_INVITATION = "create_organization_invitation"
 REVOKE_ORGANIZATION_INVITATION = "revoke_organization_invitation"
 ORGANIZATION_OPERATIONS: Final = (
     UPDATE_ORGANIZATION,
+    DELETE_ORGANIZATION,
     CREATE_MEMBERSHIP,
     UPDATE_MEMBERSHIP,
     DELETE_MEMBERSHIP,

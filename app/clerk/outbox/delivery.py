@@ -40,6 +40,7 @@ from app.clerk.outbox import (
     DASHBOARD_METADATA_KEYS,
     DELETE_EMAIL,
     DELETE_MEMBERSHIP,
+    DELETE_ORGANIZATION,
     DELETE_USER,
     EDIT_METADATA,
     METADATA,
@@ -324,6 +325,10 @@ def _update_organization(clerk: Clerk, call: ClerkCall, payload: dict[str, Any],
     )
 
 
+def _delete_organization(clerk: Clerk, call: ClerkCall, payload: dict[str, Any], budget: Budget) -> Any:
+    return clerk.organizations.delete(organization_id=payload["organization_id"], timeout_ms=budget.ms)
+
+
 def _create_membership(clerk: Clerk, call: ClerkCall, payload: dict[str, Any], budget: Budget) -> Any:
     """Add the member with the role; one Clerk has already (an earlier attempt got through, or someone
     added them in Clerk) is given the role instead."""
@@ -380,6 +385,7 @@ def _revoke_organization_invitation(clerk: Clerk, call: ClerkCall, payload: dict
 
 ORGANIZATION_SENDERS: Final = {
     UPDATE_ORGANIZATION: _update_organization,
+    DELETE_ORGANIZATION: _delete_organization,
     CREATE_MEMBERSHIP: _create_membership,
     UPDATE_MEMBERSHIP: _update_membership,
     DELETE_MEMBERSHIP: _delete_membership,
@@ -538,7 +544,7 @@ def _refused(clerk: Clerk, call: ClerkCall, error: models.ClerkBaseError, *, tim
         return Result(Outcome.RETRY, message)
     if call.operation in (REVOKE_INVITATION, REVOKE_ORGANIZATION_INVITATION):
         return Result(Outcome.DELIVERED, message)  # already revoked, accepted or gone: no invitation remains
-    if call.operation in (DELETE_USER, DELETE_MEMBERSHIP) and status == 404:  # gone from Clerk already
+    if call.operation in (DELETE_USER, DELETE_MEMBERSHIP, DELETE_ORGANIZATION) and status == 404:  # gone already
         return Result(Outcome.DELIVERED, message)
     if call.operation == CREATE_ORGANIZATION_INVITATION:
         existing = _pending_organization_invitation_id(clerk, json.loads(call.payload), timeout_ms)

@@ -29,12 +29,14 @@ from app.clerk.outbox import (
     CREATE_ORGANIZATION_INVITATION,
     DELETE_EMAIL,
     DELETE_MEMBERSHIP,
+    DELETE_ORGANIZATION,
     DELETE_USER,
     EDIT_METADATA,
     METADATA,
     OPEN_STATES,
     OPERATIONS,
     ORGANIZATION_FIELDS,
+    ORGANIZATION_OPERATIONS,
     PROFILE_FIELDS,
     REVOKE_INVITATION,
     REVOKE_ORGANIZATION_INVITATION,
@@ -174,6 +176,10 @@ def _supersede_older_of_organization(call: ClerkCall, organization: Organization
                 row.payload = json.dumps({**older, "fields": kept}, sort_keys=True)
             else:
                 supersede(row, f"superseded by call #{call.id}")
+    elif call.operation == DELETE_ORGANIZATION:  # nothing else is worth sending about a deleted organization
+        others = [op for op in ORGANIZATION_OPERATIONS if op != DELETE_ORGANIZATION]
+        for row in _older_open_calls_of_organization(call, organization, others):
+            supersede(row, f"not sent: the organization is deleted (call #{call.id})")
     elif call.operation in (UPDATE_MEMBERSHIP, DELETE_MEMBERSHIP):  # the member's newest role says it
         for row in _older_open_calls_of_organization(call, organization, [UPDATE_MEMBERSHIP]):
             if json.loads(row.payload).get("user_id") == payload["user_id"]:
@@ -189,6 +195,14 @@ def in_clerk(clerk_id: str | None) -> bool:
 
 def _organization_in_clerk(organization: Organization) -> bool:
     return clerk_connected() and organization.deleted_at is None and in_clerk(organization.clerk_id)
+
+
+def enqueue_organization_deletion(organization: Organization) -> ClerkCall | None:
+    """organizations.delete, enqueued before the organization is marked deleted here; its calls that
+    have not gone yet are not sent."""
+    if not clerk_connected() or not in_clerk(organization.clerk_id):
+        return None
+    return enqueue(None, DELETE_ORGANIZATION, {"organization_id": organization.clerk_id}, organization=organization)
 
 
 def enqueue_organization_update(organization: Organization, fields: dict[str, Any]) -> ClerkCall | None:
