@@ -88,6 +88,13 @@
     if (invalid) invalid.focus();
   });
 
+  // A whole page answered with errors (a form sent without htmx, a 422): keyboard focus starts on
+  // the first field with one, as after an inline swap, instead of at the top of the page.
+  document.addEventListener("DOMContentLoaded", function () {
+    var invalid = document.querySelector("main [aria-invalid=true]");
+    if (invalid && !window.location.hash) invalid.focus();
+  });
+
   // Escape inside an inline confirmation or edit presses its Cancel.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape" || event.defaultPrevented || !event.target.closest) return;
