@@ -722,3 +722,47 @@ def test_only_a_permission_holder_deletes_an_organization_and_a_deleted_one_stay
     db.session.commit()
     with pytest.raises(OrganizationError, match="was deleted"):
         delete_organization(fresh(db, acme), "acme", actor=staff)
+
+
+@pytest.mark.parametrize(
+    ("typed", "status", "said"),
+    [
+        ("x" * 10_000, 422, "Type acme exactly to confirm; nothing was deleted."),  # by the field, not "expired"
+        ("acme\u202e", 422, "Type acme exactly to confirm; nothing was deleted."),
+        ("[[[{{{", 422, "Type acme exactly to confirm; nothing was deleted."),
+        ("%00", 422, "Type acme exactly to confirm; nothing was deleted."),
+        ("a\x00cme", 400, "The field “confirm” contains a NUL character."),
+    ],
+    ids=["10 KB", "bidi", "brackets", "percent", "NUL"],
+)
+def test_a_hostile_confirmation_is_refused_clearly_and_deletes_nothing(
+    client, db, fake, acme, root, auth, typed, status, said
+):
+    auth.sign_in(root)
+    token = csrf_token_from(client.get(f"/organizations/{acme.id}/delete").get_data(as_text=True))
+
+    response = client.post(f"/organizations/{acme.id}/delete", data={"csrf_token": token, "confirm": typed})
+
+    body = response.get_data(as_text=True)
+    assert response.status_code == status and said in body, body[:300]
+    assert fresh(db, acme).deleted_at is None and calls(db) == []
+
+
+def test_a_plain_admin_is_refused_the_deletion_page_and_the_post(client, db, fake, acme, auth):
+    admin = auth.sign_in(role=UserRole.ADMIN)
+    assert f"/organizations/{acme.id}/delete" not in client.get(f"/organizations/{acme.id}").get_data(as_text=True)
+    refused = client.get(f"/organizations/{acme.id}/delete")
+    assert refused.status_code == 403 and "organizations.delete" in refused.get_data(as_text=True)
+    token = csrf_token_from(client.get("/users/new").get_data(as_text=True))
+    forged = client.post(f"/organizations/{acme.id}/delete", data={"csrf_token": token, "confirm": "acme"})
+    assert forged.status_code == 403
+    assert fresh(db, acme).deleted_at is None and calls(db) == [] and admin.role == UserRole.ADMIN
+
+
+def test_a_name_with_doubled_spaces_is_confirmed_as_typed(db, fake, staff, make_user):
+    from tests.org_factories import make_organization
+
+    nameless = make_organization(name="Two  Spaces", slug=None)
+    delete_organization(nameless, "two spaces", actor=staff)
+    db.session.commit()
+    assert fresh(db, nameless).deleted_at is not None

@@ -129,7 +129,7 @@ def prune_command(
     summary = ", ".join(f"{pruned.get(step.kind.key, 0):,} {step.kind.label}" for step in steps) or "nothing to do"
     rate = f", {total / elapsed:,.0f} rows/s" if elapsed > 0 and total else ""
     click.echo(f"Pruned in {elapsed:.1f} s{rate}: {summary}.")
-    if stalled:
+    if stalled is not None:
         click.echo(f"Stopped: {stalled} What was pruned stays pruned, and a rerun carries on from there.", err=True)
         raise SystemExit(1)
     if interrupted:

@@ -198,6 +198,10 @@ def _slug_taken(slug: str, organization: Organization) -> bool:
     )
 
 
+def _folded(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
 def deletion_word(organization: Organization) -> str:
     """What an admin types to confirm deleting an organization: its slug, or its name without one."""
     return organization.slug or organization.name
@@ -211,7 +215,7 @@ def delete_organization(organization: Organization, confirm: str, *, actor: Acto
     db.session.refresh(organization, with_for_update=True)  # a webhook deleting it meanwhile waits, then finds it gone
     _ensure_live(organization)
     word = deletion_word(organization)
-    if " ".join((confirm or "").split()).casefold() != word.casefold():
+    if _folded(confirm or "") != _folded(word):
         raise OrganizationError("confirm", f"Type {word} exactly to confirm; nothing was deleted.")
     enqueue_organization_deletion(organization)
     changed = update_organization_fields(
